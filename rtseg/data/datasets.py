@@ -1,0 +1,117 @@
+"""Finding (image, label) pairs on disk and reading them, for CamVid and Cityscapes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+from torch.utils.data import Dataset
+
+from rtseg.data.classes import DATASETS, DatasetSpec, cityscapes_label_lut
+from rtseg.errors import BadInput
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+def get_spec(name: str) -> DatasetSpec:
+    """The DatasetSpec for ``name``; BadInput naming the choices otherwise."""
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise BadInput(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}") from None
+
+
+def camvid_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
+    """CamVid (SegNet layout): ``root/split/*.png`` with labels in ``root/{split}annot``."""
+    image_dir, label_dir = root / split, root / f"{split}annot"
+    if not image_dir.is_dir():
+        raise BadInput(f"CamVid split not found: {image_dir} (expected {root}/{split}/*.png)")
+    images = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    pairs = []
+    for image in images:
+        label = label_dir / image.name
+        if not label.is_file():
+            raise BadInput(f"CamVid label missing for {image.name}: expected {label}")
+        pairs.append((image, label))
+    return pairs
+
+
+def cityscapes_label_path(image: Path, root: Path, split: str) -> Path:
+    """``leftImg8bit/split/city/X_leftImg8bit.png`` → ``gtFine/split/city/X_gtFine_labelIds.png``."""
+    stem = image.name.replace("_leftImg8bit", "_gtFine_labelIds")
+    return root / "gtFine" / split / image.parent.name / stem
+
+
+def cityscapes_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
+    """Cityscapes, official layout: ``leftImg8bit/{split}/{city}/*_leftImg8bit.png``."""
+    image_dir = root / "leftImg8bit" / split
+    if not image_dir.is_dir():
+        raise BadInput(f"Cityscapes split not found: {image_dir}")
+    pairs = []
+    for image in sorted(image_dir.glob("*/*_leftImg8bit.png")):
+        label = cityscapes_label_path(image, root, split)
+        if not label.is_file():
+            raise BadInput(f"Cityscapes label missing for {image.name}: expected {label}")
+        pairs.append((image, label))
+    return pairs
+
+
+def find_pairs(dataset: str, root: Path | str, split: str) -> list[tuple[Path, Path]]:
+    """All (image, label) pairs of a split; BadInput if the root or split is missing or empty."""
+    root = Path(root)
+    if not root.is_dir():
+        raise BadInput(f"data root not found: {root}")
+    finder = {"camvid": camvid_pairs, "cityscapes": cityscapes_pairs}[get_spec(dataset).name]
+    pairs = finder(root, split)
+    if not pairs:
+        raise BadInput(f"no images in the {split} split of {dataset} under {root}")
+    return pairs
+
+
+def read_image(path: Path) -> np.ndarray:
+    """An 8-bit BGR image (OpenCV order); BadInput if it cannot be decoded."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise BadInput(f"cannot read image {path}")
+    return image
+
+
+def read_label(path: Path, dataset: str) -> np.ndarray:
+    """A label map in the data set's training encoding (CamVid ids; Cityscapes train ids)."""
+    label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if label is None or label.ndim != 2:
+        raise BadInput(f"cannot read label {path} as a single-channel 8-bit image")
+    if dataset == "cityscapes":
+        label = cityscapes_label_lut()[label]
+    return label.astype(np.uint8, copy=False)
+
+
+class SegmentationDataset(Dataset):
+    """(image, label) pairs passed through a paired transform.
+
+    ``transform(image_bgr_uint8, label_uint8) -> sample``; without one, the raw pair.
+    """
+
+    def __init__(self, pairs: Sequence[tuple[Path, Path]], dataset: str,
+                 transform: Callable | None = None):
+        self.pairs = list(pairs)
+        self.dataset = get_spec(dataset).name
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The raw BGR image and label of one sample; BadInput if their sizes differ."""
+        image_path, label_path = self.pairs[index]
+        image, label = read_image(image_path), read_label(label_path, self.dataset)
+        if image.shape[:2] != label.shape:
+            raise BadInput(f"label {label_path.name} is {label.shape[1]}×{label.shape[0]} but "
+                           f"image {image_path.name} is {image.shape[1]}×{image.shape[0]}")
+        return image, label
+
+    def __getitem__(self, index: int):
+        image, label = self.load(index)
+        return self.transform(image, label) if self.transform else (image, label)

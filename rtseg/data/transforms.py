@@ -1,0 +1,102 @@
+"""Paired (image, label) transforms, in one place: images resize with linear
+interpolation, labels with nearest neighbour, and padding of labels uses the ignore index.
+
+Images stay uint8 BGR HWC (OpenCV's order): normalisation happens inside the network
+(``rtseg.models.Segmenter``), so training and the deploy graph share one preprocessing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+
+def to_tensors(image: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 HWC image and uint8 HW label → torch uint8 and int64 tensors (no copies of layout)."""
+    return (torch.from_numpy(np.ascontiguousarray(image)),
+            torch.from_numpy(np.ascontiguousarray(label)).long())
+
+
+def _jitter(image: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+    """Random brightness, contrast and saturation, vectorised on the whole image."""
+    contrast = 1.0 + rng.uniform(-strength, strength)
+    brightness = 255.0 * rng.uniform(-strength, strength) / 2
+    saturation = 1.0 + rng.uniform(-strength, strength)
+    img = image.astype(np.float32)
+    grey = img @ np.array([0.114, 0.587, 0.299], np.float32)  # BGR luma
+    img = grey[..., None] + saturation * (img - grey[..., None])
+    img = contrast * (img - img.mean()) + img.mean() + brightness
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@dataclass
+class TrainTransform:
+    """Random scale, pad, crop, horizontal flip and photometric jitter.
+
+    ``base_size`` is the (H, W) the image is first resized to (the network's input size,
+    so training sees objects at deploy scale); then a random scale in ``scale_range``.
+    """
+
+    crop: tuple[int, int]
+    base_size: tuple[int, int]
+    ignore_index: int
+    scale_range: tuple[float, float] = (0.75, 1.5)
+    jitter: float = 0.3
+    seed: int = 0
+
+    def __post_init__(self):
+        self._rng = np.random.default_rng(self.seed)
+
+    def reseed(self, seed: int) -> None:
+        """Give this copy (one per data-loader worker) its own random stream."""
+        self._rng = np.random.default_rng(seed)
+
+    def __call__(self, image: np.ndarray, label: np.ndarray):
+        rng = self._rng
+        scale = rng.uniform(*self.scale_range)
+        h = max(1, round(self.base_size[0] * scale))
+        w = max(1, round(self.base_size[1] * scale))
+        image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+        label = cv2.resize(label, (w, h), interpolation=cv2.INTER_NEAREST)
+
+        ch, cw = self.crop
+        pad_h, pad_w = max(ch - h, 0), max(cw - w, 0)
+        if pad_h or pad_w:
+            image = cv2.copyMakeBorder(image, 0, pad_h, 0, pad_w, cv2.BORDER_CONSTANT, value=0)
+            label = cv2.copyMakeBorder(label, 0, pad_h, 0, pad_w, cv2.BORDER_CONSTANT,
+                                       value=self.ignore_index)
+        top = int(rng.integers(0, image.shape[0] - ch + 1))
+        left = int(rng.integers(0, image.shape[1] - cw + 1))
+        image = image[top:top + ch, left:left + cw]
+        label = label[top:top + ch, left:left + cw]
+
+        if rng.random() < 0.5:
+            image, label = image[:, ::-1], label[:, ::-1]
+        if self.jitter > 0:
+            image = _jitter(image, rng, self.jitter)
+        return to_tensors(image, label)
+
+
+@dataclass
+class EvalTransform:
+    """Resize the image to the network input size; keep the label at full resolution,
+    so scores are computed on the original pixels."""
+
+    input_size: tuple[int, int]
+
+    def __call__(self, image: np.ndarray, label: np.ndarray):
+        h, w = self.input_size
+        if image.shape[:2] != (h, w):
+            image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+        return to_tensors(image, label)
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: each worker's transform gets its own stream."""
+    info = torch.utils.data.get_worker_info()
+    transform = getattr(info.dataset, "transform", None)
+    if hasattr(transform, "reseed"):
+        transform.reseed(info.seed % 2**32)

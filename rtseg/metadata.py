@@ -1,0 +1,90 @@
+"""Engine metadata: the contract's keys, carried by every artifact (safetensors header,
+ONNX ``metadata_props``, TensorRT sidecar JSON).
+
+Every value is stored as a JSON string so the same dict round-trips through all three
+containers, which only hold string → string maps.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from rtseg.errors import BadInput
+
+REQUIRED_KEYS = (
+    "model",
+    "num_classes",
+    "class_names",
+    "palette",
+    "ignore_index",
+    "input_size",
+    "dataset",
+    "mean",
+    "std",
+    "precision",
+)
+
+
+@dataclass
+class EngineMetadata:
+    """What a backend needs to know about a trained network besides its weights."""
+
+    model: str
+    num_classes: int
+    class_names: list[str]
+    palette: list[list[int]]
+    ignore_index: int
+    input_size: list[int]  # [H, W] the network sees
+    dataset: str
+    mean: list[float]  # RGB, 0-255 scale
+    std: list[float]
+    precision: str = "fp32"
+    extra: dict[str, Any] = field(default_factory=dict)  # val_miou, recipe, TensorRT version…
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat dict of the contract keys plus the extras."""
+        d = asdict(self)
+        extra = d.pop("extra")
+        d.update(extra)
+        return d
+
+    def to_strings(self) -> dict[str, str]:
+        """String → JSON-string map, for safetensors and ONNX metadata."""
+        return {k: json.dumps(v) for k, v in self.to_dict().items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "engine") -> "EngineMetadata":
+        """Build from a flat dict; raises BadInput naming the first missing key."""
+        missing = [k for k in REQUIRED_KEYS if k not in d]
+        if missing:
+            raise BadInput(f"{source} lacks metadata key(s) {', '.join(missing)}; "
+                           "re-export it with this version of rtseg")
+        known = {k: d[k] for k in REQUIRED_KEYS}
+        extra = {k: v for k, v in d.items() if k not in REQUIRED_KEYS}
+        meta = cls(**known, extra=extra)
+        meta.num_classes = int(meta.num_classes)
+        meta.ignore_index = int(meta.ignore_index)
+        meta.input_size = [int(v) for v in meta.input_size]
+        if len(meta.class_names) != meta.num_classes or len(meta.palette) != meta.num_classes:
+            raise BadInput(f"{source} metadata is inconsistent: num_classes={meta.num_classes} "
+                           f"but {len(meta.class_names)} class names and {len(meta.palette)} colours")
+        return meta
+
+    @classmethod
+    def from_strings(cls, d: dict[str, str], source: str = "engine") -> "EngineMetadata":
+        """Inverse of ``to_strings``; values that are not JSON are kept as plain strings."""
+        parsed: dict[str, Any] = {}
+        for k, v in d.items():
+            try:
+                parsed[k] = json.loads(v)
+            except (TypeError, ValueError):
+                parsed[k] = v
+        return cls.from_dict(parsed, source)
+
+    def with_updates(self, **changes: Any) -> "EngineMetadata":
+        """A copy with some contract keys (or extras, for unknown names) changed."""
+        d = self.to_dict()
+        d.update(changes)
+        return EngineMetadata.from_dict(d)

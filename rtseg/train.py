@@ -1,0 +1,308 @@
+"""``rtseg train``: class-weighted cross-entropy, poly LR, AMP on CUDA, DDP under torchrun.
+
+Reads top to bottom: ``class_weights`` → ``make_loaders`` → ``train_one_epoch`` →
+``validate`` → ``train``. Every helper takes explicit arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from tqdm import tqdm
+
+from rtseg import distributed as ddp
+from rtseg.backends.torch_backend import TorchBackend, resolve_device
+from rtseg.data import SegmentationDataset, TrainTransform, find_pairs, get_spec, read_label
+from rtseg.data.classes import IMAGENET_MEAN, IMAGENET_STD
+from rtseg.data.transforms import seed_worker
+from rtseg.errors import BadInput
+from rtseg.evaluate import eval_loader, score
+from rtseg.metadata import EngineMetadata
+from rtseg.metrics import ConfusionMatrix
+from rtseg.models import Segmenter, build_model, canonical_name, save_checkpoint
+
+STATE_FILE = "train_state.pt"
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``rtseg train`` needs; the CLI fills it from flags."""
+
+    model: str
+    dataset: str
+    data_root: Path
+    out: Path = Path("runs/train")
+    epochs: int = 100
+    batch_size: int = 8
+    crop: tuple[int, int] | None = None        # default: the data set's training crop
+    input_size: tuple[int, int] | None = None  # default: the data set's network input size
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    device: str = "auto"
+    amp: bool | None = None                    # None: bf16 autocast on CUDA only
+    resume: bool = False
+    encoder_weights: str = "none"
+    seed: int = 0
+    workers: int = 2
+    train_limit: int | None = None             # use only the first N training images
+    val_limit: int | None = None
+    scale_range: tuple[float, float] = (0.75, 1.5)
+    jitter: float = 0.3
+    extra: dict = field(default_factory=dict)
+
+
+def check_divisible(size: tuple[int, int], what: str, by: int = 32) -> None:
+    """Five 2× down-samplings need sizes divisible by 32; say which size would do."""
+    h, w = size
+    if h <= 0 or w <= 0:
+        raise BadInput(f"{what} {h}x{w} must be positive")
+    if h % by or w % by:
+        up = lambda v: max(by, (v + by - 1) // by * by)  # noqa: E731
+        raise BadInput(f"{what} {h}x{w} is not divisible by {by}; use e.g. {up(h)}x{up(w)}")
+
+
+def class_weights(pairs: Sequence, dataset: str, num_classes: int, ignore_index: int,
+                  workers: int = 4) -> torch.Tensor:
+    """ENet's weighting ``1 / ln(1.02 + p_c)`` from label pixel frequencies, mean 1."""
+    def count(pair):
+        label = read_label(pair[1], dataset).ravel()
+        return np.bincount(label[label != ignore_index], minlength=num_classes)[:num_classes]
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        counts = sum(pool.map(count, pairs))
+    freq = counts / max(counts.sum(), 1)
+    weights = 1.0 / np.log(1.02 + freq)
+    weights[counts == 0] = 0.0  # a class never seen cannot be learned; don't let it dominate
+    weights *= (counts > 0).sum() / max(weights.sum(), 1e-12)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def make_train_loader(pairs, cfg: TrainConfig, crop, input_size, ignore_index,
+                      info: ddp.DistInfo) -> tuple[DataLoader, torch.utils.data.Sampler]:
+    """Shuffled, augmented training batches; a DistributedSampler under torchrun."""
+    transform = TrainTransform(crop=crop, base_size=input_size, ignore_index=ignore_index,
+                               scale_range=cfg.scale_range, jitter=cfg.jitter,
+                               seed=cfg.seed + info.rank)
+    ds = SegmentationDataset(pairs, cfg.dataset, transform)
+    if info.enabled:
+        sampler = DistributedSampler(ds, info.world_size, info.rank, shuffle=True,
+                                     seed=cfg.seed, drop_last=True)
+    else:
+        sampler = RandomSampler(ds, generator=torch.Generator().manual_seed(cfg.seed))
+    generator = torch.Generator().manual_seed(cfg.seed + info.rank)
+    loader = DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
+                        num_workers=cfg.workers, worker_init_fn=seed_worker,
+                        generator=generator, pin_memory=torch.cuda.is_available(),
+                        persistent_workers=cfg.workers > 0)
+    if len(loader) == 0:
+        raise BadInput(f"{len(ds)} training images per process is fewer than one batch of "
+                       f"{cfg.batch_size}; lower --batch-size")
+    return loader, sampler
+
+
+def poly_lr(base_lr: float, step: int, total: int, power: float = 0.9) -> float:
+    """Polynomial decay from ``base_lr`` to 0 over ``total`` steps."""
+    return base_lr * (1.0 - min(step, total) / max(total, 1)) ** power
+
+
+def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
+                    optimizer: torch.optim.Optimizer, device: torch.device, amp: bool,
+                    base_lr: float, step: int, total_steps: int, show: bool,
+                    desc: str) -> tuple[float, int]:
+    """One pass over ``loader``; returns (mean loss, global step after it)."""
+    model.train()
+    losses = []
+    bar = tqdm(loader, desc=desc, disable=not show, leave=False, dynamic_ncols=True)
+    for frames, labels in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = poly_lr(base_lr, step, total_steps)
+        frames = frames.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(frames)
+        loss = criterion(logits.float(), labels)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss became {loss.item()} at step {step}; "
+                                     "lower --lr")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        step += 1
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    return float(np.mean(losses)), step
+
+
+class _LogitsOf(nn.Module):
+    """Adapts a Segmenter so DDP wraps the training forward (``logits``)."""
+
+    def __init__(self, segmenter: Segmenter):
+        super().__init__()
+        self.segmenter = segmenter
+
+    def forward(self, frames):
+        return self.segmenter.logits(frames)
+
+
+def validate(segmenter: Segmenter, metadata: EngineMetadata, pairs: Sequence, cfg: TrainConfig,
+             device: torch.device, info: ddp.DistInfo) -> ConfusionMatrix:
+    """Confusion matrix over the val split, each rank scoring its share, summed over ranks."""
+    spec = get_spec(cfg.dataset)
+    backend = TorchBackend(segmenter, metadata, str(device), fp16=False)
+    matrix = ConfusionMatrix(spec.num_classes, spec.ignore_index)
+    loader = eval_loader(pairs[info.rank::info.world_size], cfg.dataset, metadata.input_size,
+                         cfg.batch_size, cfg.workers)
+    score(backend, loader, matrix)
+    matrix.matrix = ddp.all_reduce_sum(matrix.matrix, info, device)
+    return matrix
+
+
+def _metadata(cfg: TrainConfig, input_size, crop, world_size: int, device: torch.device,
+              amp: bool) -> EngineMetadata:
+    spec = get_spec(cfg.dataset)
+    recipe = {k: v for k, v in asdict(cfg).items() if k not in ("data_root", "out", "extra")}
+    recipe.update(crop=list(crop), input_size=list(input_size), world_size=world_size,
+                  device_type=device.type, amp="bf16" if amp else "off",
+                  optimizer="AdamW", schedule="poly(0.9) per step",
+                  loss="cross-entropy, ENet class weights 1/ln(1.02+p)",
+                  augmentation=f"scale {cfg.scale_range}, crop, hflip, jitter {cfg.jitter}")
+    recipe.update(cfg.extra)
+    return EngineMetadata(
+        model=canonical_name(cfg.model), num_classes=spec.num_classes,
+        class_names=list(spec.class_names), palette=[list(c) for c in spec.palette],
+        ignore_index=spec.ignore_index, input_size=list(input_size), dataset=spec.name,
+        mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD), precision="fp32",
+        extra={"recipe": recipe})
+
+
+def _write_json(path: Path, payload) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    tmp.replace(path)
+
+
+def _save_state(path: Path, segmenter: Segmenter, optimizer, epoch: int, step: int,
+                best: float, history: list) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"net": segmenter.net.state_dict(), "optimizer": optimizer.state_dict(),
+                "epoch": epoch, "step": step, "best_miou": best,
+                "history": json.dumps(history)}, tmp)
+    tmp.replace(path)
+
+
+def train(cfg: TrainConfig, log: Callable[[str], None] = lambda s: None,
+          show_progress: bool = False) -> dict:
+    """Train ``cfg.model``; writes best/last safetensors, the resumable state and history.json.
+
+    Returns ``{"best_miou", "epochs", "out"}``. Under torchrun every rank calls this; only
+    rank 0 writes files and logs.
+    """
+    spec = get_spec(cfg.dataset)
+    name = canonical_name(cfg.model)
+    input_size = tuple(cfg.input_size or spec.input_size)
+    crop = tuple(cfg.crop or spec.train_crop)
+    check_divisible(input_size, "input size")
+    check_divisible(crop, "crop")
+    if cfg.epochs < 1 or cfg.batch_size < 1:
+        raise BadInput("--epochs and --batch-size must be at least 1")
+    train_pairs = find_pairs(cfg.dataset, cfg.data_root, "train")[:cfg.train_limit]
+    val_pairs = find_pairs(cfg.dataset, cfg.data_root, "val")[:cfg.val_limit]
+    out = Path(cfg.out)
+    state_path = out / STATE_FILE
+    if cfg.resume and not state_path.is_file():
+        raise BadInput(f"--resume: no {STATE_FILE} in {out}")
+
+    device = resolve_device(cfg.device)
+    info = ddp.init_from_env(device.type)
+    try:
+        if device.type == "cuda" and info.enabled:
+            device = torch.device("cuda", info.local_rank)
+        torch.manual_seed(cfg.seed + info.rank)
+        np.random.seed(cfg.seed + info.rank)
+        amp = device.type == "cuda" if cfg.amp is None else cfg.amp
+        if info.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+        metadata = _metadata(cfg, input_size, crop, info.world_size, device, amp)
+
+        segmenter = Segmenter(build_model(name, spec.num_classes, cfg.encoder_weights),
+                              IMAGENET_MEAN, IMAGENET_STD).to(device)
+        if device.type == "cuda":
+            segmenter = segmenter.to(memory_format=torch.channels_last)
+        weights = torch.zeros(spec.num_classes)
+        if info.is_main:
+            weights = class_weights(train_pairs, cfg.dataset, spec.num_classes, spec.ignore_index)
+        weights = ddp.broadcast_tensor(weights.to(device), info)
+        criterion = nn.CrossEntropyLoss(weight=weights, ignore_index=spec.ignore_index)
+        optimizer = torch.optim.AdamW(segmenter.parameters(), lr=cfg.lr,
+                                      weight_decay=cfg.weight_decay)
+
+        start_epoch, step, best, history = 0, 0, -1.0, []
+        if cfg.resume:
+            state = torch.load(state_path, map_location=device, weights_only=True)
+            segmenter.net.load_state_dict(state["net"])
+            optimizer.load_state_dict(state["optimizer"])
+            start_epoch, step, best = state["epoch"], state["step"], state["best_miou"]
+            history = json.loads(state["history"])
+            log(f"resumed from {state_path} after epoch {start_epoch}")
+
+        model: nn.Module = _LogitsOf(segmenter)
+        if info.enabled:
+            if device.type == "cuda":
+                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None)
+        loader, sampler = make_train_loader(train_pairs, cfg, crop, input_size,
+                                            spec.ignore_index, info)
+        total_steps = cfg.epochs * len(loader)
+        if info.is_main:
+            log(f"training {name} on {spec.name}: {len(train_pairs)} train / {len(val_pairs)} "
+                f"val images, crop {crop[0]}x{crop[1]}, input {input_size[0]}x{input_size[1]}, "
+                f"{info.world_size} process(es) on {device.type}, amp={'bf16' if amp else 'off'}")
+
+        for epoch in range(start_epoch, cfg.epochs):
+            if isinstance(sampler, DistributedSampler):
+                sampler.set_epoch(epoch)
+            t0 = time.perf_counter()
+            loss, step = train_one_epoch(model, loader, criterion, optimizer, device, amp,
+                                         cfg.lr, step, total_steps,
+                                         show_progress and info.is_main,
+                                         f"epoch {epoch + 1}/{cfg.epochs}")
+            train_seconds = time.perf_counter() - t0
+            losses = ddp.all_gather_objects(loss, info)
+            matrix = validate(segmenter, metadata, val_pairs, cfg, device, info)
+            miou = matrix.miou()
+            entry = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_miou": miou,
+                     "val_pixel_accuracy": matrix.pixel_accuracy(),
+                     "lr": poly_lr(cfg.lr, step, total_steps), "train_seconds": train_seconds}
+            if info.enabled and epoch == start_epoch:
+                entry["rank_samples"] = ddp.all_gather_objects(
+                    [int(i) for i in iter(sampler)], info)
+            history.append(entry)
+            if info.is_main:
+                per_class = {n: (None if math.isnan(v) else float(v))
+                             for n, v in zip(spec.class_names, matrix.iou())}
+                meta = metadata.with_updates(val_miou=miou, epoch=epoch + 1,
+                                             per_class_iou=per_class)
+                save_checkpoint(out / "last.safetensors", segmenter, meta)
+                if miou > best or not (out / "best.safetensors").exists():
+                    best = max(miou, best)
+                    save_checkpoint(out / "best.safetensors", segmenter, meta)
+                _save_state(state_path, segmenter, optimizer, epoch + 1, step, best, history)
+                _write_json(out / "history.json", {"model": name, "dataset": spec.name,
+                                                   "epochs": history})
+                log(f"epoch {epoch + 1}/{cfg.epochs}: loss {entry['loss']:.4f}, "
+                    f"val mIoU {miou:.4f} (best {best:.4f}), {train_seconds:.1f} s")
+            ddp.barrier(info)
+        return {"best_miou": best, "epochs": cfg.epochs, "out": str(out)}
+    finally:
+        ddp.shutdown(info)
