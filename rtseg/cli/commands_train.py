@@ -1,87 +1,16 @@
-"""The ``rtseg`` command line. The only module that knows about exit codes and the terminal.
-
-Exit codes (contract): 0 done · 1 internal error · 2 bad usage or input · 130 Ctrl-C.
-"""
+"""``rtseg train`` and ``rtseg eval``."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import traceback
-from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-try:  # typer ≥ 0.20 vendors its own click
-    from typer._click.exceptions import UsageError
-except ImportError:  # pragma: no cover - older typer on real click
-    from click.exceptions import UsageError
-
-from rtseg.errors import BadInput, RtsegError
-
-app = typer.Typer(
-    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    help="Real-time semantic segmentation of road video: train, export, build TensorRT "
-         "engines, run live and benchmark.")
-
-_DEBUG = {"on": False}
-
-
-class Dataset(str, Enum):
-    camvid = "camvid"
-    cityscapes = "cityscapes"
-
-
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-class Split(str, Enum):
-    train = "train"
-    val = "val"
-    test = "test"
-
-
-def parse_size(text: Optional[str], flag: str) -> Optional[tuple[int, int]]:
-    """``"352x480"`` → (352, 480); BadInput naming the flag otherwise."""
-    if text is None:
-        return None
-    try:
-        h, w = (int(v) for v in text.lower().replace("×", "x").split("x"))
-    except ValueError:
-        raise BadInput(f"{flag} expects HxW, e.g. 352x480; got {text!r}") from None
-    if h <= 0 or w <= 0:
-        raise BadInput(f"{flag} {text} must be positive in both dimensions")
-    return h, w
-
-
-def ensure_parent(path: Optional[Path], flag: str) -> None:
-    """An output file's directory must exist (we do not invent directories for files)."""
-    if path is not None and not path.parent.is_dir():
-        raise BadInput(f"{flag} {path}: directory {path.parent} does not exist")
-
-
-def write_json(path: Path, payload: dict) -> None:
-    """Write ``payload`` as JSON atomically (a reader never sees half a file)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-def log(message: str) -> None:
-    """Progress and status go to stderr; results go to stdout."""
-    print(message, file=sys.stderr, flush=True)
-
-
-@app.callback()
-def _options(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors.")):
-    _DEBUG["on"] = debug
+from rtseg.cli.common import (Dataset, Device, Split, app, ensure_parent, log, parse_size,
+                              write_json)
 
 
 @app.command()
@@ -154,41 +83,3 @@ def eval_(
         write_json(json_path, result)
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    if "Original Traceback" in text:  # re-raised from a DataLoader worker: keep the cause
-        text = text.splitlines()[-1].split(": ", 1)[-1]
-    return text.splitlines()[0]
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    """Entry point: run the CLI and map errors to the contract's exit codes."""
-    try:
-        result = app(args=argv, standalone_mode=False)
-        return result if isinstance(result, int) else 0
-    except typer.Exit as exc:
-        return exc.exit_code
-    except UsageError as exc:
-        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
-        print(f"error: {exc.format_message()}{hint}", file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, typer.Abort):
-        print("interrupted", file=sys.stderr)
-        return 130
-    except BadInput as exc:
-        if _DEBUG["on"]:
-            traceback.print_exc()
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # noqa: BLE001 — the contract: a message, not a traceback
-        if _DEBUG["on"]:
-            traceback.print_exc()
-        kind = "" if isinstance(exc, RtsegError) else f"{type(exc).__name__}: "
-        print(f"error: {kind}{_one_line(exc)} (rerun with --debug for the traceback)",
-              file=sys.stderr)
-        return 1
-
-
-def run_main() -> None:
-    """Console-script entry point."""
-    sys.exit(main())

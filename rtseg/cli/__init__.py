@@ -1,0 +1,64 @@
+"""The ``rtseg`` command line — the only package that knows about exit codes and the terminal.
+
+One module per group of commands registers on the shared typer ``app``.
+Exit codes (contract): 0 done · 1 internal error · 2 bad usage or input · 130 Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from typing import Optional
+
+import typer
+
+try:  # typer ≥ 0.20 vendors its own click
+    from typer._click.exceptions import UsageError
+except ImportError:  # pragma: no cover - older typer on real click
+    from click.exceptions import UsageError
+
+from rtseg.cli import commands_train  # noqa: F401  (registers train, eval)
+from rtseg.cli.common import DEBUG, app
+from rtseg.errors import BadInput, RtsegError
+
+__all__ = ["app", "main", "run_main"]
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    if "Original Traceback" in text:  # re-raised from a DataLoader worker: keep the cause
+        text = text.splitlines()[-1].split(": ", 1)[-1]
+    return text.splitlines()[0]
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Entry point: run the CLI and map errors to the contract's exit codes."""
+    try:
+        result = app(args=argv, standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except typer.Exit as exc:
+        return exc.exit_code
+    except UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+        print(f"error: {exc.format_message()}{hint}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, typer.Abort):
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BadInput as exc:
+        if DEBUG["on"]:
+            traceback.print_exc()
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 — the contract: a message, not a traceback
+        if DEBUG["on"]:
+            traceback.print_exc()
+        kind = "" if isinstance(exc, RtsegError) else f"{type(exc).__name__}: "
+        print(f"error: {kind}{_one_line(exc)} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+def run_main() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

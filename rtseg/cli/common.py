@@ -1,0 +1,77 @@
+"""What every command module of the CLI shares: the typer app, choices, flag parsing."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from rtseg.errors import BadInput
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="Real-time semantic segmentation of road video: train, export, build TensorRT "
+         "engines, run live and benchmark.")
+
+DEBUG = {"on": False}  # set by the --debug option of the app callback
+
+
+class Dataset(str, Enum):
+    camvid = "camvid"
+    cityscapes = "cityscapes"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Split(str, Enum):
+    train = "train"
+    val = "val"
+    test = "test"
+
+
+def parse_size(text: Optional[str], flag: str) -> Optional[tuple[int, int]]:
+    """``"352x480"`` → (352, 480); BadInput naming the flag otherwise."""
+    if text is None:
+        return None
+    try:
+        h, w = (int(v) for v in text.lower().replace("×", "x").split("x"))
+    except ValueError:
+        raise BadInput(f"{flag} expects HxW, e.g. 352x480; got {text!r}") from None
+    if h <= 0 or w <= 0:
+        raise BadInput(f"{flag} {text} must be positive in both dimensions")
+    return h, w
+
+
+def ensure_parent(path: Optional[Path], flag: str) -> None:
+    """An output file's directory must exist (we do not invent directories for files)."""
+    if path is not None and not path.parent.is_dir():
+        raise BadInput(f"{flag} {path}: directory {path.parent} does not exist")
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Write ``payload`` as JSON atomically (a reader never sees half a file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def log(message: str) -> None:
+    """Progress and status go to stderr; results go to stdout."""
+    print(message, file=sys.stderr, flush=True)
+
+
+@app.callback()
+def _options(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors.")):
+    DEBUG["on"] = debug
+
+
