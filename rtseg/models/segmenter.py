@@ -43,4 +43,7 @@ class Segmenter(nn.Module):
         return self.net(x)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        return self.logits(frames).argmax(dim=1).to(torch.uint8)
+        labels = self.logits(frames).argmax(dim=1)
+        # ArgMax gives int64; TensorRT converts to UINT8 only from FP32/FP16 (its DataType
+        # docs), so the deploy graph goes int → float → uint8. Class ids < 256 are exact.
+        return labels.to(self.bgr_mean.dtype).to(torch.uint8)

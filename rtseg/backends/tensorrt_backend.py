@@ -1,0 +1,267 @@
+"""TensorRT backend: runs a ``*.plan`` / ``*.engine`` built by ``rtseg build-engine``.
+
+Written to the TensorRT 10 name-based runtime API (``num_io_tensors``, ``get_tensor_name``,
+``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``), the pattern of NVIDIA's
+``samples/python/common_runtime.py``. CUDA memory and the stream come from torch, so no
+cuda-python / pycuda is needed. Metadata lives in the sidecar ``<plan>.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rtseg.backends.base import Backend
+from rtseg.errors import BadInput, MissingDependency, StageError
+from rtseg.metadata import EngineMetadata
+
+INPUT_NAME = "frames"
+OUTPUT_NAME = "labels"
+TRT_PIP_HINT = ('TensorRT is not installed: on an NVIDIA GPU machine run '
+                'pip install "rtseg[tensorrt]"')
+MIN_TRT_MAJOR = 10  # the name-based I/O API and explicit-batch-only networks start at 10.0
+
+
+def sidecar_path(plan_path: str | Path) -> Path:
+    """The metadata file that sits beside a plan: ``segnet.plan`` → ``segnet.plan.json``."""
+    plan_path = Path(plan_path)
+    return plan_path.with_name(plan_path.name + ".json")
+
+
+def tensorrt_major(version: str) -> int:
+    """Major number of a TensorRT version string (``"10.15.1.29"`` → 10)."""
+    try:
+        return int(str(version).split(".")[0])
+    except ValueError:
+        raise MissingDependency(f"cannot read the TensorRT version {version!r}") from None
+
+
+def import_tensorrt() -> Any:
+    """Import ``tensorrt`` on demand; MissingDependency (with the pip hint) if absent or < 10."""
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise MissingDependency(TRT_PIP_HINT) from None
+    if tensorrt_major(trt.__version__) < MIN_TRT_MAJOR:
+        raise MissingDependency(f"TensorRT {trt.__version__} is too old; rtseg needs TensorRT "
+                                f'{MIN_TRT_MAJOR} or newer: pip install -U "rtseg[tensorrt]"')
+    return trt
+
+
+def require_cuda() -> int:
+    """Index of the current CUDA device; MissingDependency when torch sees no CUDA GPU."""
+    if not torch.cuda.is_available():
+        raise MissingDependency("no CUDA GPU is visible (torch.cuda.is_available() is False); "
+                                "TensorRT engines are built and run on an NVIDIA GPU")
+    torch.cuda.init()  # create the primary context TensorRT will share with torch
+    return torch.cuda.current_device()
+
+
+def make_trt_logger(trt: Any, sink: Callable[[str], None]) -> Any:
+    """A ``trt.ILogger`` that forwards warnings and errors to ``sink`` and keeps the errors.
+
+    Subclassing ``trt.ILogger`` with ``log(severity, msg)`` is the documented way to capture
+    TensorRT's messages (TensorRT Python API, ``ILogger``; 8.x–10.x). The errors are kept so
+    a failed build or deserialisation can quote them in the raised exception.
+    """
+    severity = trt.ILogger.Severity
+    errors_at = (severity.INTERNAL_ERROR, severity.ERROR)
+
+    class _Logger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.errors: list[str] = []
+
+        def log(self, sev, msg):  # called by TensorRT for every message
+            if sev in errors_at:
+                self.errors.append(str(msg))
+                sink(f"TensorRT error: {msg}")
+            elif sev == severity.WARNING:
+                sink(f"TensorRT warning: {msg}")
+
+    return _Logger()
+
+
+def load_sidecar(plan_path: Path) -> tuple[EngineMetadata, dict[str, Any]]:
+    """Metadata and the raw sidecar dict of a plan; BadInput if the sidecar is missing/bad."""
+    side = sidecar_path(plan_path)
+    if not side.is_file():
+        raise BadInput(f"{side.name} not found: a TensorRT engine's metadata lives in a sidecar "
+                       f"JSON that must sit beside the plan ({side}); rebuild with "
+                       "rtseg build-engine or copy it along with the plan")
+    try:
+        raw = json.loads(side.read_text())
+    except (OSError, ValueError) as e:
+        raise BadInput(f"cannot read engine sidecar {side}: {e}") from None
+    if not isinstance(raw, dict):
+        raise BadInput(f"engine sidecar {side} is not a JSON object")
+    return EngineMetadata.from_dict(raw, source=str(side)), raw
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+class TensorRTBackend(Backend):
+    """A deserialised TensorRT engine with device and pinned host buffers allocated once.
+
+    ``infer`` takes numpy uint8 [N, H, W, 3] BGR frames and returns uint8 [N, H, W] labels;
+    ``infer_torch`` does the same for uint8 CUDA tensors without a host round trip. Batches
+    larger than the engine's profile maximum are split.
+    """
+
+    name = "tensorrt"
+
+    def __init__(self, path: str | Path, *, log: Callable[[str], None] | None = None):
+        path = Path(path)
+        metadata, raw = load_sidecar(path)  # first: the cheapest, most specific check
+        trt = import_tensorrt()
+        device_index = require_cuda()
+        gpu_name = torch.cuda.get_device_name(device_index)
+        super().__init__(metadata, f"cuda:{device_index} ({gpu_name})", metadata.precision)
+        self._trt = trt
+        self._device_index = device_index
+        self._logger = make_trt_logger(trt, log or _quiet)
+        self._runtime = trt.Runtime(self._logger)
+        try:
+            self._engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
+        except RuntimeError as e:  # some versions raise instead of returning None
+            self._logger.errors.append(str(e))
+            self._engine = None
+        if self._engine is None:
+            built = f"TensorRT {raw.get('tensorrt_version', '?')} on {raw.get('gpu_name', '?')}"
+            here = f"TensorRT {trt.__version__} on {gpu_name}"
+            detail = "; ".join(self._logger.errors)
+            raise BadInput(f"{path} is not a TensorRT engine or was built with another TensorRT "
+                           f"version/GPU (built with {built}, this machine has {here}); rebuild "
+                           "it here with rtseg build-engine"
+                           + (f". TensorRT: {detail}" if detail else ""))
+        self._context = self._engine.create_execution_context()
+        if self._context is None:
+            raise StageError(f"TensorRT could not create an execution context for {path} "
+                             "(out of GPU memory?)")
+        self.io = self._describe_io()
+        self.max_batch = self._check_io(path)
+        h, w = self.input_size
+        dev = torch.device("cuda", device_index)
+        # Allocated once for the profile's max batch; smaller batches use leading views.
+        self._dev_in = torch.empty((self.max_batch, h, w, 3), dtype=torch.uint8, device=dev)
+        self._dev_out = torch.empty((self.max_batch, h, w), dtype=torch.uint8, device=dev)
+        self._host_in = torch.empty(self._dev_in.shape, dtype=torch.uint8, pin_memory=True)
+        self._host_out = torch.empty(self._dev_out.shape, dtype=torch.uint8, pin_memory=True)
+        self._host_in_np = self._host_in.numpy()
+        self._host_out_np = self._host_out.numpy()
+        self._stream = torch.cuda.Stream(device=dev)
+
+    # -- setup -----------------------------------------------------------------------------
+    def _describe_io(self) -> dict[str, dict[str, Any]]:
+        trt, engine = self._trt, self._engine
+        io = {}
+        for i in range(engine.num_io_tensors):
+            name = engine.get_tensor_name(i)
+            is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
+            io[name] = {
+                "mode": "input" if is_input else "output",
+                "dtype": engine.get_tensor_dtype(name),
+                "shape": tuple(engine.get_tensor_shape(name)),
+            }
+        return io
+
+    def _check_io(self, path: Path) -> int:
+        """Verify the contract's I/O; return the max batch of optimisation profile 0."""
+        trt = self._trt
+        want = {INPUT_NAME: ("input", 4), OUTPUT_NAME: ("output", 3)}
+        for name, (mode, rank) in want.items():
+            t = self.io.get(name)
+            if t is None or t["mode"] != mode:
+                raise BadInput(f"{path} has no {mode} tensor '{name}' (it has "
+                               f"{', '.join(self.io) or 'none'}); build it from an rtseg "
+                               "ONNX export")
+            if t["dtype"] != trt.DataType.UINT8 or len(t["shape"]) != rank:
+                raise BadInput(f"{path}: tensor '{name}' is {t['dtype']} {list(t['shape'])}, "
+                               f"expected uint8 of rank {rank}")
+        h, w = self.input_size
+        in_hw = self.io[INPUT_NAME]["shape"][1:3]
+        if any(d not in (-1, s) for d, s in zip(in_hw, (h, w))):
+            raise BadInput(f"{path}: engine input is {list(in_hw)} but the sidecar says "
+                           f"input_size {[h, w]}; the sidecar does not belong to this plan")
+        # get_tensor_profile_shape(name, profile) -> [min, opt, max] (TensorRT 10 samples).
+        max_shape = self._engine.get_tensor_profile_shape(INPUT_NAME, 0)[2]
+        return int(max_shape[0])
+
+    # -- inference -------------------------------------------------------------------------
+    def _enqueue(self, frames_dev: torch.Tensor, labels_dev: torch.Tensor) -> None:
+        """Queue one engine run on our stream; the tensors must stay alive until it syncs."""
+        ctx = self._context
+        if not ctx.set_input_shape(INPUT_NAME, tuple(frames_dev.shape)):
+            raise StageError(f"TensorRT rejected input shape {list(frames_dev.shape)} "
+                             f"(engine max batch {self.max_batch})")
+        if not (ctx.set_tensor_address(INPUT_NAME, frames_dev.data_ptr())
+                and ctx.set_tensor_address(OUTPUT_NAME, labels_dev.data_ptr())):
+            raise StageError("TensorRT rejected a tensor address")
+        if not ctx.execute_async_v3(self._stream.cuda_stream):
+            detail = "; ".join(self._logger.errors[-3:])
+            raise StageError("TensorRT execute_async_v3 failed" + (f": {detail}" if detail else ""))
+
+    def _check_frames(self, shape: tuple[int, ...], dtype_ok: bool) -> None:
+        h, w = self.input_size
+        if not dtype_ok or len(shape) != 4 or tuple(shape[1:]) != (h, w, 3):
+            raise BadInput(f"TensorRT engine expects uint8 frames [N, {h}, {w}, 3], "
+                           f"got {list(shape)}")
+
+    def infer(self, frames: np.ndarray) -> np.ndarray:
+        """Segment a batch: uint8 [N, H, W, 3] BGR → uint8 [N, H, W] class ids (numpy)."""
+        self._require_open()
+        frames = np.asarray(frames)
+        self._check_frames(frames.shape, frames.dtype == np.uint8)
+        n_total, (h, w) = frames.shape[0], self.input_size
+        out = np.empty((n_total, h, w), dtype=np.uint8)
+        for start in range(0, n_total, self.max_batch):
+            n = min(self.max_batch, n_total - start)
+            np.copyto(self._host_in_np[:n], frames[start:start + n])
+            dev_in, dev_out = self._dev_in[:n], self._dev_out[:n]
+            with torch.cuda.stream(self._stream):
+                dev_in.copy_(self._host_in[:n], non_blocking=True)  # pinned → async H2D
+                self._enqueue(dev_in, dev_out)
+                self._host_out[:n].copy_(dev_out, non_blocking=True)
+            self._stream.synchronize()  # one sync per chunk: the pinned buffers are reused
+            out[start:start + n] = self._host_out_np[:n]
+        return out
+
+    def infer_torch(self, frames: torch.Tensor) -> torch.Tensor:
+        """Segment frames already on the GPU: uint8 CUDA [N, H, W, 3] → uint8 CUDA [N, H, W].
+
+        Waits for the caller's current stream before reading ``frames`` and synchronises its
+        own stream before returning, so the result is ready and ``frames`` may be freed.
+        """
+        self._require_open()
+        self._check_frames(tuple(frames.shape), frames.dtype == torch.uint8)
+        if not frames.is_cuda or frames.device.index != self._device_index:
+            raise BadInput(f"infer_torch needs frames on cuda:{self._device_index}, "
+                           f"got {frames.device}")
+        frames = frames.contiguous()  # TensorRT reads dense NHWC memory
+        h, w = self.input_size
+        out = torch.empty((frames.shape[0], h, w), dtype=torch.uint8, device=frames.device)
+        self._stream.wait_stream(torch.cuda.current_stream(frames.device))
+        for start in range(0, frames.shape[0], self.max_batch):
+            stop = min(start + self.max_batch, frames.shape[0])
+            self._enqueue(frames[start:stop], out[start:stop])
+        self._stream.synchronize()  # frames/out referenced until here, so never freed early
+        return out
+
+    def _require_open(self) -> None:
+        if self._context is None:
+            raise StageError("TensorRT backend used after close()")
+
+    def close(self) -> None:
+        """Free the context, engine and buffers (context before engine, as TensorRT needs)."""
+        self._context = None
+        self._engine = None
+        self._runtime = None
+        self._dev_in = self._dev_out = self._host_in = self._host_out = None
+        self._host_in_np = self._host_out_np = None

@@ -1,0 +1,92 @@
+"""Data sets on the real files: CamVid splits and the Cityscapes label mapping."""
+
+import cv2
+import numpy as np
+import pytest
+
+from rtseg.data import (CAMVID, CITYSCAPES, EvalTransform, SegmentationDataset,
+                        TrainTransform, cityscapes_label_lut, find_pairs)
+from rtseg.errors import BadInput
+
+
+@pytest.mark.parametrize("split,count", [("train", 367), ("val", 101)])
+def test_camvid_split_loads_with_shapes_and_ids(camvid_root, split, count):
+    pairs = find_pairs("camvid", camvid_root, split)
+    assert len(pairs) == count
+    ds = SegmentationDataset(pairs, "camvid")
+    seen = np.zeros(256, dtype=bool)
+    for i in range(len(ds)):
+        image, label = ds[i]
+        assert image.shape == (360, 480, 3) and image.dtype == np.uint8
+        assert label.shape == (360, 480) and label.dtype == np.uint8
+        seen[np.unique(label)] = True
+    assert set(np.flatnonzero(seen)) <= set(range(12))  # ids 0-10 and 11 = ignore
+    assert seen[:11].sum() >= 10  # nearly every class occurs in a whole split
+
+
+def test_camvid_val_sorts_as_a_clip(camvid_root):
+    names = [p[0].name for p in find_pairs("camvid", camvid_root, "val")]
+    assert names == sorted(names) and names[0].startswith("0016E5")
+
+
+def test_cityscapes_label_ids_map_to_train_ids(cityscapes_sample):
+    pairs = find_pairs("cityscapes", cityscapes_sample, "val")
+    assert len(pairs) == 1
+    image, label = SegmentationDataset(pairs, "cityscapes")[0]
+    shipped_path = str(pairs[0][1]).replace("_labelIds", "_labelTrainIds")
+    shipped = cv2.imread(shipped_path, cv2.IMREAD_UNCHANGED)
+    assert image.shape[:2] == label.shape == shipped.shape == (128, 256)
+    agreement = np.mean(label == shipped)
+    assert agreement >= 0.99, agreement
+    assert set(np.unique(label)) <= set(range(19)) | {255}
+
+
+def test_cityscapes_table_is_the_official_one():
+    lut = cityscapes_label_lut()
+    assert (lut[7], lut[8], lut[26], lut[33]) == (0, 1, 13, 18)  # road, sidewalk, car, bicycle
+    assert lut[0] == lut[6] == lut[9] == lut[34] == 255
+    assert (lut < 19).sum() == 19 == CITYSCAPES.num_classes
+
+
+def test_train_transform_shapes_ids_and_padding():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (360, 480, 3), dtype=np.uint8)
+    label = rng.integers(0, 11, (360, 480), dtype=np.uint8)
+    t = TrainTransform(crop=(256, 512), base_size=(64, 96), ignore_index=11, seed=1)
+    frames, target = t(image, label)
+    assert frames.shape == (256, 512, 3) and frames.dtype.is_floating_point is False
+    assert target.shape == (256, 512)
+    ids = set(target.unique().tolist())
+    assert ids <= set(range(12)) and 11 in ids  # nearest resize + ignore padding only
+
+
+def test_eval_transform_resizes_image_keeps_label():
+    image = np.zeros((360, 480, 3), np.uint8)
+    label = np.ones((360, 480), np.uint8)
+    frames, target = EvalTransform((352, 480))(image, label)
+    assert frames.shape == (352, 480, 3) and target.shape == (360, 480)
+
+
+def test_missing_and_empty_roots_are_bad_input(tmp_path):
+    with pytest.raises(BadInput, match="data root not found"):
+        find_pairs("camvid", tmp_path / "nope", "train")
+    (tmp_path / "train").mkdir()
+    with pytest.raises(BadInput, match="no images"):
+        find_pairs("camvid", tmp_path, "train")
+    with pytest.raises(BadInput, match="unknown dataset"):
+        find_pairs("kitti", tmp_path, "train")
+
+
+def test_size_mismatch_is_bad_input(tmp_path):
+    for d in ("train", "trainannot"):
+        (tmp_path / d).mkdir()
+    cv2.imwrite(str(tmp_path / "train" / "a.png"), np.zeros((32, 48, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "trainannot" / "a.png"), np.zeros((30, 48), np.uint8))
+    ds = SegmentationDataset(find_pairs("camvid", tmp_path, "train"), "camvid")
+    with pytest.raises(BadInput, match="label a.png is 48×30 but image a.png is 48×32"):
+        ds[0]
+
+
+def test_camvid_spec_matches_data_readme():
+    assert CAMVID.num_classes == 11 and CAMVID.ignore_index == 11
+    assert CAMVID.palette[3] == (128, 64, 128) and CAMVID.class_names[3] == "Road"
