@@ -1,0 +1,175 @@
+"""``rtseg run``: the live pipeline on a file, a frame directory, a camera or a stream."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from rtseg.cli.common import Device, app, ensure_parent, write_json
+from rtseg.errors import BadInput
+
+ENGINES_DIR = Path(__file__).resolve().parents[2] / "engines"
+NO_BUNDLED = "no bundled model yet: pass --engine FILE (train one with rtseg train)"
+
+
+def default_engine(directory: Path = ENGINES_DIR) -> Path:
+    """The bundled model: ``engines/default.safetensors``, else the only .safetensors there."""
+    default = directory / "default.safetensors"
+    if default.is_file():
+        return default
+    found = sorted(directory.glob("*.safetensors")) if directory.is_dir() else []
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise BadInput(NO_BUNDLED)
+    raise BadInput(f"several models in {directory} ({', '.join(p.name for p in found)}): pass "
+                   "--engine FILE, or name the bundled one default.safetensors")
+
+
+class StatusLine:
+    """The live status line on stderr: rewritten in place on a terminal, else every 5 s."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.last = time.monotonic()  # not a tty (a log): first line after 5 s
+        self.open = False
+
+    def __call__(self, snapshot: dict) -> None:
+        from rtseg.pipeline import format_status
+
+        now = time.monotonic()
+        if self.tty:  # one terminal row, or "\r" cannot rewrite it
+            width = shutil.get_terminal_size().columns - 1
+            self.stream.write("\r" + format_status(snapshot)[:width] + "\x1b[K")
+            self.open = True
+        elif now - self.last >= 5.0:
+            self.stream.write(format_status(snapshot) + "\n")
+            self.last = now
+        self.stream.flush()
+
+    def message(self, text: str) -> None:
+        self.end()
+        self.stream.write(f"{text}\n")
+        self.stream.flush()
+
+    def end(self) -> None:
+        if self.open:
+            self.stream.write("\n")
+            self.open = False
+
+
+def _bound_by(stage_ms: dict) -> str:
+    known = {k: v for k, v in stage_ms.items() if v is not None}
+    return max(known, key=known.get) if known else "-"
+
+
+def print_summary(result: dict) -> None:
+    """The final table on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    def ms(v):
+        return "-" if v is None else f"{v:.1f}"
+
+    table = Table(title="rtseg run", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    table.add_row("source", str(result["source"]))
+    table.add_row("frames", f"{result['frames']}  ({result['ended_by']})")
+    table.add_row("seconds", f"{result['seconds']:.2f}")
+    table.add_row("FPS", f"{result['fps']:.2f}")
+    table.add_row("dropped", str(result["dropped"]))
+    table.add_row("backend", f"{result['backend']} on {result['device']}, batch {result['batch']}")
+    if result["miou"] is not None:
+        table.add_row("mIoU", f"{result['miou']:.4f}  ({result['scored_frames']} frames scored)")
+    for stage, v in result["stage_ms"].items():
+        table.add_row(f"{stage} ms/frame", ms(v))
+    table.add_row("latency p50 / p99 ms",
+                  f"{ms(result['latency_ms']['p50'])} / {ms(result['latency_ms']['p99'])}")
+    table.add_row("bound by", _bound_by(result["stage_ms"]))
+    Console(file=sys.stdout).print(table)
+
+
+@app.command("run")
+def run_(
+    source: str = typer.Option(..., help="Video file, directory of frames (file-name order), "
+                                         "camera index (0), or rtsp:// / http(s):// URL."),
+    engine: Optional[Path] = typer.Option(
+        None, help=".safetensors, .onnx, .plan or .engine (default: the model in engines/)."),
+    labels: Optional[Path] = typer.Option(
+        None, help="Label PNGs matched to frames by file name: live mIoU (frame directories)."),
+    output: Optional[Path] = typer.Option(None, help="Write the overlay video here (mp4)."),
+    masks: Optional[Path] = typer.Option(None, help="Write class-id PNGs into this directory."),
+    show: bool = typer.Option(False, help="Show the overlay in a window (needs a display)."),
+    alpha: float = typer.Option(0.5, help="Weight of the class colours, 0 to 1."),
+    max_frames: Optional[int] = typer.Option(None, help="Stop after this many frames."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the run JSON here."),
+    device: Device = typer.Option(Device.auto),
+    batch: int = typer.Option(1, help="Frames per inference call."),
+    fps: Optional[float] = typer.Option(None, help="Frame rate of a frame directory (25)."),
+    hud: bool = typer.Option(True, help="Draw FPS and stage times on the overlay."),
+):
+    """Segment a video, frame directory, camera or stream live.
+
+    \b
+    Examples:
+      1. rtseg run --source drive.mp4 --output overlay.mp4
+      2. rtseg run --source camvid/val --labels camvid/valannot --json run.json
+      3. rtseg run --source 0 --show --engine model.onnx
+      4. rtseg run --source rtsp://camera.local/stream --masks masks/ --max-frames 1000
+    """
+    from rtseg.pipeline import RunConfig
+
+    config = RunConfig(labels=labels, output=output, masks=masks, show=show, alpha=alpha,
+                       max_frames=max_frames, batch=batch, fps=fps, hud=hud)
+    config.validate()
+    _check_paths(source, labels, output, masks, json_path, show)
+    engine = engine if engine is not None else default_engine()
+
+    from rtseg.backends import open_engine
+    from rtseg.pipeline import Pipeline, open_source
+
+    status = StatusLine()
+    with open_engine(engine, device.value) as backend:
+        src = open_source(source, fps, config.reconnect, status.message)
+        try:
+            result = Pipeline(src, backend, config, on_status=status,
+                              on_message=status.message).run()
+        finally:
+            status.end()
+    result = {"engine": str(engine), **result}
+    if json_path:
+        write_json(json_path, result)
+    print_summary(result)
+    if result["interrupted"]:
+        print("interrupted", file=sys.stderr)
+        raise typer.Exit(130)
+
+
+def _check_paths(source: str, labels: Optional[Path], output: Optional[Path],
+                 masks: Optional[Path], json_path: Optional[Path], show: bool) -> None:
+    """The cheap checks, before an engine is loaded."""
+    from rtseg.pipeline.sinks import check_display
+    from rtseg.pipeline.sources import is_stream_url
+
+    if show:
+        check_display()
+
+    is_file_source = not (source.isdigit() or is_stream_url(source))
+    if is_file_source and not Path(source).exists():
+        raise BadInput(f"--source {source}: no such file or directory")
+    if labels is not None:
+        if not labels.is_dir():
+            raise BadInput(f"--labels {labels}: not a directory")
+        if not (is_file_source and Path(source).is_dir()):
+            raise BadInput("--labels needs --source to be a directory of frames (labels are "
+                           f"matched by file name); {source} is a video or a stream")
+    ensure_parent(output, "--output")
+    ensure_parent(json_path, "--json")
+    ensure_parent(masks, "--masks")

@@ -1,0 +1,278 @@
+"""Trained weights → the ONNX deploy graph (and a Triton model repository around it).
+
+The graph is ``Segmenter.forward``: uint8 ``frames`` [N, H, W, 3] BGR → uint8 ``labels``
+[N, H, W], N dynamic, H and W fixed. Exported with the ``torch.export``-based exporter
+(``dynamo=True``): compared with the deprecated TorchScript exporter its graph has static
+H/W on every tensor, no Shape/Gather chains for the reshapes of the unpooling mask, batch
+norm folded into the convolutions, and correct output shape annotations — all of which
+TensorRT's parser and ONNX Runtime's optimiser like.
+
+Opset 18, the exporter's native opset: asking for 17 makes it down-convert the graph through
+``onnx.version_converter`` after the fact, one more thing to go wrong, and 18 is inside the
+range every TensorRT 10 parser accepts (9-20 for 10.0).
+
+``fp16=True`` exports the Segmenter after ``.half()``: weights, normalisation, convolutions
+and argmax are fp16 in the graph itself while ``frames``/``labels`` stay uint8 — the form a
+strongly typed TensorRT network (TensorRT 11, or ``STRONGLY_TYPED`` in 10) needs.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import onnx
+import torch
+
+from rtseg import __version__ as rtseg_version
+from rtseg.backends import PICKLE_SUFFIXES
+from rtseg.errors import BadInput, RtsegError
+from rtseg.metadata import EngineMetadata
+from rtseg.models import Segmenter, load_checkpoint
+from rtseg.models.checkpoint import atomic_replace
+
+OPSET = 18
+INPUT_NAME = "frames"
+OUTPUT_NAME = "labels"
+SIZE_MULTIPLE = 32  # five 2x down-samplings in every model
+_COMPARISONS = frozenset({"Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual"})
+
+Log = Callable[[str], None]
+
+
+def _check_size(size: tuple[int, int]) -> tuple[int, int]:
+    h, w = (int(v) for v in size)
+    if h <= 0 or w <= 0 or h % SIZE_MULTIPLE or w % SIZE_MULTIPLE:
+        up = lambda v: max(SIZE_MULTIPLE, -(-v // SIZE_MULTIPLE) * SIZE_MULTIPLE)  # noqa: E731
+        raise BadInput(f"input size {h}x{w} is not a positive multiple of {SIZE_MULTIPLE}; "
+                       f"use e.g. {up(h)}x{up(w)}")
+    return h, w
+
+
+def _drop_exact_upcasts(model: onnx.ModelProto) -> int:
+    """Let comparisons read fp16 directly where the exporter casted both inputs to fp32.
+
+    torch's decompositions compute ``eq`` of half tensors in float32 (the unpooling mask's
+    ``window == pooled``). fp16 → fp32 is exact, so comparing the fp16 values gives the same
+    booleans without materialising fp32 copies. Returns the number of Cast nodes removed.
+    """
+    graph = model.graph
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in [*graph.input, *graph.value_info, *graph.output]}
+    types.update({t.name: t.data_type for t in graph.initializer})
+    producer = {out: node for node in graph.node for out in node.output}
+
+    def fp16_source(name: str) -> str | None:
+        node = producer.get(name)
+        if node is None or node.op_type != "Cast":
+            return None
+        to = next((a.i for a in node.attribute if a.name == "to"), None)
+        src = node.input[0]
+        ok = to == onnx.TensorProto.FLOAT and types.get(src) == onnx.TensorProto.FLOAT16
+        return src if ok else None
+
+    for node in graph.node:
+        if node.op_type in _COMPARISONS:
+            sources = [fp16_source(i) for i in node.input]
+            if all(sources):
+                node.input[:] = sources
+    used = {i for node in graph.node for i in node.input} | {o.name for o in graph.output}
+    dead = [n for n in graph.node if n.op_type == "Cast" and n.output[0] not in used]
+    for node in dead:
+        graph.node.remove(node)
+    dead_names = {n.output[0] for n in dead}
+    kept_info = [v for v in graph.value_info if v.name not in dead_names]
+    del graph.value_info[:]
+    graph.value_info.extend(kept_info)
+    return len(dead)
+
+
+def float32_nodes(model: onnx.ModelProto) -> list[str]:
+    """Nodes that produce a float32 tensor (after shape inference), as "OpType name".
+
+    For an fp16 export this should be empty: any entry is fp32 compute TensorRT would run
+    in a strongly typed network.
+    """
+    inferred = onnx.shape_inference.infer_shapes(model)
+    graph = inferred.graph
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in [*graph.input, *graph.value_info, *graph.output]}
+    return [f"{n.op_type} {n.name or n.output[0]}" for n in graph.node
+            if any(types.get(o) == onnx.TensorProto.FLOAT for o in n.output)]
+
+
+def segmenter_to_onnx(segmenter: Segmenter, metadata: EngineMetadata, *, fp16: bool = False,
+                      size: tuple[int, int] | None = None, opset: int = OPSET,
+                      extra: dict | None = None) -> tuple[onnx.ModelProto, EngineMetadata]:
+    """The deploy graph of ``segmenter`` as an in-memory ONNX model with metadata attached.
+
+    ``size`` (H, W) overrides ``metadata.input_size``; ``extra`` adds metadata keys.
+    ``segmenter`` itself is left as it is (a copy is exported).
+    """
+    h, w = _check_size(size or metadata.input_size)
+    precision = "fp16" if fp16 else "fp32"
+    segmenter = copy.deepcopy(segmenter).eval().cpu().float()
+    if fp16:
+        segmenter = segmenter.half()
+    # Batch 2 as the example: torch.export specialises sizes 0 and 1, and N must stay dynamic.
+    example = torch.zeros(2, h, w, 3, dtype=torch.uint8)
+    batch = torch.export.Dim("N", min=1, max=4096)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # exporter chatter; problems raise
+            program = torch.onnx.export(
+                segmenter, (example,), None, dynamo=True, external_data=False, optimize=True,
+                opset_version=opset, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                dynamic_shapes={"frames": {0: batch}}, verbose=False)
+            model = program.model_proto
+    except Exception as exc:  # noqa: BLE001 - the exporter raises many unrelated types
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise RtsegError(f"torch.onnx.export failed for {metadata.model}: {first}") from exc
+    if fp16:
+        _drop_exact_upcasts(model)
+
+    meta = metadata.with_updates(precision=precision, input_size=[h, w], opset=opset,
+                                 exporter=f"torch.onnx dynamo (torch {torch.__version__})",
+                                 **(extra or {}))
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, meta.to_strings())
+    model.graph.name = meta.model
+    model.producer_name, model.producer_version = "rtseg", rtseg_version
+    model.doc_string = (f"rtseg {meta.model} ({meta.dataset}, {precision}): uint8 BGR "
+                        f"frames [N,{h},{w},3] -> uint8 class ids [N,{h},{w}]")
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise RtsegError(f"the exported graph of {meta.model} fails onnx.checker: "
+                         f"{str(exc).splitlines()[0]}") from exc
+    return model, meta
+
+
+def _write_model(model: onnx.ModelProto, out: Path) -> int:
+    """Serialise into one self-contained file, atomically; returns its size in bytes."""
+    data = model.SerializeToString()  # protobuf refuses > 2 GiB; our models are < 200 MB
+    tmp = out.with_name(out.name + ".tmp")
+    try:
+        tmp.write_bytes(data)
+        atomic_replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return len(data)
+
+
+def _load(checkpoint: Path | str) -> tuple[Segmenter, EngineMetadata, Path]:
+    checkpoint = Path(checkpoint)
+    if checkpoint.suffix.lower() in PICKLE_SUFFIXES:
+        raise BadInput(f"{checkpoint.name}: pickle files are not loaded (they can run code); "
+                       "export from a .safetensors checkpoint written by rtseg train")
+    if checkpoint.suffix.lower() != ".safetensors":
+        raise BadInput(f"--checkpoint {checkpoint.name}: expected a .safetensors file")
+    segmenter, metadata = load_checkpoint(checkpoint)
+    return segmenter, metadata, checkpoint
+
+
+def export_onnx(checkpoint: Path | str, out: Path | str, *, fp16: bool = False,
+                size: tuple[int, int] | None = None, opset: int = OPSET,
+                log: Log | None = None) -> EngineMetadata:
+    """Write the deploy graph of a ``.safetensors`` checkpoint to ``out`` (one .onnx file).
+
+    Example::
+
+        export_onnx("runs/segnet/best.safetensors", "segnet_fp16.onnx", fp16=True)
+
+    Returns the metadata stored in the file's ``metadata_props``.
+    """
+    log = log or (lambda _msg: None)
+    out = Path(out)
+    if out.suffix.lower() != ".onnx":
+        raise BadInput(f"--out {out.name}: the file name must end in .onnx")
+    if not out.parent.is_dir():
+        raise BadInput(f"--out {out}: directory {out.parent} does not exist")
+    if size is not None:
+        _check_size(size)  # before the slow part
+    segmenter, metadata, checkpoint = _load(checkpoint)
+    h, w = _check_size(size or metadata.input_size)
+    log(f"exporting {metadata.model} ({metadata.dataset}, {h}x{w}, "
+        f"{'fp16' if fp16 else 'fp32'}) from {checkpoint}, opset {opset}")
+    t0 = time.perf_counter()
+    model, meta = segmenter_to_onnx(segmenter, metadata, fp16=fp16, size=(h, w), opset=opset,
+                                    extra={"exported_from": checkpoint.name})
+    nbytes = _write_model(model, out)
+    log(f"wrote {out} ({nbytes / 2**20:.1f} MiB, {len(model.graph.node)} nodes) in "
+        f"{time.perf_counter() - t0:.1f} s")
+    return meta
+
+
+def triton_config(metadata: EngineMetadata, max_batch: int = 8, name: str | None = None) -> str:
+    """``config.pbtxt`` text (a Triton ``ModelConfig``) for an rtseg deploy graph.
+
+    Dims exclude the batch dimension, which Triton adds because ``max_batch_size > 0``.
+    """
+    if int(max_batch) < 1:
+        raise BadInput(f"--max-batch must be at least 1, got {max_batch}")
+    h, w = (int(v) for v in metadata.input_size)
+    name = name or metadata.model
+    return f"""\
+# Written by rtseg export: {metadata.model} trained on {metadata.dataset}, {metadata.precision}.
+# frames: uint8 BGR [N, {h}, {w}, 3]; labels: uint8 class ids [N, {h}, {w}]
+# (class names and palette are in the model's ONNX metadata_props).
+name: "{name}"
+backend: "onnxruntime"
+max_batch_size: {int(max_batch)}
+input [
+  {{
+    name: "{INPUT_NAME}"
+    data_type: TYPE_UINT8
+    dims: [ {h}, {w}, 3 ]
+  }}
+]
+output [
+  {{
+    name: "{OUTPUT_NAME}"
+    data_type: TYPE_UINT8
+    dims: [ {h}, {w} ]
+  }}
+]
+dynamic_batching {{ }}
+instance_group [
+  {{
+    count: 1
+    kind: KIND_AUTO
+  }}
+]
+"""
+
+
+def export_triton_repo(checkpoint: Path | str, repo_dir: Path | str, fp16: bool = False,
+                       size: tuple[int, int] | None = None, max_batch: int = 8,
+                       log: Log | None = None) -> Path:
+    """Write a Triton model repository: ``DIR/<model>/config.pbtxt`` and
+    ``DIR/<model>/1/model.onnx``. Returns the model's directory."""
+    log = log or (lambda _msg: None)
+    repo_dir = Path(repo_dir)
+    if repo_dir.exists() and not repo_dir.is_dir():
+        raise BadInput(f"--triton-repo {repo_dir} exists and is not a directory")
+    if int(max_batch) < 1:
+        raise BadInput(f"--max-batch must be at least 1, got {max_batch}")
+    if size is not None:
+        _check_size(size)
+    segmenter, metadata, checkpoint = _load(checkpoint)
+    h, w = _check_size(size or metadata.input_size)
+    log(f"exporting {metadata.model} ({metadata.dataset}, {h}x{w}, "
+        f"{'fp16' if fp16 else 'fp32'}) from {checkpoint} into Triton repository {repo_dir}")
+    t0 = time.perf_counter()
+    model, meta = segmenter_to_onnx(segmenter, metadata, fp16=fp16, size=(h, w),
+                                    extra={"exported_from": checkpoint.name})
+    model_dir = repo_dir / meta.model
+    (model_dir / "1").mkdir(parents=True, exist_ok=True)
+    nbytes = _write_model(model, model_dir / "1" / "model.onnx")
+    config = model_dir / "config.pbtxt"
+    tmp = config.with_name(config.name + ".tmp")
+    tmp.write_text(triton_config(meta, max_batch))
+    atomic_replace(tmp, config)
+    log(f"wrote {model_dir}/config.pbtxt and 1/model.onnx ({nbytes / 2**20:.1f} MiB) in "
+        f"{time.perf_counter() - t0:.1f} s")
+    return model_dir

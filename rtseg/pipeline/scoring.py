@@ -1,0 +1,83 @@
+"""Live mIoU: label PNGs matched to frames by file name, scored into the shared ConfusionMatrix.
+
+Same rules as ``rtseg eval``: labels in the engine's data set encoding (``read_label``),
+predictions resized to the label's size with nearest neighbour, the ignore index not scored.
+Frames without a label (Cityscapes sequences label one frame in 30) are segmented, not scored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from rtseg.data import get_spec, read_label
+from rtseg.errors import BadInput
+from rtseg.metrics import ConfusionMatrix
+from rtseg.pipeline.sources import Frame
+
+
+def label_name(frame_name: str, dataset: str) -> str:
+    """The label file name of a frame file name (CamVid: the same; Cityscapes:
+    ``X_leftImg8bit.png`` → ``X_gtFine_labelIds.png``)."""
+    if dataset == "cityscapes":
+        stem = Path(frame_name).stem
+        if stem.endswith("_leftImg8bit"):
+            return stem[: -len("_leftImg8bit")] + "_gtFine_labelIds.png"
+        return stem + "_gtFine_labelIds.png"
+    return frame_name
+
+
+class LiveScorer:
+    """Callable ``(frame, full_size_prediction)`` that accumulates a ConfusionMatrix.
+
+    ``labels_dir`` is searched recursively once, so both a flat CamVid ``valannot/`` and a
+    Cityscapes ``gtFine/val`` (with city folders) work.
+    """
+
+    def __init__(self, labels_dir: Path | str, dataset: str, num_classes: int | None = None):
+        labels_dir = Path(labels_dir)
+        if not labels_dir.is_dir():
+            raise BadInput(f"--labels {labels_dir}: not a directory")
+        spec = get_spec(dataset)
+        if num_classes is not None and num_classes != spec.num_classes:
+            raise BadInput(f"engine has {num_classes} classes but its data set {spec.name} has "
+                           f"{spec.num_classes}: its labels cannot be scored")
+        self.dataset = spec.name
+        self.class_names = list(spec.class_names)
+        self.matrix = ConfusionMatrix(spec.num_classes, spec.ignore_index)
+        self.index: dict[str, Path] = {}
+        for path in sorted(labels_dir.rglob("*.png")):
+            self.index.setdefault(path.name, path)
+        if not self.index:
+            raise BadInput(f"--labels {labels_dir}: no label PNGs found")
+        self.scored = 0
+
+    def label_for(self, frame: Frame) -> Optional[Path]:
+        """The label file of ``frame``, or None (video frames and unlabelled frames)."""
+        if frame.path is None:
+            return None
+        return self.index.get(label_name(frame.path.name, self.dataset))
+
+    def __call__(self, frame: Frame, prediction: np.ndarray) -> None:
+        path = self.label_for(frame)
+        if path is None:
+            return
+        truth = read_label(path, self.dataset)
+        if truth.shape != prediction.shape:
+            raise BadInput(f"label {path.name} is {truth.shape[1]}×{truth.shape[0]} but frame "
+                           f"{frame.path.name} is {prediction.shape[1]}×{prediction.shape[0]}")
+        self.matrix.update(truth, prediction)
+        self.scored += 1
+
+    def result(self) -> dict:
+        """``miou`` (None when no frame had a label), per-class IoU and the frames scored."""
+        if not self.scored:
+            return {"miou": None, "per_class_iou": None, "scored_frames": 0}
+        iou, miou = self.matrix.iou(), self.matrix.miou()
+        return {"miou": None if np.isnan(miou) else miou,
+                "per_class_iou": {n: (None if np.isnan(v) else float(v))
+                                  for n, v in zip(self.class_names, iou)},
+                "pixel_accuracy": self.matrix.pixel_accuracy(),
+                "scored_frames": self.scored}

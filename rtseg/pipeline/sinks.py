@@ -1,0 +1,173 @@
+"""Where finished frames go: an mp4 file, class-id PNG masks, a window — and the writer thread.
+
+A sink has ``write(rendered) -> None | False`` (False: the user asked to stop, e.g. closed
+the window) and ``close()``. The writer thread owns the sinks and closes them, so an mp4 is
+finalised on every way out of a run (end of stream, Ctrl-C, an error elsewhere).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import sys
+import threading
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Optional, Sequence
+
+import cv2
+
+from rtseg.errors import BadInput, MissingDependency
+from rtseg.pipeline.queues import END, get
+from rtseg.pipeline.stages import Rendered
+from rtseg.pipeline.stats import RunStats
+
+
+class Sink(ABC):
+    """Receives every finished frame, in order, on the writer thread."""
+
+    @abstractmethod
+    def write(self, item: Rendered) -> Optional[bool]:
+        """Consume one frame; return False to ask the run to stop capturing."""
+
+    def close(self) -> None:
+        """Finalise (called once, on the writer thread, however the run ends)."""
+
+
+class VideoSink(Sink):
+    """An mp4 (MPEG-4 part 2, fourcc ``mp4v``) at the source's rate and frame size.
+
+    Written to a hidden ``.NAME.partial.mp4`` beside the target and renamed on ``close``,
+    so the file at ``path`` is always a finalised, playable video.
+    """
+
+    def __init__(self, path: Path | str, fps: float, size: Optional[tuple[int, int]] = None):
+        self.path = Path(path)
+        if not self.path.parent.is_dir():
+            raise BadInput(f"--output {self.path}: directory {self.path.parent} does not exist")
+        suffix = self.path.suffix or ".mp4"
+        self.partial = self.path.with_name(f".{self.path.stem}.partial{suffix}")
+        self.fps = float(fps)
+        self.size: Optional[tuple[int, int]] = None
+        self.writer: Optional[cv2.VideoWriter] = None
+        if size is not None:
+            self._open(size)
+
+    def _open(self, size: tuple[int, int]) -> None:
+        h, w = size
+        writer = cv2.VideoWriter(str(self.partial), cv2.VideoWriter.fourcc(*"mp4v"), self.fps,
+                                 (w, h))
+        if not writer.isOpened():
+            raise BadInput(f"cannot write video {self.path} ({w}×{h} mp4v at {self.fps:g} FPS)")
+        self.writer, self.size = writer, (h, w)
+
+    def write(self, item: Rendered) -> None:
+        image = item.overlay
+        if self.writer is None:
+            self._open(image.shape[:2])
+        h, w = self.size
+        if image.shape[:2] != (h, w):  # frame directories may mix sizes; a video has one
+            image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+        self.writer.write(image)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
+            os.replace(self.partial, self.path)
+
+
+_UNSAFE = re.compile(r"[^\w.\-]+")
+
+
+class MaskSink(Sink):
+    """Class-id PNGs (uint8, one channel, at the frame's size) named after the frames:
+    ``DIR/<frame stem>.png`` for frame directories, ``DIR/000123.png`` for video."""
+
+    def __init__(self, directory: Path | str):
+        directory = Path(directory)
+        if not directory.parent.is_dir():
+            raise BadInput(f"--masks {directory}: directory {directory.parent} does not exist")
+        if directory.exists() and not directory.is_dir():
+            raise BadInput(f"--masks {directory}: exists and is not a directory")
+        directory.mkdir(exist_ok=True)
+        self.root = directory.resolve()
+
+    def path_for(self, name: str, index: int) -> Path:
+        """``DIR/<name>.png`` with anything but letters, digits, ``_ . -`` replaced; never
+        outside DIR (not through ``..``, separators or a symlink planted in DIR)."""
+        safe = _UNSAFE.sub("_", name).lstrip(".") or f"{index:06d}"
+        path = self.root / f"{safe}.png"
+        if path.resolve().parent != self.root:
+            raise BadInput(f"mask name {name!r} would leave {self.root}")
+        return path
+
+    def write(self, item: Rendered) -> None:
+        path = self.path_for(item.frame.name, item.frame.index)
+        if not cv2.imwrite(str(path), item.labels):
+            raise BadInput(f"cannot write mask {path}")
+
+
+def check_display() -> None:
+    """MissingDependency unless OpenCV can open a window here."""
+    if re.search(r"GUI:\s*NONE", cv2.getBuildInformation()):
+        raise MissingDependency("--show needs OpenCV with GUI support, but this OpenCV has none "
+                                "(opencv-python-headless); install opencv-python, or write the "
+                                "overlay to a file with --output FILE.mp4")
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY")
+                                                 or os.environ.get("WAYLAND_DISPLAY")):
+        raise MissingDependency("--show needs a display, but DISPLAY is not set (ssh -X, or "
+                                "write the overlay to a file with --output FILE.mp4)")
+
+
+class WindowSink(Sink):
+    """An OpenCV window; ``q`` or Esc or closing the window ends the run gracefully."""
+
+    def __init__(self, title: str = "rtseg"):
+        check_display()
+        self.title = title
+        self.opened = False
+
+    def write(self, item: Rendered) -> Optional[bool]:
+        if not self.opened:  # created on the writer thread, which does every GUI call
+            cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
+            self.opened = True
+        cv2.imshow(self.title, item.overlay)
+        key = cv2.waitKey(1) & 0xFF
+        if key in (ord("q"), 27) or cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1:
+            return False
+        return None
+
+    def close(self) -> None:
+        if self.opened:
+            cv2.destroyWindow(self.title)
+            cv2.waitKey(1)
+
+
+def write_loop(inp: queue.Queue, stop: threading.Event, stop_capture: threading.Event,
+               stats: RunStats, sinks: Sequence[Sink]) -> None:
+    """The writer thread: every finished frame to every sink, then the latency is known."""
+    while True:
+        items = get(inp, stop)
+        if items is END:
+            return
+        for item in items:
+            t0 = time.perf_counter()
+            for sink in sinks:
+                if sink.write(item) is False:
+                    stop_capture.set()
+            stats.add("write", time.perf_counter() - t0, 1)
+            stats.frame_written(item.frame.t_capture)
+
+
+def close_all(sinks: Sequence[Sink]) -> Optional[BaseException]:
+    """Close every sink even if one fails; returns the first failure (or None)."""
+    first = None
+    for sink in sinks:
+        try:
+            sink.close()
+        except Exception as exc:  # noqa: BLE001 — finish closing the others first
+            first = first or exc
+    return first

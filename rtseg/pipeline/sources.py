@@ -1,0 +1,250 @@
+"""Frame sources — video file, directory of frames, camera, network stream — and the
+capture thread that feeds the pipeline.
+
+Two delivery policies, chosen by the source:
+
+* **files and directories** (``live = False``): every frame, in order; the capture thread
+  blocks when the pipeline is behind (back-pressure), so nothing is ever skipped.
+* **cameras and streams** (``live = True``): the world does not wait. When the pipeline is
+  behind, the *oldest* waiting frame is dropped (and counted), so the queue — and memory —
+  stay bounded and the frame segmented next is always the freshest one.
+
+A stream that stalls or disconnects is reopened with exponential back-off, a bounded number
+of times (:class:`ReconnectPolicy`); after that the source ends cleanly, like a file.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+from urllib.parse import urlparse
+
+import cv2
+import numpy as np
+
+from rtseg.data.datasets import IMAGE_SUFFIXES, read_image
+from rtseg.errors import BadInput
+from rtseg.pipeline.queues import END, put, put_latest
+from rtseg.pipeline.stats import RunStats
+
+STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv",
+                  ".ts", ".flv", ".gif")
+DEFAULT_FPS = 25.0  # when a source does not say (frame directories, some cameras)
+
+Message = Callable[[str], None]
+
+
+@dataclass
+class Frame:
+    """One captured frame on its way through the pipeline."""
+
+    index: int  # position in the source, counting dropped frames too
+    name: str  # names the mask file and finds the label: file stem, or "000123" for video
+    image: np.ndarray  # uint8 [H, W, 3] BGR, as decoded
+    t_capture: float  # time.perf_counter() when the frame was read
+    path: Optional[Path] = None  # the frame's file, for directory sources
+
+
+@dataclass(frozen=True)
+class ReconnectPolicy:
+    """How a lost live stream is retried: ``attempts`` reopenings, waiting ``delay_s``,
+    doubling up to ``max_delay_s`` (0.5, 1, 2, 4, 4 s by default — about 12 s, plus up to
+    ``timeout_s`` per attempt for FFmpeg to give up opening or reading)."""
+
+    attempts: int = 5
+    delay_s: float = 0.5
+    max_delay_s: float = 4.0
+    timeout_s: float = 5.0  # FFmpeg open/read timeout, so a stalled stream cannot hang a read
+
+    def delay(self, attempt: int) -> float:
+        return min(self.delay_s * 2 ** (attempt - 1), self.max_delay_s)
+
+
+class Source(ABC):
+    """Something frames come from. ``read`` returns (image, name, path) or None at the end."""
+
+    live: bool = False  # True: drop the oldest waiting frame when behind (cameras, streams)
+    file_names: bool = False  # True: frames come from files (so labels can be matched)
+    fps: float = DEFAULT_FPS
+    size: Optional[tuple[int, int]] = None  # (H, W) when known up front
+    description: str = "source"
+    ended_by: str = "end of stream"  # why ``read`` returned None, for the run summary
+
+    @abstractmethod
+    def read(self, stop: threading.Event) -> Optional[tuple[np.ndarray, str, Optional[Path]]]:
+        """The next frame; None when the source is exhausted (or ``stop`` was set)."""
+
+    def close(self) -> None:
+        """Release the device or file."""
+
+
+def _fps_of(cap: cv2.VideoCapture) -> float:
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    return float(fps) if math.isfinite(fps) and 1.0 <= fps <= 1000.0 else DEFAULT_FPS
+
+
+class VideoFileSource(Source):
+    """A video file (or a URL naming one): every frame in order; names are frame indices."""
+
+    def __init__(self, path: Path | str):
+        self.description = str(path)
+        self.cap = cv2.VideoCapture(str(path))
+        if not self.cap.isOpened():
+            raise BadInput(f"cannot open video {path} (not a video OpenCV/FFmpeg can decode)")
+        self.fps = _fps_of(self.cap)
+        w, h = (int(self.cap.get(p)) for p in (cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT))
+        self.size = (h, w) if h > 0 and w > 0 else None
+        self.index = 0
+
+    def read(self, stop):
+        ok, image = self.cap.read()
+        if not ok:
+            return None
+        name = f"{self.index:06d}"
+        self.index += 1
+        return image, name, None
+
+    def close(self):
+        self.cap.release()
+
+
+class DirectorySource(Source):
+    """Image files of a directory in file-name order; ``fps`` is what the output video gets."""
+
+    file_names = True
+
+    def __init__(self, directory: Path | str, fps: float | None = None):
+        directory = Path(directory)
+        self.description = str(directory)
+        self.files = sorted((p for p in directory.iterdir()
+                             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
+                            key=lambda p: p.name)
+        if not self.files:
+            raise BadInput(f"no frames ({', '.join(IMAGE_SUFFIXES)}) in directory {directory}")
+        self.fps = float(fps or DEFAULT_FPS)
+        self.position = 0
+
+    def read(self, stop):
+        if self.position >= len(self.files):
+            return None
+        path = self.files[self.position]
+        self.position += 1
+        return read_image(path), path.stem, path
+
+
+class LiveSource(Source):
+    """A camera index (``"0"``) or a network stream URL, reopened when lost."""
+
+    live = True
+
+    def __init__(self, spec: str, policy: ReconnectPolicy = ReconnectPolicy(),
+                 on_message: Message | None = None):
+        self.spec = spec
+        self.camera = spec.isdigit()
+        self.description = f"camera {spec}" if self.camera else spec
+        self.policy = policy
+        self.on_message = on_message or (lambda _m: None)
+        self.cap = self._open()
+        if not self.cap.isOpened():
+            raise BadInput(f"cannot open {self.description}")
+        self.fps = _fps_of(self.cap)
+        self.index = 0
+
+    def _open(self) -> cv2.VideoCapture:
+        if self.camera:
+            return cv2.VideoCapture(int(self.spec))
+        ms = int(self.policy.timeout_s * 1000)
+        return cv2.VideoCapture(self.spec, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms,
+                                                            cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+
+    def read(self, stop):
+        attempt = 0
+        while not stop.is_set():
+            ok, image = self.cap.read() if self.cap.isOpened() else (False, None)
+            if ok:
+                name = f"{self.index:06d}"
+                self.index += 1
+                return image, name, None
+            attempt += 1
+            if attempt > self.policy.attempts:
+                self.ended_by = f"{self.description} lost ({self.policy.attempts} reconnects failed)"
+                self.on_message(f"{self.ended_by}; ending the run")
+                return None
+            delay = self.policy.delay(attempt)
+            self.on_message(f"{self.description} stalled or disconnected; reconnecting in "
+                            f"{delay:g} s ({attempt}/{self.policy.attempts})")
+            if stop.wait(delay):
+                break
+            self.cap.release()
+            self.cap = self._open()
+        self.ended_by = "stopped"
+        return None
+
+    def close(self):
+        self.cap.release()
+
+
+def is_stream_url(spec: str) -> bool:
+    """True for rtsp://, http(s):// and other network stream URLs."""
+    return urlparse(spec).scheme.lower() in STREAM_SCHEMES
+
+
+def open_source(spec: str | Path, fps: float | None = None,
+                reconnect: ReconnectPolicy = ReconnectPolicy(),
+                on_message: Message | None = None) -> Source:
+    """The Source a ``--source`` argument names.
+
+    ``spec``: a video file, a directory of frames, a camera index (``"0"``), or an
+    ``rtsp://`` / ``http(s)://`` URL (a URL ending in a video suffix is read like a file,
+    every frame in order). ``fps`` sets the rate of frame directories (default 25).
+    """
+    text = str(spec)
+    if text.isdigit():
+        return LiveSource(text, reconnect, on_message)
+    if is_stream_url(text):
+        if Path(urlparse(text).path).suffix.lower() in VIDEO_SUFFIXES:
+            return VideoFileSource(text)
+        return LiveSource(text, reconnect, on_message)
+    path = Path(text)
+    if path.is_dir():
+        return DirectorySource(path, fps)
+    if path.is_file():
+        return VideoFileSource(path)
+    raise BadInput(f"source not found: {text} (expected a video file, a directory of frames, "
+                   "a camera index such as 0, or an rtsp:// or http(s):// URL)")
+
+
+def capture_loop(source: Source, out: queue.Queue, stop_capture: threading.Event,
+                 stop: threading.Event, stats: RunStats, max_frames: int | None = None) -> None:
+    """The capture thread: read frames into ``out`` until the source ends, ``max_frames``
+    were read or ``stop_capture`` is set; then send END. Closes the source."""
+    try:
+        index = 0
+        while not stop_capture.is_set() and (max_frames is None or index < max_frames):
+            t0 = time.perf_counter()
+            got = source.read(stop_capture)
+            if got is None:
+                stats.ended_by = source.ended_by
+                break
+            t1 = time.perf_counter()
+            image, name, path = got
+            stats.add("capture", t1 - t0, 1)
+            frame = Frame(index, name, image, t1, path)
+            index += 1
+            if source.live:
+                stats.add_dropped(put_latest(out, frame))
+            else:
+                put(out, frame, stop)
+            stats.observe_queue("capture", out.qsize())
+        else:
+            stats.ended_by = "stopped" if stop_capture.is_set() else "max frames"
+        put(out, END, stop)
+    finally:
+        source.close()

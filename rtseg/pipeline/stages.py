@@ -1,0 +1,212 @@
+"""The per-frame work of the pipeline and the thread bodies that run it.
+
+``preprocess`` and ``upsample_labels`` are exactly what ``rtseg eval`` does to a frame
+(EvalTransform's INTER_LINEAR resize; ``predict_full_size``'s INTER_NEAREST resize back), so
+live mIoU equals ``rtseg eval`` on the same frames. :class:`Overlay` draws what a viewer sees.
+
+Each ``*_loop`` is one thread: take from its input queue, work, put to its output queue,
+forward END when the stream ends. The heavy calls (OpenCV, the engine) release the GIL, so
+the stages overlap.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import cv2
+import numpy as np
+
+from rtseg.backends import Backend
+from rtseg.pipeline.queues import END, get, put
+from rtseg.pipeline.sources import Frame
+from rtseg.pipeline.stats import RunStats
+from rtseg.visualize import blend, colorize, palette_lut
+
+
+def preprocess(image: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
+    """A BGR frame resized to the network input (H, W), bilinear — as EvalTransform does."""
+    h, w = input_size
+    if image.shape[:2] != (h, w):
+        image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+    return image
+
+
+def upsample_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Network labels back to a frame's (H, W), nearest neighbour — as ``predict_full_size``."""
+    h, w = size
+    return labels if labels.shape == (h, w) else cv2.resize(labels, (w, h),
+                                                            interpolation=cv2.INTER_NEAREST)
+
+
+@dataclass
+class Batch:
+    """Frames travelling together through preprocess and inference."""
+
+    frames: list[Frame]
+    inputs: Optional[np.ndarray]  # uint8 [N, h, w, 3] at the engine's input size
+    labels: Optional[np.ndarray] = None  # uint8 [N, h, w] once inferred
+
+
+@dataclass
+class Rendered:
+    """A finished frame: the picture to show or save and its labels at full size."""
+
+    frame: Frame
+    overlay: np.ndarray
+    labels: np.ndarray
+
+
+class Overlay:
+    """Colours labels with the palette (a lookup table), blends them over the frame and
+    draws a class legend (top right) and a HUD band (bottom) with FPS and stage times."""
+
+    def __init__(self, palette: Sequence[Sequence[int]], class_names: Sequence[str],
+                 alpha: float = 0.5, legend: bool = True, hud: bool = True):
+        self.lut = palette_lut(palette)
+        self.class_names = list(class_names)
+        self.alpha = float(alpha)
+        self.show_legend, self.show_hud = legend, hud
+        self._legend: dict[tuple[int, int], Optional[tuple[np.ndarray, int, int]]] = {}
+
+    @staticmethod
+    def _row(h: int) -> tuple[int, float]:
+        row = max(12, round(h * 0.032))
+        return row, row / 30.0
+
+    @staticmethod
+    def hud_rect(h: int, w: int) -> tuple[int, int, int, int]:
+        """(x0, y0, x1, y1) of the HUD band, the only part of a frame that changes with time."""
+        row, _ = Overlay._row(h)
+        return 0, max(h - int(row * 1.5), 0), w, h
+
+    def _legend_patch(self, h: int, w: int):
+        """Built once per frame size; None when the frame is too small to hold it."""
+        key = (h, w)
+        if key not in self._legend:
+            row, scale = self._row(h)
+            pad = max(2, row // 4)
+            text_w = max(cv2.getTextSize(n, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0]
+                         for n in self.class_names)
+            ph, pw = pad + len(self.class_names) * row + pad, pad + row + pad + text_w + pad
+            if ph > h - 2 * pad - int(row * 1.5) or pw > w // 2:
+                self._legend[key] = None
+            else:
+                patch = np.full((ph, pw, 3), 32, np.uint8)
+                for i, name in enumerate(self.class_names):
+                    y = pad + i * row
+                    colour = tuple(int(c) for c in self.lut[i])
+                    cv2.rectangle(patch, (pad, y + 2), (pad + row - 3, y + row - 3), colour, -1)
+                    cv2.putText(patch, name, (2 * pad + row, y + row - pad), cv2.FONT_HERSHEY_SIMPLEX,
+                                scale, (255, 255, 255), 1, cv2.LINE_AA)
+                self._legend[key] = (patch, pad, w - pw - pad)
+        return self._legend[key]
+
+    def render(self, image: np.ndarray, labels: np.ndarray, hud: str = "") -> np.ndarray:
+        """Overlay of network-size ``labels`` on the full-size BGR ``image`` (a new array)."""
+        h, w = image.shape[:2]
+        # Colouring at network size then resizing nearest gives exactly the colours of the
+        # full-size label map, at a fraction of the cost.
+        colours = cv2.resize(colorize(labels, self.lut), (w, h), interpolation=cv2.INTER_NEAREST)
+        out = blend(image, colours, self.alpha)
+        if self.show_legend:
+            legend = self._legend_patch(h, w)
+            if legend is not None:
+                patch, y, x = legend
+                out[y:y + patch.shape[0], x:x + patch.shape[1]] = patch
+        if self.show_hud and hud:
+            x0, y0, x1, y1 = self.hud_rect(h, w)
+            out[y0:y1, x0:x1] = cv2.convertScaleAbs(out[y0:y1, x0:x1], alpha=0.35)
+            row, scale = self._row(h)
+            cv2.putText(out, hud, (x0 + row // 3, y1 - row // 3), cv2.FONT_HERSHEY_SIMPLEX,
+                        scale, (255, 255, 255), 1, cv2.LINE_AA)
+        return out
+
+
+def hud_text(stats: RunStats) -> str:
+    """``24.8 FPS | pre 1.2 infer 38.0 post 2.9 write 5.1 ms``."""
+    ms = stats.stage_ms()
+
+    def f(v):
+        return "-" if v is None else f"{v:.1f}"
+
+    return (f"{stats.recent_fps():.1f} FPS | pre {f(ms['preprocess'])} infer {f(ms['infer'])} "
+            f"post {f(ms['overlay'])} write {f(ms['write'])} ms")
+
+
+def batch_loop(inp: queue.Queue, out: queue.Queue, stop: threading.Event, stats: RunStats,
+               input_size: tuple[int, int], batch_size: int, live: bool) -> None:
+    """Group frames into batches and resize them to the input size.
+
+    Files fill every batch (throughput); live sources take what is waiting, never wait
+    for more (latency).
+    """
+    ended = False
+    while not ended:
+        first = get(inp, stop)
+        if first is END:
+            break
+        frames = [first]
+        while len(frames) < batch_size:
+            if live:
+                try:
+                    item = inp.get_nowait()
+                except queue.Empty:
+                    break
+            else:
+                item = get(inp, stop)
+            if item is END:
+                ended = True
+                break
+            frames.append(item)
+        t0 = time.perf_counter()
+        inputs = np.stack([preprocess(f.image, input_size) for f in frames])
+        stats.add("preprocess", time.perf_counter() - t0, len(frames))
+        put(out, Batch(frames, inputs), stop)
+        stats.observe_queue("batches", out.qsize())
+    put(out, END, stop)
+
+
+def infer_loop(inp: queue.Queue, out: queue.Queue, stop: threading.Event, stats: RunStats,
+               backend: Backend) -> None:
+    """Run the engine on each batch."""
+    while True:
+        batch = get(inp, stop)
+        if batch is END:
+            break
+        t0 = time.perf_counter()
+        labels = backend.infer(batch.inputs)
+        stats.add("infer", time.perf_counter() - t0, len(batch.frames))
+        n, (h, w) = len(batch.frames), backend.input_size
+        if labels.shape != (n, h, w):
+            raise RuntimeError(f"engine returned labels of shape {labels.shape}, "
+                               f"expected {(n, h, w)}")
+        batch.labels, batch.inputs = labels, None
+        put(out, batch, stop)
+        stats.observe_queue("labels", out.qsize())
+    put(out, END, stop)
+
+
+def overlay_loop(inp: queue.Queue, out: queue.Queue, stop: threading.Event, stats: RunStats,
+                 overlay: Overlay,
+                 score: Optional[Callable[[Frame, np.ndarray], None]] = None) -> None:
+    """Labels to full size, scoring (when labels were given) and the overlay picture."""
+    while True:
+        batch = get(inp, stop)
+        if batch is END:
+            break
+        t0 = time.perf_counter()
+        text = hud_text(stats) if overlay.show_hud else ""
+        rendered = []
+        for frame, labels in zip(batch.frames, batch.labels):
+            full = upsample_labels(labels, frame.image.shape[:2])
+            if score is not None:
+                score(frame, full)
+            rendered.append(Rendered(frame, overlay.render(frame.image, labels, text), full))
+        stats.add("overlay", time.perf_counter() - t0, len(rendered))
+        put(out, rendered, stop)
+        stats.observe_queue("rendered", out.qsize())
+    put(out, END, stop)

@@ -1,0 +1,450 @@
+"""`rtseg run`, the live pipeline: real clips end to end, and its threading contract —
+drain at the end, Ctrl-C, failures, slow sinks and fast live sources — with fakes."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from rtseg.backends import Backend, open_engine
+from rtseg.cli import main
+from rtseg.cli.commands_run import NO_BUNDLED, default_engine
+from rtseg.data import get_spec
+from rtseg.data.classes import IMAGENET_MEAN, IMAGENET_STD
+from rtseg.errors import BadInput, MissingDependency, StageError
+from rtseg.evaluate import evaluate
+from rtseg.metadata import EngineMetadata
+from rtseg.models import Segmenter, build_model, save_checkpoint
+from rtseg.pipeline import MaskSink, Overlay, Pipeline, RunConfig, Sink, Source, run
+from rtseg.pipeline.sinks import check_display
+from rtseg.pipeline.stages import preprocess, upsample_labels
+from rtseg.visualize import colorize, palette_lut
+
+INPUT = [64, 96]
+CONTRACT_KEYS = {"frames", "seconds", "fps", "dropped", "backend", "miou", "stage_ms",
+                 "latency_ms"}
+STAGES = {"capture", "preprocess", "infer", "overlay", "write"}
+
+
+def camvid_metadata(input_size=INPUT, model="unet_resnet18", dataset="camvid") -> EngineMetadata:
+    spec = get_spec(dataset)
+    return EngineMetadata(model=model, num_classes=spec.num_classes,
+                          class_names=list(spec.class_names),
+                          palette=[list(c) for c in spec.palette], ignore_index=spec.ignore_index,
+                          input_size=list(input_size), dataset=spec.name,
+                          mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD))
+
+
+@pytest.fixture(scope="session")
+def engine_path(tmp_path_factory) -> Path:
+    """An untrained but deterministic CamVid engine (seeded init), 64×96 input."""
+    torch.manual_seed(0)
+    meta = camvid_metadata()
+    segmenter = Segmenter(build_model(meta.model, meta.num_classes), meta.mean, meta.std)
+    return save_checkpoint(tmp_path_factory.mktemp("engine") / "tiny.safetensors", segmenter, meta)
+
+
+@pytest.fixture(scope="session")
+def backend(engine_path):
+    with open_engine(engine_path, "cpu") as b:
+        yield b
+
+
+@pytest.fixture(autouse=True)
+def no_thread_outlives_a_test():
+    before = set(threading.enumerate())
+    yield
+    leftover = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+    assert not leftover, f"threads outlived the run: {leftover}"
+
+
+# --- fakes ----------------------------------------------------------------------------------
+
+class FakeBackend(Backend):
+    """Labels from the blue channel; optionally slow, optionally failing on batch N."""
+
+    name = "fake"
+
+    def __init__(self, delay: float = 0.0, fail_on: int | None = None, dataset: str = "camvid"):
+        super().__init__(camvid_metadata([16, 24], dataset=dataset), "cpu", "fp32")
+        self.delay, self.fail_on, self.calls = delay, fail_on, 0
+
+    def infer(self, frames):
+        self.calls += 1
+        if self.fail_on is not None and self.calls >= self.fail_on:
+            raise RuntimeError("boom in the engine")
+        time.sleep(self.delay)
+        return (frames[..., 0] // 24 % self.metadata.num_classes).astype(np.uint8)
+
+
+class FakeSource(Source):
+    """``n`` synthetic 48×64 frames, numbered in their pixels; counts the images alive."""
+
+    def __init__(self, n: int, live: bool = False, fail_on: int | None = None):
+        self.live, self.n, self.fail_on = live, n, fail_on
+        self.size = (48, 64)
+        self.produced = self.alive = self.peak_alive = 0
+        self.description = "fake"
+
+    def _gone(self):
+        self.alive -= 1
+
+    def read(self, stop):
+        if self.produced == self.n:
+            return None
+        if self.fail_on is not None and self.produced == self.fail_on:
+            raise OSError("camera unplugged")
+        image = np.full((48, 64, 3), self.produced % 256, np.uint8)
+        weakref.finalize(image, self._gone)
+        self.alive += 1
+        self.peak_alive = max(self.peak_alive, self.alive)
+        name = f"{self.produced:06d}"
+        self.produced += 1
+        return image, name, None
+
+
+class RecordingSink(Sink):
+    """Remembers frame indices; optionally slow or failing."""
+
+    def __init__(self, delay: float = 0.0, fail_on: int | None = None, on_write=None):
+        self.delay, self.fail_on, self.on_write = delay, fail_on, on_write
+        self.indices: list[int] = []
+        self.closed = False
+
+    def write(self, item):
+        if self.fail_on is not None and len(self.indices) == self.fail_on:
+            raise ValueError("disk full")
+        time.sleep(self.delay)
+        self.indices.append(item.frame.index)
+        if self.on_write:
+            self.on_write(len(self.indices))
+
+    def close(self):
+        self.closed = True
+
+
+def read_video(path: Path, keep=()) -> tuple[int, dict[int, np.ndarray]]:
+    """How many frames a video decodes to, and the frames whose index is in ``keep``."""
+    cap = cv2.VideoCapture(str(path))
+    kept = {}
+    for count in itertools.count():
+        ok, frame = cap.read()
+        if not ok:
+            cap.release()
+            return count, kept
+        if count in keep:
+            kept[count] = frame
+
+
+def in_frames(bounds: dict, batch: int) -> int:
+    """How many frames the pipeline's queues and stages can hold at most."""
+    held = bounds["capture"] + batch * (bounds["batches"] + bounds["labels"] + bounds["rendered"])
+    return held + 5 * batch + 1  # plus one batch in each stage's hands, plus one being read
+
+
+# --- real data, end to end ------------------------------------------------------------------
+
+def test_dashcam_overlay_video_holds_every_frame_in_order(dashcam_clip, backend, tmp_path):
+    out = tmp_path / "overlay.mp4"
+    result = run(dashcam_clip, backend, output=out, batch=4, status_interval=0.2)
+    assert set(result) >= CONTRACT_KEYS and set(result["stage_ms"]) == STAGES
+    assert result["frames"] == 221 and result["dropped"] == 0 and result["miou"] is None
+    assert result["backend"] == "pytorch" and result["fps"] > 0
+    assert 0 < result["latency_ms"]["p50"] <= result["latency_ms"]["p99"]
+    assert not (tmp_path / ".overlay.partial.mp4").exists()
+
+    picks = (0, 100, 220)
+    others = {(k + 60) % 221 for k in picks}
+    count, written = read_video(out, keep={*picks, *others})
+    assert count == 221
+    assert written[0].shape == (540, 960, 3)
+    assert cv2.VideoCapture(str(out)).get(cv2.CAP_PROP_FPS) == pytest.approx(25.0)
+
+    # The same frames through preprocess → infer → overlay, one at a time.
+    _, source = read_video(dashcam_clip, keep=picks)
+    overlay = Overlay(backend.metadata.palette, backend.metadata.class_names, alpha=0.5)
+    y_hud = Overlay.hud_rect(540, 960)[1]
+    for k in picks:
+        labels = backend.infer(preprocess(source[k], backend.input_size)[None])[0]
+        reference = overlay.render(source[k], labels)[:y_hud].astype(np.int16)
+        same = np.abs(written[k][:y_hud] - reference).mean()
+        other = np.abs(written[(k + 60) % 221][:y_hud] - reference).mean()
+        assert same < 4.0, (k, same)  # mp4v loss, and batch-of-4 vs batch-of-1 rounding
+        assert same < other / 2, (k, same, other)
+
+
+@pytest.fixture()
+def camvid_clip(camvid_root, tmp_path):
+    """The first 12 labelled val frames as an eval root, and a 13th frame without a label."""
+    images = sorted((camvid_root / "val").glob("*.png"))[:13]
+    root = tmp_path / "camvid"
+    for sub in ("val", "valannot", "frames"):
+        (root / sub).mkdir(parents=True)
+    for i, image in enumerate(images):
+        (root / "frames" / image.name).symlink_to(image)
+        if i < 12:
+            (root / "val" / image.name).symlink_to(image)
+            (root / "valannot" / image.name).symlink_to(camvid_root / "valannot" / image.name)
+    return root
+
+
+def test_live_miou_equals_eval_and_masks_are_the_engines_labels(camvid_clip, backend, tmp_path):
+    masks = tmp_path / "masks"
+    result = run(camvid_clip / "frames", backend, labels=camvid_clip / "valannot",
+                 masks=masks, batch=4, hud=False)
+    reference = evaluate(backend, "camvid", camvid_clip, "val", batch_size=4)
+    assert result["frames"] == 13 and result["scored_frames"] == 12  # 13th: segmented only
+    assert result["miou"] == pytest.approx(reference["miou"], abs=1e-6)
+    assert result["per_class_iou"] == pytest.approx(reference["per_class_iou"], abs=1e-6)
+
+    frames = sorted((camvid_clip / "frames").glob("*.png"))
+    assert sorted(p.name for p in masks.iterdir()) == [p.name for p in frames]
+    batch = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in frames[:4]]
+    labels = backend.infer(np.stack([preprocess(f, backend.input_size) for f in batch]))
+    for path, frame, lbl in zip(frames, batch, labels):
+        mask = cv2.imread(str(masks / path.name), cv2.IMREAD_UNCHANGED)
+        assert mask.dtype == np.uint8 and mask.shape == frame.shape[:2]
+        np.testing.assert_array_equal(mask, upsample_labels(lbl, frame.shape[:2]))
+
+
+def test_ctrl_c_exits_130_with_finalised_json_and_video(dashcam_clip, engine_path, tmp_path):
+    out, report = tmp_path / "o.mp4", tmp_path / "run.json"
+    partial = tmp_path / ".o.partial.mp4"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "rtseg", "run", "--source", str(dashcam_clip),
+                             "--engine", str(engine_path), "--output", str(out), "--json",
+                             str(report), "--device", "cpu"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (partial.exists() and partial.stat().st_size > 0):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no frame written within 60 s"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    result = json.loads(report.read_text())
+    assert set(result) >= CONTRACT_KEYS and result["interrupted"] is True
+    assert 0 < result["frames"] < 221
+    assert read_video(out)[0] == result["frames"]
+    assert "interrupted" in stderr and "frames" in stdout
+
+
+# --- threading contract, with fakes ----------------------------------------------------------
+
+def test_ctrl_c_in_process_finishes_frames_in_flight(tmp_path):
+    def interrupt(snapshot):
+        if snapshot["frames"] >= 5:
+            raise KeyboardInterrupt
+
+    sink = RecordingSink(delay=0.005)
+    result = Pipeline(FakeSource(10_000), FakeBackend(), RunConfig(output=tmp_path / "o.mp4",
+                                                                   status_interval=0.01),
+                      sinks=[sink], on_status=interrupt).run()
+    assert result["interrupted"] and result["ended_by"] == "interrupted"
+    assert 5 <= result["frames"] < 10_000 and sink.closed
+    assert sink.indices == list(range(result["frames"]))  # nothing in flight was lost
+    assert read_video(tmp_path / "o.mp4")[0] == result["frames"]
+
+
+@pytest.mark.parametrize("where", ["capture", "infer", "write"])
+def test_a_failing_stage_stops_everything_and_propagates(where, tmp_path):
+    source = FakeSource(10_000, fail_on=20 if where == "capture" else None)
+    backend = FakeBackend(fail_on=20 if where == "infer" else None)
+    sink = RecordingSink(fail_on=20 if where == "write" else None)
+    pipeline = Pipeline(source, backend, RunConfig(output=tmp_path / "o.mp4"), sinks=[sink])
+    with pytest.raises(StageError, match=f"{where} stage failed") as info:
+        pipeline.run()
+    assert isinstance(info.value.__cause__, (OSError, RuntimeError, ValueError))
+    assert source.produced < 10_000 and sink.closed
+    assert (tmp_path / "o.mp4").is_file()  # finalised even so
+    # the autouse fixture checks that every thread was joined
+
+
+def test_a_slow_sink_back_pressures_without_deadlock():
+    sink = RecordingSink(delay=0.01)
+    source = FakeSource(100)
+    box = {}
+    pipeline = Pipeline(source, FakeBackend(), RunConfig(batch=2, queue_size=2), sinks=[sink])
+    worker = threading.Thread(target=lambda: box.update(result=pipeline.run()))
+    worker.start()
+    worker.join(timeout=30)
+    if worker.is_alive():
+        pipeline.stop.set()
+        worker.join()
+        pytest.fail("the pipeline deadlocked behind a slow sink")
+    result = box["result"]
+    assert result["frames"] == 100 and sink.indices == list(range(100))
+    for name, depth in result["queue_max"].items():
+        assert depth <= result["queue_bounds"][name]
+    assert source.peak_alive <= in_frames(result["queue_bounds"], 2) < 100
+
+
+def test_a_fast_live_source_drops_oldest_frames_instead_of_growing():
+    source = FakeSource(300, live=True)
+    sink = RecordingSink()
+    result = Pipeline(source, FakeBackend(delay=0.01), RunConfig(batch=1), sinks=[sink]).run()
+    assert result["dropped"] > 0
+    assert result["frames"] + result["dropped"] == 300
+    assert result["queue_max"]["capture"] <= result["queue_bounds"]["capture"] == 1
+    assert sink.indices == sorted(sink.indices)  # still in order, just fewer
+    assert sink.indices[-1] == 299  # the freshest frame is never the one dropped
+    assert source.peak_alive <= in_frames(result["queue_bounds"], 1) < 300
+
+
+class FakeCapture:
+    """Stands in for cv2.VideoCapture on a stream: ``frames`` reads succeed, then it fails."""
+
+    def __init__(self, frames: int, opened: bool = True):
+        self.frames, self.opened = frames, opened
+
+    def isOpened(self):  # noqa: N802 — OpenCV's name
+        return self.opened
+
+    def read(self):
+        if not self.opened or self.frames == 0:
+            return False, None
+        self.frames -= 1
+        return True, np.zeros((48, 64, 3), np.uint8)
+
+    def get(self, prop):
+        return 30.0
+
+    def release(self):
+        self.opened = False
+
+
+@pytest.mark.parametrize("reopened, frames", [([FakeCapture(0, opened=False)] * 2, 3),
+                                              ([FakeCapture(0, opened=False), FakeCapture(2)], 5)])
+def test_a_lost_stream_is_reopened_a_bounded_number_of_times(reopened, frames, monkeypatch):
+    from rtseg.pipeline.sources import LiveSource, ReconnectPolicy
+
+    captures = itertools.chain([FakeCapture(3), *reopened],
+                               iter(lambda: FakeCapture(0, opened=False), None))
+    monkeypatch.setattr(LiveSource, "_open", lambda self: next(captures))
+    messages = []
+    source = LiveSource("rtsp://camera.invalid/stream", ReconnectPolicy(attempts=2, delay_s=0.01),
+                        on_message=messages.append)
+    result = Pipeline(source, FakeBackend(), sinks=[RecordingSink()]).run()
+    assert result["frames"] + result["dropped"] == frames and result["live"]
+    assert "lost (2 reconnects failed)" in result["ended_by"]
+    assert sum("reconnecting" in m for m in messages) >= 2 and "ending the run" in messages[-1]
+
+
+def test_stages_overlap():
+    """Engine and sink each sleep 20 ms a frame: in series 30 frames take ≥ 1.2 s."""
+    result = run(FakeSource(30), FakeBackend(delay=0.02), sinks=[RecordingSink(delay=0.02)])
+    assert result["stage_ms"]["infer"] >= 20 and result["stage_ms"]["write"] >= 20
+    serial_s = 30 * sum(result["stage_ms"].values()) / 1000
+    assert result["seconds"] < 0.75 * serial_s, (result["seconds"], serial_s)
+
+
+def test_max_frames_and_status_callback():
+    snapshots = []
+    result = run(FakeSource(100), FakeBackend(), max_frames=7, status_interval=0.001,
+                 on_status=snapshots.append)
+    assert result["frames"] == 7 and result["ended_by"] == "max frames"
+    assert snapshots and set(snapshots[-1]) >= {"fps", "stage_ms", "queues", "dropped"}
+
+
+def test_cityscapes_frames_are_scored_against_their_label_ids(cityscapes_sample, tmp_path):
+    from rtseg.data import read_label
+    from rtseg.metrics import ConfusionMatrix
+
+    frames = cityscapes_sample / "leftImg8bit" / "val" / "frankfurt"
+    backend = FakeBackend(dataset="cityscapes")
+    result = run(frames, backend, labels=cityscapes_sample / "gtFine" / "val",
+                 masks=tmp_path / "m")
+    assert result["frames"] == 1 and result["scored_frames"] == 1
+    name = "frankfurt_000000_000294"
+    truth = read_label(cityscapes_sample / "gtFine" / "val" / "frankfurt" /
+                       f"{name}_gtFine_labelIds.png", "cityscapes")
+    pred = cv2.imread(str(tmp_path / "m" / f"{name}_leftImg8bit.png"), cv2.IMREAD_UNCHANGED)
+    expected = ConfusionMatrix(19, 255)
+    expected.update(truth, pred)
+    assert result["miou"] == pytest.approx(expected.miou(), abs=1e-9)
+
+
+# --- pieces -----------------------------------------------------------------------------------
+
+def test_overlay_colours_equal_colouring_full_size_labels():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 12, (16, 24), dtype=np.uint8)
+    frame = rng.integers(0, 256, (45, 70, 3), dtype=np.uint8)
+    meta = camvid_metadata()
+    overlay = Overlay(meta.palette, meta.class_names, alpha=1.0, legend=False)
+    full = upsample_labels(labels, frame.shape[:2])
+    np.testing.assert_array_equal(overlay.render(frame, labels),
+                                  colorize(full, palette_lut(meta.palette)))
+
+
+def test_mask_names_never_leave_the_directory(tmp_path):
+    sink = MaskSink(tmp_path / "masks")
+    root = (tmp_path / "masks").resolve()
+    for name in ("../../etc/passwd", "..", "a/b\\c", "/abs", ".hidden"):
+        assert sink.path_for(name, 3).parent == root
+    assert sink.path_for("..", 3).name == "000003.png"
+    (tmp_path / "masks" / "planted.png").symlink_to(tmp_path / "elsewhere.png")
+    with pytest.raises(BadInput, match="would leave"):
+        sink.path_for("planted", 0)
+
+
+def test_default_engine(tmp_path):
+    with pytest.raises(BadInput, match="no bundled model yet"):
+        default_engine(tmp_path)
+    (tmp_path / "only.safetensors").touch()
+    assert default_engine(tmp_path) == tmp_path / "only.safetensors"
+    (tmp_path / "other.safetensors").touch()
+    with pytest.raises(BadInput, match="several"):
+        default_engine(tmp_path)
+    (tmp_path / "default.safetensors").touch()
+    assert default_engine(tmp_path).name == "default.safetensors"
+    assert "rtseg train" in NO_BUNDLED
+
+
+def test_show_without_a_display_is_a_missing_dependency():
+    try:
+        check_display()
+    except MissingDependency as exc:
+        assert "--show" in str(exc)
+    else:
+        pytest.skip("this machine has a display and a GUI-enabled OpenCV")
+
+
+@pytest.fixture()
+def fake_clip(tmp_path):
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"not decoded: the flags are checked first")
+    return clip
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--source", "{tmp}/missing.mp4"], "no such file"),
+    (["--source", "{clip}", "--alpha", "7"], "--alpha"),
+    (["--source", "{clip}", "--max-frames", "0"], "--max-frames"),
+    (["--source", "{clip}", "--labels", "{tmp}"], "directory of frames"),
+    (["--source", "{clip}", "--output", "{tmp}/no/such/dir/o.mp4"], "does not exist"),
+    (["--source", "{clip}", "--json", "{tmp}/no/such/dir/r.json"], "does not exist"),
+    (["--source", "{clip}", "--engine", "{tmp}/missing.safetensors"], "not found"),
+])
+def test_cli_bad_input_exits_2(args, message, fake_clip, tmp_path, capsys):
+    argv = ["run", *(a.format(tmp=tmp_path, clip=fake_clip) for a in args)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
