@@ -11,6 +11,7 @@ import torch
 
 from rtseg.backends import Backend
 from rtseg.data import EvalTransform, SegmentationDataset, find_pairs, get_spec
+from rtseg.data.transforms import resize_labels
 from rtseg.errors import BadInput
 from rtseg.metrics import ConfusionMatrix
 from rtseg.visualize import colorize, palette_lut, side_by_side
@@ -40,12 +41,7 @@ def eval_loader(pairs: Sequence, dataset: str, input_size: tuple[int, int], batc
 def predict_full_size(backend: Backend, frames: np.ndarray,
                       sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
     """Run the engine and bring each label map back to its original (H, W), nearest neighbour."""
-    labels = backend.infer(frames)
-    out = []
-    for lbl, (h, w) in zip(labels, sizes):
-        out.append(lbl if lbl.shape == (h, w) else
-                   cv2.resize(lbl, (w, h), interpolation=cv2.INTER_NEAREST))
-    return out
+    return [resize_labels(lbl, size) for lbl, size in zip(backend.infer(frames), sizes)]
 
 
 def score(backend: Backend, loader, matrix: ConfusionMatrix,

@@ -14,6 +14,25 @@ import numpy as np
 import torch
 
 
+def resize_frame(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A BGR frame resized to (H, W), bilinear; returned as is when already that size.
+
+    The one frame resize of eval, the live pipeline and benchmarks, so their scores agree.
+    """
+    h, w = size
+    if image.shape[:2] == (h, w):
+        return image
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A label map resized to (H, W), nearest neighbour (ids never blend)."""
+    h, w = size
+    if labels.shape[:2] == (h, w):
+        return labels
+    return cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)
+
+
 def to_tensors(image: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 HWC image and uint8 HW label → torch uint8 and int64 tensors (no copies of layout)."""
     return (torch.from_numpy(np.ascontiguousarray(image)),
@@ -59,8 +78,8 @@ class TrainTransform:
         scale = rng.uniform(*self.scale_range)
         h = max(1, round(self.base_size[0] * scale))
         w = max(1, round(self.base_size[1] * scale))
-        image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
-        label = cv2.resize(label, (w, h), interpolation=cv2.INTER_NEAREST)
+        image = resize_frame(image, (h, w))
+        label = resize_labels(label, (h, w))
 
         ch, cw = self.crop
         pad_h, pad_w = max(ch - h, 0), max(cw - w, 0)
@@ -88,10 +107,7 @@ class EvalTransform:
     input_size: tuple[int, int]
 
     def __call__(self, image: np.ndarray, label: np.ndarray):
-        h, w = self.input_size
-        if image.shape[:2] != (h, w):
-            image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
-        return to_tensors(image, label)
+        return to_tensors(resize_frame(image, self.input_size), label)
 
 
 def seed_worker(worker_id: int) -> None:

@@ -1,7 +1,7 @@
 """The per-frame work of the pipeline and the thread bodies that run it.
 
-``preprocess`` and ``upsample_labels`` are exactly what ``rtseg eval`` does to a frame
-(EvalTransform's INTER_LINEAR resize; ``predict_full_size``'s INTER_NEAREST resize back), so
+``preprocess`` and ``upsample_labels`` are the very functions ``rtseg eval`` uses
+(``rtseg.data.transforms.resize_frame`` / ``resize_labels``), so
 live mIoU equals ``rtseg eval`` on the same frames. :class:`Overlay` draws what a viewer sees.
 
 Each ``*_loop`` is one thread: take from its input queue, work, put to its output queue,
@@ -21,25 +21,16 @@ import cv2
 import numpy as np
 
 from rtseg.backends import Backend
+from rtseg.data.transforms import resize_frame, resize_labels
 from rtseg.pipeline.queues import END, get, put
 from rtseg.pipeline.sources import Frame
 from rtseg.pipeline.stats import RunStats
 from rtseg.visualize import blend, colorize, palette_lut
 
 
-def preprocess(image: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
-    """A BGR frame resized to the network input (H, W), bilinear — as EvalTransform does."""
-    h, w = input_size
-    if image.shape[:2] != (h, w):
-        image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
-    return image
-
-
-def upsample_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Network labels back to a frame's (H, W), nearest neighbour — as ``predict_full_size``."""
-    h, w = size
-    return labels if labels.shape == (h, w) else cv2.resize(labels, (w, h),
-                                                            interpolation=cv2.INTER_NEAREST)
+# The same resizes as ``rtseg eval`` (EvalTransform in, predict_full_size out), by name.
+preprocess = resize_frame
+upsample_labels = resize_labels
 
 
 @dataclass
