@@ -88,18 +88,23 @@ def class_weights(pairs: Sequence, dataset: str, num_classes: int, ignore_index:
 
 
 def make_train_loader(pairs, cfg: TrainConfig, crop, input_size, ignore_index,
-                      info: ddp.DistInfo) -> tuple[DataLoader, torch.utils.data.Sampler]:
-    """Shuffled, augmented training batches; a DistributedSampler under torchrun."""
+                      info: ddp.DistInfo, start_epoch: int = 0
+                      ) -> tuple[DataLoader, torch.utils.data.Sampler]:
+    """Shuffled, augmented training batches; a DistributedSampler under torchrun.
+
+    Seeds depend on ``start_epoch`` so a resumed run does not replay epoch 1's order.
+    """
+    seed = cfg.seed + 7919 * start_epoch
     transform = TrainTransform(crop=crop, base_size=input_size, ignore_index=ignore_index,
                                scale_range=cfg.scale_range, jitter=cfg.jitter,
-                               seed=cfg.seed + info.rank)
+                               seed=seed + info.rank)
     ds = SegmentationDataset(pairs, cfg.dataset, transform)
     if info.enabled:
         sampler = DistributedSampler(ds, info.world_size, info.rank, shuffle=True,
                                      seed=cfg.seed, drop_last=True)
     else:
-        sampler = RandomSampler(ds, generator=torch.Generator().manual_seed(cfg.seed))
-    generator = torch.Generator().manual_seed(cfg.seed + info.rank)
+        sampler = RandomSampler(ds, generator=torch.Generator().manual_seed(seed))
+    generator = torch.Generator().manual_seed(seed + info.rank)
     loader = DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
                         num_workers=cfg.workers, worker_init_fn=seed_worker,
                         generator=generator, pin_memory=torch.cuda.is_available(),
@@ -262,7 +267,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = lambda s: None,
             model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None)
         loader, sampler = make_train_loader(train_pairs, cfg, crop, input_size,
-                                            spec.ignore_index, info)
+                                            spec.ignore_index, info, start_epoch)
         total_steps = cfg.epochs * len(loader)
         if info.is_main:
             log(f"training {name} on {spec.name}: {len(train_pairs)} train / {len(val_pairs)} "

@@ -157,6 +157,26 @@ def test_onnx_agrees_with_pytorch_on_camvid_frames(model, precision, exports, va
     assert len(np.unique(expected)) >= 2
 
 
+@pytest.mark.realdata
+@pytest.mark.parametrize("model", list(MODELS))
+def test_eval_miou_of_weights_and_both_onnx_agree(model, exports, camvid_root):
+    """`rtseg eval` on the same val frames: .safetensors, fp32 .onnx and fp16 .onnx within
+    0.005 mIoU of each other."""
+    from rtseg.evaluate import evaluate
+
+    scores = {}
+    for name, path in (("weights", exports.checkpoint(model)),
+                       ("fp32", exports.onnx(model, "fp32")),
+                       ("fp16", exports.onnx(model, "fp16"))):
+        with open_engine(path, "cpu") as backend:
+            scores[name] = evaluate(backend, "camvid", camvid_root, "val", batch_size=4,
+                                    limit=12)["miou"]
+    print(f"{model}: eval mIoU {scores}")
+    # (that these nets predict several classes is asserted by the agreement test above)
+    assert abs(scores["fp32"] - scores["weights"]) <= 0.005
+    assert abs(scores["fp16"] - scores["weights"]) <= 0.005
+
+
 # -- the file follows the deploy contract -----------------------------------------------------
 def _shape(value: onnx.ValueInfoProto) -> list:
     return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
