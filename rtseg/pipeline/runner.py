@@ -17,6 +17,7 @@ sinks on its way out, so the mp4 is finalised however the run ends.
 from __future__ import annotations
 
 import queue
+import signal
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,14 +183,11 @@ class Pipeline:
         and its exception is raised here (wrapped in StageError unless it is an RtsegError).
         """
         threads = self._threads()
-        unstarted = list(threads)
         self.stats.start()
+        start_all(threads)
         presses = 0
         while True:
             try:
-                while unstarted:  # inside the try: a Ctrl-C here must not orphan a thread
-                    unstarted[0].start()
-                    unstarted.pop(0)
                 self._wait(threads)
                 break
             except KeyboardInterrupt:
@@ -235,6 +233,20 @@ class Pipeline:
                    queue_max=dict(self.stats.queue_max),
                    queue_bounds={k: q.maxsize for k, q in self.queues.items()})
         return out
+
+
+def start_all(threads: Sequence[threading.Thread]) -> None:
+    """Start every thread with SIGINT held back, so a Ctrl-C cannot land between a thread's
+    start and our bookkeeping (which once started a thread twice); it is delivered, as a
+    KeyboardInterrupt in the main thread, as soon as all are running."""
+    block = getattr(signal, "pthread_sigmask", None)  # POSIX only
+    previous = block(signal.SIG_BLOCK, {signal.SIGINT}) if block else None
+    try:
+        for t in threads:
+            t.start()
+    finally:
+        if block:
+            block(signal.SIG_SETMASK, previous)
 
 
 def run(source: str | Path | Source, engine: Backend | str | Path, device: str = "auto",
