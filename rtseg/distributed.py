@@ -72,6 +72,17 @@ def broadcast_tensor(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return t
 
 
+def broadcast_buffers(module: torch.nn.Module, info: DistInfo) -> None:
+    """Rank 0's buffers (batch-norm running statistics) on every rank.
+
+    DDP syncs buffers at the start of each forward, so after the last step every rank's
+    statistics differ a little; validation and saving must use one network.
+    """
+    if info.enabled:
+        for buffer in module.buffers():
+            dist.broadcast(buffer.data, src=0)
+
+
 def barrier(info: DistInfo) -> None:
     """Wait for every rank."""
     if info.enabled:

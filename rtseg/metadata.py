@@ -8,6 +8,7 @@ containers, which only hold string → string maps.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -25,6 +26,9 @@ REQUIRED_KEYS = (
     "std",
     "precision",
 )
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 @dataclass
@@ -64,9 +68,23 @@ class EngineMetadata:
         known = {k: d[k] for k in REQUIRED_KEYS}
         extra = {k: v for k, v in d.items() if k not in REQUIRED_KEYS}
         meta = cls(**known, extra=extra)
-        meta.num_classes = int(meta.num_classes)
-        meta.ignore_index = int(meta.ignore_index)
-        meta.input_size = [int(v) for v in meta.input_size]
+        try:
+            meta.num_classes = int(meta.num_classes)
+            meta.ignore_index = int(meta.ignore_index)
+            meta.input_size = [int(v) for v in meta.input_size]
+            meta.class_names = [str(n) for n in meta.class_names]
+            meta.palette = [[int(c) for c in rgb] for rgb in meta.palette]
+            meta.mean = [float(v) for v in meta.mean]
+            meta.std = [float(v) for v in meta.std]
+        except (TypeError, ValueError):
+            raise BadInput(f"{source} has malformed metadata (a number or list where "
+                           "another type was expected); re-export it") from None
+        # These two name files and directories (Triton repositories): plain names only.
+        for key in ("model", "dataset"):
+            if not _NAME.fullmatch(str(getattr(meta, key))):
+                raise BadInput(f"{source} has an invalid {key} name in its metadata")
+        if len(meta.input_size) != 2 or min(meta.input_size) <= 0:
+            raise BadInput(f"{source} metadata input_size {meta.input_size} is not [H, W]")
         if len(meta.class_names) != meta.num_classes or len(meta.palette) != meta.num_classes:
             raise BadInput(f"{source} metadata is inconsistent: num_classes={meta.num_classes} "
                            f"but {len(meta.class_names)} class names and {len(meta.palette)} colours")

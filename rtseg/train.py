@@ -26,10 +26,10 @@ from rtseg.data import SegmentationDataset, TrainTransform, find_pairs, get_spec
 from rtseg.data.classes import IMAGENET_MEAN, IMAGENET_STD
 from rtseg.data.transforms import seed_worker
 from rtseg.errors import BadInput
-from rtseg.evaluate import eval_loader, score
 from rtseg.metadata import EngineMetadata
 from rtseg.metrics import ConfusionMatrix
 from rtseg.models import Segmenter, build_model, canonical_name, save_checkpoint
+from rtseg.scoring import eval_loader, score
 
 STATE_FILE = "train_state.pt"
 
@@ -197,11 +197,11 @@ def _write_json(path: Path, payload) -> None:
 
 
 def _save_state(path: Path, segmenter: Segmenter, optimizer, epoch: int, step: int,
-                best: float, history: list) -> None:
+                best: float, history: list, run_id: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save({"net": segmenter.net.state_dict(), "optimizer": optimizer.state_dict(),
                 "epoch": epoch, "step": step, "best_miou": best,
-                "history": json.dumps(history)}, tmp)
+                "history": json.dumps(history), "run": json.dumps(run_id)}, tmp)
     tmp.replace(path)
 
 
@@ -251,9 +251,14 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = lambda s: None,
         optimizer = torch.optim.AdamW(segmenter.parameters(), lr=cfg.lr,
                                       weight_decay=cfg.weight_decay)
 
+        run_id = {"model": name, "dataset": spec.name, "num_classes": spec.num_classes}
         start_epoch, step, best, history = 0, 0, -1.0, []
         if cfg.resume:
             state = torch.load(state_path, map_location=device, weights_only=True)
+            saved = json.loads(state.get("run", "{}"))
+            if saved and saved != run_id:
+                raise BadInput(f"--resume: {state_path} is a {saved['model']} run on "
+                               f"{saved['dataset']}, not {run_id['model']} on {run_id['dataset']}")
             segmenter.net.load_state_dict(state["net"])
             optimizer.load_state_dict(state["optimizer"])
             start_epoch, step, best = state["epoch"], state["step"], state["best_miou"]
@@ -284,6 +289,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = lambda s: None,
                                          f"epoch {epoch + 1}/{cfg.epochs}")
             train_seconds = time.perf_counter() - t0
             losses = ddp.all_gather_objects(loss, info)
+            ddp.broadcast_buffers(segmenter, info)
             matrix = validate(segmenter, metadata, val_pairs, cfg, device, info)
             miou = matrix.miou()
             entry = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_miou": miou,
@@ -302,7 +308,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = lambda s: None,
                 if miou > best or not (out / "best.safetensors").exists():
                     best = max(miou, best)
                     save_checkpoint(out / "best.safetensors", segmenter, meta)
-                _save_state(state_path, segmenter, optimizer, epoch + 1, step, best, history)
+                _save_state(state_path, segmenter, optimizer, epoch + 1, step, best, history,
+                            run_id)
                 _write_json(out / "history.json", {"model": name, "dataset": spec.name,
                                                    "epochs": history})
                 log(f"epoch {epoch + 1}/{cfg.epochs}: loss {entry['loss']:.4f}, "

@@ -133,3 +133,18 @@ def test_eval_rejects_an_engine_of_another_dataset(camvid_root, cityscapes_sampl
                  "cityscapes", "--data-root", str(cityscapes_sample)])
     assert code == 2 and "trained on camvid" in capsys.readouterr().err
     assert np.isfinite(read_checkpoint_metadata(tmp_path / "best.safetensors").extra["val_miou"])
+
+
+def test_resume_refuses_a_run_of_another_model(camvid_root, tmp_path, capsys):
+    args = ["train", "--dataset", "camvid", "--data-root", str(camvid_root), "--out",
+            str(tmp_path), *TINY]
+    assert main(["train", "--model", "unet_r50", *args[1:]]) == 0
+    capsys.readouterr()
+    assert main(["train", "--model", "segnet_r50", *args[1:], "--resume"]) == 2
+    assert "is a unet_r50 run on camvid, not segnet_r50" in capsys.readouterr().err
+
+
+def test_eval_json_path_that_is_a_directory_fails_before_any_work(tmp_path, capsys):
+    code = main(["eval", "--engine", str(tmp_path / "missing.safetensors"), "--dataset",
+                 "camvid", "--data-root", str(tmp_path), "--json", str(tmp_path)])
+    assert code == 2 and "is a directory" in capsys.readouterr().err

@@ -27,6 +27,9 @@ def open_engine(path: Path | str, device: str = "auto") -> Backend:
         from rtseg.backends.onnx_backend import OnnxBackend
         return OnnxBackend(path, device)
     if suffix in (".plan", ".engine"):
+        if device == "cpu":
+            raise BadInput(f"{path.name} is a TensorRT engine, which runs on an NVIDIA GPU only; "
+                           "use --device auto/cuda, or the .onnx or .safetensors on the CPU")
         from rtseg.backends.tensorrt_backend import TensorRTBackend
         return TensorRTBackend(path)
     raise BadInput(f"unsupported engine {path.name}: expected .safetensors, .onnx, .plan or .engine")

@@ -26,11 +26,16 @@ from rtseg.errors import BadInput, RtsegError
 __all__ = ["app", "main", "run_main"]
 
 
-def _one_line(exc: BaseException) -> str:
+def _report(prefix: str, exc: BaseException, suffix: str = "") -> None:
+    """One clear line on stderr; details an error deliberately carries (TensorRT parser
+    errors, say) follow it indented, never a traceback."""
     text = str(exc).strip() or type(exc).__name__
     if "Original Traceback" in text:  # re-raised from a DataLoader worker: keep the cause
         text = text.splitlines()[-1].split(": ", 1)[-1]
-    return text.splitlines()[0]
+    first, *details = text.splitlines()
+    print(f"error: {prefix}{first}{suffix}", file=sys.stderr)
+    for line in details:
+        print(f"  {line}", file=sys.stderr)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -50,14 +55,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     except BadInput as exc:
         if DEBUG["on"]:
             traceback.print_exc()
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        _report("", exc)
         return 2
     except Exception as exc:  # noqa: BLE001 — the contract: a message, not a traceback
         if DEBUG["on"]:
             traceback.print_exc()
         kind = "" if isinstance(exc, RtsegError) else f"{type(exc).__name__}: "
-        print(f"error: {kind}{_one_line(exc)} (rerun with --debug for the traceback)",
-              file=sys.stderr)
+        _report(kind, exc, " (rerun as 'rtseg --debug ...' for the traceback)")
         return 1
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from enum import Enum
@@ -53,15 +54,33 @@ def parse_size(text: Optional[str], flag: str) -> Optional[tuple[int, int]]:
 
 
 def ensure_parent(path: Optional[Path], flag: str) -> None:
-    """An output file's directory must exist (we do not invent directories for files)."""
-    if path is not None and not path.parent.is_dir():
+    """An output file's directory must exist (we do not invent directories for files), and
+    the path must not be a directory — checked before any work, so nothing is wasted."""
+    if path is None:
+        return
+    if not path.parent.is_dir():
         raise BadInput(f"{flag} {path}: directory {path.parent} does not exist")
+    if path.is_dir():
+        raise BadInput(f"{flag} {path} is a directory; give a file name")
+    if not os.access(path.parent, os.W_OK):
+        raise BadInput(f"{flag} {path}: directory {path.parent} is not writable")
+
+
+def json_safe(value):
+    """NaN/inf (e.g. the mIoU of an empty split) become null: JSON has no NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def write_json(path: Path, payload: dict) -> None:
     """Write ``payload`` as JSON atomically (a reader never sees half a file)."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    tmp.write_text(json.dumps(json_safe(payload), indent=2, allow_nan=False) + "\n")
     os.replace(tmp, path)
 
 

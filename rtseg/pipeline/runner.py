@@ -162,7 +162,10 @@ class Pipeline:
                                             self.scorer),
             "write": lambda: write_loop(q["rendered"], stop, self.stop_capture, s, self.sinks),
         }
-        return [threading.Thread(target=self._guard(name, body), name=f"rtseg-{name}")
+        # Capture may sit in a camera's blocking read that nothing can interrupt: as a daemon
+        # it cannot keep the process alive after the run has given up on it.
+        return [threading.Thread(target=self._guard(name, body), name=f"rtseg-{name}",
+                                 daemon=name == "capture")
                 for name, body in bodies.items()]
 
     def _status(self) -> None:
@@ -185,26 +188,34 @@ class Pipeline:
         threads = self._threads()
         self.stats.start()
         start_all(threads)
-        presses = 0
-        while True:
-            try:
-                self._wait(threads)
-                break
-            except KeyboardInterrupt:
-                presses += 1
-                self.interrupted = True
+        try:
+            presses = 0
+            while True:
+                try:
+                    self._wait(threads)
+                    break
+                except KeyboardInterrupt:
+                    presses += 1
+                    self.interrupted = True
+                    self.stop_capture.set()
+                    if presses == 1:
+                        self.on_message("interrupted: finishing the frames in flight "
+                                        "(Ctrl-C again to stop at once)")
+                    else:
+                        self.stop.set()
+                except BaseException as exc:  # a failing status callback: stop, join, re-raise
+                    self._fail("status", exc)
+                    for t in threads:
+                        if t.ident is not None:  # started
+                            t.join()
+                    raise
+        finally:  # however we leave (even a Ctrl-C inside the handler above), stop and join
+            if any(t.is_alive() for t in threads):
                 self.stop_capture.set()
-                if presses == 1:
-                    self.on_message("interrupted: finishing the frames in flight "
-                                    "(Ctrl-C again to stop at once)")
-                else:
-                    self.stop.set()
-            except BaseException as exc:  # a failing status callback: stop, join, re-raise
-                self._fail("status", exc)
+                self.stop.set()
                 for t in threads:
-                    if t.ident is not None:  # started
-                        t.join()
-                raise
+                    if t.ident is not None:
+                        t.join(timeout=5.0 if t.daemon else None)
         for q in self.queues.values():  # after a hard stop, free the frames left behind
             drain(q)
         if self._error is not None:

@@ -44,11 +44,22 @@ class Batch:
 
 @dataclass
 class Rendered:
-    """A finished frame: the picture to show or save and its labels at full size."""
+    """A finished frame: the picture to show or save, and its labels.
+
+    ``labels`` (full frame size) is computed on first use: only masks and scoring need it,
+    so a plain overlay run never pays for the upsampling.
+    """
 
     frame: Frame
     overlay: np.ndarray
-    labels: np.ndarray
+    net_labels: np.ndarray  # at the engine's input size
+    full_labels: Optional[np.ndarray] = None
+
+    @property
+    def labels(self) -> np.ndarray:
+        if self.full_labels is None:
+            self.full_labels = upsample_labels(self.net_labels, self.frame.image.shape[:2])
+        return self.full_labels
 
 
 class Overlay:
@@ -193,10 +204,10 @@ def overlay_loop(inp: queue.Queue, out: queue.Queue, stop: threading.Event, stat
         text = hud_text(stats) if overlay.show_hud else ""
         rendered = []
         for frame, labels in zip(batch.frames, batch.labels):
-            full = upsample_labels(labels, frame.image.shape[:2])
+            item = Rendered(frame, overlay.render(frame.image, labels, text), labels)
             if score is not None:
-                score(frame, full)
-            rendered.append(Rendered(frame, overlay.render(frame.image, labels, text), full))
+                score(frame, item.labels)
+            rendered.append(item)
         stats.add("overlay", time.perf_counter() - t0, len(rendered))
         put(out, rendered, stop)
         stats.observe_queue("rendered", out.qsize())
