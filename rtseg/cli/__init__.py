@@ -20,6 +20,7 @@ except ImportError:  # pragma: no cover - older typer on real click
 from rtseg.cli import commands_train  # noqa: F401  (registers train, eval)
 from rtseg.cli import commands_run  # noqa: F401  (registers run)
 from rtseg.cli import commands_export  # noqa: F401  (registers export, build-engine)
+from rtseg.cli import commands_bench  # noqa: F401  (registers bench)
 from rtseg.cli.common import DEBUG, app
 from rtseg.errors import BadInput, RtsegError
 

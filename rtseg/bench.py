@@ -1,0 +1,277 @@
+"""Engine speed per batch size, and the live pipeline against the engine alone.
+
+:func:`bench` times ``Backend.infer`` on frames already in memory (real frames of a source,
+resized to the network input, or seeded random ones) for each batch size: latency p50/p99
+per call and throughput in frames per second. With a source it also runs the full pipeline
+(:func:`rtseg.pipeline.run`, no sinks, same process and engine) at the *pipeline batch* — the
+first batch size asked for — and reports the contract's
+
+* ``engine_fps``: the engine alone at the pipeline batch, on frames in memory;
+* ``pipeline_fps``: frames per second of the pipeline run (decode → … → overlay);
+* ``pipeline_ratio`` = ``pipeline_fps / engine_fps`` (None without a source).
+
+The engine alone is timed on a worker thread, where the pipeline's infer stage runs it:
+PyTorch's OpenMP team belongs to the calling thread, and under CPU contention the main
+thread's team and a worker's perform very differently (see ``bench/pipeline_vs_engine.py``).
+With ``rounds > 1`` engine-alone and pipeline runs alternate and medians are reported, so a
+change of machine load does not pass for pipeline overhead.
+
+>>> with open_engine("model.onnx") as backend:
+...     print(to_markdown(bench(backend, source="drive.mp4", batches=[4, 1])))
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from rtseg.backends import Backend
+from rtseg.errors import BadInput
+from rtseg.metadata import EngineMetadata
+from rtseg.pipeline import open_source, preprocess, run
+
+POOL = 32  # frames held in memory for the engine alone (more when a batch is larger)
+LIVE_FRAMES = 300  # pipeline frames from a camera or stream when max_frames is not given
+
+Progress = Callable[[str], None]
+
+
+def validate(batches: Sequence[int], iters: int, warmup: int = 0, rounds: int = 1,
+             max_frames: Optional[int] = None) -> None:
+    """BadInput, naming the flag, for settings a benchmark cannot run with."""
+    if not batches:
+        raise BadInput("--batch needs at least one batch size, e.g. 1,4")
+    bad = [b for b in batches if b < 1]
+    if bad:
+        raise BadInput(f"--batch {bad[0]}: batch sizes must be at least 1")
+    for flag, value, least in (("--iters", iters, 1), ("--warmup", warmup, 0),
+                               ("--rounds", rounds, 1)):
+        if value < least:
+            raise BadInput(f"{flag} {value} must be at least {least}")
+    if max_frames is not None and max_frames < 1:
+        raise BadInput(f"--max-frames {max_frames} must be at least 1")
+
+
+def source_frames(source: str | Path, input_size: tuple[int, int], count: int) -> np.ndarray:
+    """Up to ``count`` frames of ``source``, resized to the engine input: uint8 [N, H, W, 3]."""
+    src, stop, frames = open_source(source), threading.Event(), []
+    try:
+        while len(frames) < count:
+            got = src.read(stop)
+            if got is None:
+                break
+            frames.append(preprocess(got[0], input_size))
+    finally:
+        src.close()
+    if not frames:
+        raise BadInput(f"--source {source}: no frames could be read")
+    return np.stack(frames)
+
+
+def random_frames(input_size: tuple[int, int], count: int, seed: int = 0) -> np.ndarray:
+    """Seeded random uint8 frames [count, H, W, 3] (speed does not depend on the content)."""
+    h, w = input_size
+    return np.random.default_rng(seed).integers(0, 256, (count, h, w, 3), dtype=np.uint8)
+
+
+def _batches_of(pool: np.ndarray, batch: int) -> list[np.ndarray]:
+    """Contiguous batches cycling through ``pool``, built before any clock starts."""
+    count = max(1, len(pool) // batch)
+    index = np.arange(count * batch) % len(pool)
+    return [np.ascontiguousarray(pool[index[i * batch:(i + 1) * batch]]) for i in range(count)]
+
+
+def time_engine(backend: Backend, pool: np.ndarray, batch: int, iters: int,
+                warmup: int = 0) -> dict:
+    """``iters`` timed ``backend.infer`` calls of ``batch`` frames (after ``warmup`` untimed
+    ones), on the calling thread: {"batch", "fps", "latency_ms": {"p50", "p99"}, "mean_ms",
+    "iters"}. ``infer`` returns host arrays, so a GPU has finished when the clock stops."""
+    batches = _batches_of(pool, batch)
+    for i in range(warmup):
+        backend.infer(batches[i % len(batches)])
+    seconds = np.empty(iters)
+    for i in range(iters):
+        t0 = time.perf_counter()
+        backend.infer(batches[i % len(batches)])
+        seconds[i] = time.perf_counter() - t0
+    ms = seconds * 1000.0
+    p50, p99 = np.percentile(ms, [50, 99])
+    return {"batch": batch, "fps": batch * iters / float(seconds.sum()),
+            "latency_ms": {"p50": float(p50), "p99": float(p99)}, "mean_ms": float(ms.mean()),
+            "iters": iters}
+
+
+def on_worker(fn: Callable[[], dict]) -> dict:
+    """``fn()`` on a fresh thread, as the pipeline's infer stage runs the engine; its result
+    or its exception."""
+    box: dict = {}
+
+    def body() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 — re-raised in the caller
+            box["error"] = exc
+
+    worker = threading.Thread(target=body, name="rtseg-bench", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.2)  # short waits: Ctrl-C reaches the main thread
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def cpu_bound_ceiling(engine_fps: float, stage_ms: dict, cores: int) -> float:
+    """The best pipeline ratio when the engine alone already keeps ``cores`` busy: host
+    stages' CPU time comes out of inference's, so engine CPU / (engine CPU + host CPU)."""
+    host_ms = sum(v for k, v in stage_ms.items() if k != "infer" and v is not None)
+    engine_cpu_ms = 1000.0 / engine_fps * cores
+    return engine_cpu_ms / (engine_cpu_ms + host_ms)
+
+
+def machine(device: str) -> dict:
+    """What the numbers were measured on."""
+    import cv2
+
+    info = {"platform": platform.platform(), "processor": platform.processor() or
+            platform.machine(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
+            "opencv": cv2.__version__}
+    torch = sys.modules.get("torch")  # only when a backend already loaded it
+    if torch is not None:
+        info.update(torch=torch.__version__, torch_threads=torch.get_num_threads())
+        if device.startswith("cuda") and torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def bench(backend: Backend, source: str | Path | None = None, batches: Sequence[int] = (1,),
+          iters: int = 20, warmup: int = 3, rounds: int = 1, max_frames: Optional[int] = None,
+          output: Path | str | None = None, on_progress: Progress | None = None) -> dict:
+    """Benchmark ``backend``: the bench JSON of the contract, plus details.
+
+    ``batches``: batch sizes for the engine alone (reported in ascending order); the first
+    one is the pipeline batch. ``iters`` timed calls per batch size after ``warmup`` untimed
+    ones. ``source``: frames for the engine (else random ones) and, when given, a pipeline run
+    over it (``max_frames`` frames at most; a live source stops after LIVE_FRAMES by default),
+    ``rounds`` times alternating with the engine alone at the pipeline batch; ``output``: an
+    overlay mp4 the pipeline also writes (as ``rtseg run --output``; no sink by default).
+    """
+    batches = list(batches)
+    validate(batches, iters, warmup, rounds, max_frames)
+    say = on_progress or (lambda _m: None)
+    pipeline_batch, sizes = batches[0], sorted(set(batches))
+    size = backend.input_size
+    count = max(POOL, max(sizes))
+    pool = source_frames(source, size, count) if source is not None else random_frames(size, count)
+
+    def sweep() -> list[dict]:
+        out = []
+        for b in sizes:
+            say(f"engine alone: batch {b}, {warmup} warm-up + {iters} timed calls")
+            out.append(time_engine(backend, pool, b, iters, warmup))
+        return out
+
+    results = on_worker(sweep)
+    by_batch = {r["batch"]: r for r in results}
+    result = {"backend": backend.name, "precision": backend.precision,
+              "input_size": list(size), "device": backend.device, "results": results,
+              "engine_fps": by_batch[pipeline_batch]["fps"],
+              "pipeline_fps": None, "pipeline_ratio": None, "pipeline_batch": pipeline_batch,
+              "source": None if source is None else str(source),
+              "inputs": "source frames" if source is not None else "random uint8",
+              "frames": len(pool), "iters": iters, "warmup": warmup}
+    if source is not None:
+        result.update(_pipeline_rounds(backend, str(source), pool, by_batch[pipeline_batch],
+                                       pipeline_batch, iters, rounds, max_frames, output, say))
+    result["machine"] = machine(backend.device)
+    return result
+
+
+def _pipeline_rounds(backend: Backend, source: str, pool: np.ndarray, first_alone: dict,
+                     batch: int, iters: int, rounds: int, max_frames: Optional[int],
+                     output: Path | str | None, say: Progress) -> dict:
+    """Alternate the pipeline and the engine alone; medians, and the middle round's stages."""
+    done = []
+    for r in range(rounds):
+        if r == 0:
+            alone = first_alone
+        else:
+            say(f"round {r + 1}/{rounds}: engine alone, batch {batch}")
+            alone = on_worker(lambda: time_engine(backend, pool, batch, iters))
+        say(f"round {r + 1}/{rounds}: pipeline on {source}, batch {batch}")
+        src = open_source(source)  # the pipeline owns and closes it
+        limit = LIVE_FRAMES if max_frames is None and src.live else max_frames
+        out = run(src, backend, batch=batch, max_frames=limit, output=output)
+        if out["interrupted"]:  # Ctrl-C: a partial run is no measurement
+            raise KeyboardInterrupt
+        if out["frames"] == 0:
+            raise BadInput(f"--source {source}: the pipeline read no frames")
+        done.append({"engine_fps": alone["fps"], "pipeline_fps": out["fps"],
+                     "ratio": out["fps"] / alone["fps"], "stage_ms": out["stage_ms"],
+                     "latency_ms": out["latency_ms"], "frames": out["frames"]})
+    engine_fps = float(np.median([d["engine_fps"] for d in done]))
+    pipeline_fps = float(np.median([d["pipeline_fps"] for d in done]))
+    middle = sorted(done, key=lambda d: d["ratio"])[len(done) // 2]
+    stage_ms = middle["stage_ms"]
+    known = {k: v for k, v in stage_ms.items() if v is not None}
+    extra = {"engine_fps": engine_fps, "pipeline_fps": pipeline_fps,
+             "pipeline_ratio": pipeline_fps / engine_fps, "stage_ms": stage_ms,
+             "pipeline_latency_ms": middle["latency_ms"], "pipeline_frames": middle["frames"],
+             "bound_by": max(known, key=known.get) if known else None, "rounds": done}
+    if backend.device == "cpu":
+        cores = os.cpu_count() or 1
+        torch = sys.modules.get("torch")
+        if torch is not None:
+            cores = min(cores, torch.get_num_threads())
+        extra["cpu_bound_ceiling"] = cpu_bound_ceiling(engine_fps, stage_ms, cores)
+    return extra
+
+
+def to_markdown(result: dict) -> str:
+    """The bench result as Markdown: a header line, the batch table, the pipeline figures."""
+    h, w = result["input_size"]
+    lines = [(f"**{result['backend']}** on {result['device']}, {result['precision']}, "
+              f"input {h}x{w}, {result['inputs']}"), "",
+             "| batch | FPS | p50 ms | p99 ms |", "|---:|---:|---:|---:|"]
+    for r in result["results"]:
+        lat = r["latency_ms"]
+        lines.append(f"| {r['batch']} | {r['fps']:.2f} | {lat['p50']:.2f} | {lat['p99']:.2f} |")
+    if result.get("pipeline_fps") is not None:
+        lines += ["", (f"Pipeline on `{result['source']}`, batch {result['pipeline_batch']}, "
+                       f"{result['pipeline_frames']} frames:"), "",
+                  "| | value |", "|---|---:|",
+                  f"| engine FPS (alone) | {result['engine_fps']:.2f} |",
+                  f"| pipeline FPS | {result['pipeline_fps']:.2f} |",
+                  f"| pipeline ratio | {result['pipeline_ratio']:.3f} |"]
+        lines += [f"| {stage} ms/frame | {'-' if v is None else f'{v:.2f}'} |"
+                  for stage, v in result["stage_ms"].items()]
+        lines.append(f"| bound by | {result['bound_by']} |")
+    return "\n".join(lines) + "\n"
+
+
+def untrained_engine(model: str, size: tuple[int, int], directory: Path | str,
+                     dataset: str = "camvid", seed: int = 0) -> Path:
+    """A seeded, untrained engine file: the speed of a trained ``model``, not its accuracy."""
+    import torch
+
+    from rtseg.data import get_spec
+    from rtseg.data.classes import IMAGENET_MEAN, IMAGENET_STD
+    from rtseg.models import Segmenter, build_model, save_checkpoint
+
+    spec = get_spec(dataset)
+    torch.manual_seed(seed)
+    meta = EngineMetadata(model=model, num_classes=spec.num_classes,
+                          class_names=list(spec.class_names),
+                          palette=[list(c) for c in spec.palette], ignore_index=spec.ignore_index,
+                          input_size=list(size), dataset=spec.name, mean=list(IMAGENET_MEAN),
+                          std=list(IMAGENET_STD))
+    segmenter = Segmenter(build_model(model, spec.num_classes), meta.mean, meta.std)
+    name = f"{model}_{size[0]}x{size[1]}.safetensors"
+    return save_checkpoint(Path(directory) / name, segmenter, meta)
