@@ -147,6 +147,9 @@ def run_(
     if json_path:
         write_json(json_path, result)
     print_summary(result)
+    for what, path in (("overlay video", output), ("masks", masks), ("run JSON", json_path)):
+        if path is not None:
+            print(f"{what}: {path}")
     if result["interrupted"]:
         print("interrupted", file=sys.stderr)
         raise typer.Exit(130)
