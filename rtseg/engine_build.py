@@ -18,8 +18,6 @@ A plan only runs on the GPU model and TensorRT version it was built with; the si
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +39,7 @@ from rtseg.backends.tensorrt_backend import (
 )
 from rtseg.backends.tensorrt_onnx_ops import tensorrt_compat_problems
 from rtseg.errors import BadInput, MissingDependency, RtsegError
+from rtseg.files import atomic_write, write_json
 from rtseg.metadata import EngineMetadata
 
 PRECISIONS = ("fp16", "fp32")
@@ -187,14 +186,6 @@ def _network_io(trt: Any, network: Any) -> tuple[list[TensorInfo], list[TensorIn
     return inputs, outputs
 
 
-def _write_atomic(path: Path, data: bytes | memoryview) -> None:
-    """Write then rename, so a crash never leaves a truncated plan that looks valid."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 def _load_timing_cache(config: Any, path: Path, log: Callable[[str], None]) -> None:
     # create_timing_cache(bytes) / set_timing_cache(cache, ignore_mismatch): TensorRT 8.x-10.x
     # Python API; an empty buffer creates an empty cache.
@@ -294,9 +285,9 @@ def build_engine(onnx_path: str | Path, out_path: str | Path, *, precision: str 
     cache = config.get_timing_cache() if cache_path is not None else None
     if cache is not None:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(cache_path, memoryview(cache.serialize()))
+        atomic_write(cache_path, memoryview(cache.serialize()))
         log(f"timing cache: saved {cache_path}")
-    _write_atomic(out_path, memoryview(serialized))
+    atomic_write(out_path, memoryview(serialized))  # never a truncated plan
     sidecar = sidecar_path(out_path)
     side_meta = meta.with_updates(
         precision=plan.precision,
@@ -310,7 +301,7 @@ def build_engine(onnx_path: str | Path, out_path: str | Path, *, precision: str 
         portability=f"only for {gpu_name} (compute capability {cc}) with TensorRT "
                     f"{trt_version}; rebuild for any other GPU or TensorRT version",
     )
-    _write_atomic(sidecar, (json.dumps(side_meta.to_dict(), indent=2) + "\n").encode())
+    write_json(sidecar, side_meta.to_dict())
     size = out_path.stat().st_size
     log(f"wrote {out_path} ({size / 2**20:.1f} MiB) and {sidecar.name} in {seconds:.0f} s")
     return {"plan": str(out_path), "sidecar": str(sidecar), "precision": plan.precision,

@@ -32,7 +32,7 @@ from rtseg.backends import PICKLE_SUFFIXES
 from rtseg.errors import BadInput, RtsegError
 from rtseg.metadata import EngineMetadata
 from rtseg.models import Segmenter, load_checkpoint
-from rtseg.models.checkpoint import atomic_replace
+from rtseg.files import atomic_write
 
 OPSET = 18
 INPUT_NAME = "frames"
@@ -154,12 +154,7 @@ def segmenter_to_onnx(segmenter: Segmenter, metadata: EngineMetadata, *, fp16: b
 def _write_model(model: onnx.ModelProto, out: Path) -> int:
     """Serialise into one self-contained file, atomically; returns its size in bytes."""
     data = model.SerializeToString()  # protobuf refuses > 2 GiB; our models are < 200 MB
-    tmp = out.with_name(out.name + ".tmp")
-    try:
-        tmp.write_bytes(data)
-        atomic_replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(out, data)
     return len(data)
 
 
@@ -269,10 +264,7 @@ def export_triton_repo(checkpoint: Path | str, repo_dir: Path | str, fp16: bool 
     model_dir = repo_dir / meta.model
     (model_dir / "1").mkdir(parents=True, exist_ok=True)
     nbytes = _write_model(model, model_dir / "1" / "model.onnx")
-    config = model_dir / "config.pbtxt"
-    tmp = config.with_name(config.name + ".tmp")
-    tmp.write_text(triton_config(meta, max_batch))
-    atomic_replace(tmp, config)
+    atomic_write(model_dir / "config.pbtxt", triton_config(meta, max_batch))
     log(f"wrote {model_dir}/config.pbtxt and 1/model.onnx ({nbytes / 2**20:.1f} MiB) in "
         f"{time.perf_counter() - t0:.1f} s")
     return model_dir

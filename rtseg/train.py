@@ -26,6 +26,7 @@ from rtseg.data import SegmentationDataset, TrainTransform, find_pairs, get_spec
 from rtseg.data.classes import IMAGENET_MEAN, IMAGENET_STD
 from rtseg.data.transforms import seed_worker
 from rtseg.errors import BadInput
+from rtseg.files import write_json, write_via_temp
 from rtseg.metadata import EngineMetadata
 from rtseg.metrics import ConfusionMatrix
 from rtseg.models import Segmenter, build_model, canonical_name, save_checkpoint
@@ -190,19 +191,12 @@ def _metadata(cfg: TrainConfig, input_size, crop, world_size: int, device: torch
         extra={"recipe": recipe})
 
 
-def _write_json(path: Path, payload) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    tmp.replace(path)
-
-
 def _save_state(path: Path, segmenter: Segmenter, optimizer, epoch: int, step: int,
                 best: float, history: list, run_id: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"net": segmenter.net.state_dict(), "optimizer": optimizer.state_dict(),
-                "epoch": epoch, "step": step, "best_miou": best,
-                "history": json.dumps(history), "run": json.dumps(run_id)}, tmp)
-    tmp.replace(path)
+    state = {"net": segmenter.net.state_dict(), "optimizer": optimizer.state_dict(),
+             "epoch": epoch, "step": step, "best_miou": best,
+             "history": json.dumps(history), "run": json.dumps(run_id)}
+    write_via_temp(path, lambda tmp: torch.save(state, tmp))
 
 
 def train(cfg: TrainConfig, log: Callable[[str], None] = lambda s: None,
@@ -310,7 +304,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = lambda s: None,
                     save_checkpoint(out / "best.safetensors", segmenter, meta)
                 _save_state(state_path, segmenter, optimizer, epoch + 1, step, best, history,
                             run_id)
-                _write_json(out / "history.json", {"model": name, "dataset": spec.name,
+                write_json(out / "history.json", {"model": name, "dataset": spec.name,
                                                    "epochs": history})
                 log(f"epoch {epoch + 1}/{cfg.epochs}: loss {entry['loss']:.4f}, "
                     f"val mIoU {miou:.4f} (best {best:.4f}), {train_seconds:.1f} s")

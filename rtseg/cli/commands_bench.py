@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -12,6 +11,7 @@ import typer
 from rtseg.cli.commands_run import default_engine
 from rtseg.cli.common import Device, app, ensure_parent, log, write_json
 from rtseg.errors import BadInput
+from rtseg.files import atomic_write
 
 
 def parse_batches(text: str) -> list[int]:
@@ -25,13 +25,6 @@ def parse_batches(text: str) -> list[int]:
         if b < 1:
             raise BadInput(f"--batch {b}: batch sizes must be at least 1")
     return batches
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write ``text`` atomically (a reader never sees half a file)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def print_table(result: dict) -> None:
@@ -115,7 +108,7 @@ def bench_(
     if json_path:
         write_json(json_path, result)
     if markdown:
-        write_text(markdown, to_markdown(result))
+        atomic_write(markdown, to_markdown(result))
     print_table(result)
 
 

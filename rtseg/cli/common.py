@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import sys
 from enum import Enum
@@ -13,6 +11,7 @@ from typing import Optional
 import typer
 
 from rtseg.errors import BadInput
+from rtseg.files import write_json  # noqa: F401  (the commands' JSON writer)
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -64,24 +63,6 @@ def ensure_parent(path: Optional[Path], flag: str) -> None:
         raise BadInput(f"{flag} {path} is a directory; give a file name")
     if not os.access(path.parent, os.W_OK):
         raise BadInput(f"{flag} {path}: directory {path.parent} is not writable")
-
-
-def json_safe(value):
-    """NaN/inf (e.g. the mIoU of an empty split) become null: JSON has no NaN."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
-
-
-def write_json(path: Path, payload: dict) -> None:
-    """Write ``payload`` as JSON atomically (a reader never sees half a file)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(json_safe(payload), indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
 
 
 def log(message: str) -> None:

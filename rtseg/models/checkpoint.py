@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -10,17 +9,10 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from rtseg.errors import BadInput
+from rtseg.files import write_via_temp
 from rtseg.metadata import EngineMetadata
 from rtseg.models.registry import build_model
 from rtseg.models.segmenter import Segmenter
-
-
-def atomic_replace(tmp: Path, final: Path) -> None:
-    """Move a finished temporary file into place, so readers never see half a file."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # safetensors creates 0600 files; use the usual mode
-    os.replace(tmp, final)
 
 
 def save_checkpoint(path: Path | str, segmenter: Segmenter, metadata: EngineMetadata,
@@ -40,10 +32,8 @@ def save_checkpoint(path: Path | str, segmenter: Segmenter, metadata: EngineMeta
     if dtype is not None:
         metadata = metadata.with_updates(precision={torch.float16: "fp16",
                                                     torch.bfloat16: "bf16"}.get(dtype, "fp32"))
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata=metadata.to_strings())
-    atomic_replace(tmp, path)
-    return path
+    return write_via_temp(path, lambda tmp: save_file(state, str(tmp),
+                                                      metadata=metadata.to_strings()))
 
 
 def read_checkpoint_metadata(path: Path | str) -> EngineMetadata:

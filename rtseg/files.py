@@ -1,0 +1,54 @@
+"""Writing output files so that nothing half-written is ever seen: write a temporary file
+beside the target, then rename it into place (atomic on one file system)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+
+def publish(tmp: Path, final: Path) -> None:
+    """Move a finished temporary file into place with the usual permissions (some writers,
+    safetensors among them, create 0600 files)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, final)
+
+
+def write_via_temp(path: Path | str, write: Callable[[Path], Any]) -> Path:
+    """Call ``write(tmp)`` then publish ``tmp`` as ``path``; the temporary never outlives a
+    failure."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        write(tmp)
+        publish(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def atomic_write(path: Path | str, data: bytes | memoryview | str) -> Path:
+    """Write ``data`` (text as UTF-8) to ``path`` atomically."""
+    payload = data.encode() if isinstance(data, str) else bytes(data)
+    return write_via_temp(path, lambda tmp: tmp.write_bytes(payload))
+
+
+def json_safe(value: Any) -> Any:
+    """NaN/inf (e.g. the mIoU of a split with no scored pixel) become null: JSON has no NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def write_json(path: Path | str, payload: Any) -> Path:
+    """``payload`` as indented JSON, atomically."""
+    return atomic_write(path, json.dumps(json_safe(payload), indent=2, allow_nan=False) + "\n")
