@@ -34,7 +34,6 @@ import numpy as np
 
 from rtseg.backends import Backend
 from rtseg.errors import BadInput
-from rtseg.metadata import EngineMetadata
 from rtseg.pipeline import open_source, preprocess, run
 
 POOL = 32  # frames held in memory for the engine alone (more when a batch is larger)
@@ -262,16 +261,12 @@ def untrained_engine(model: str, size: tuple[int, int], directory: Path | str,
     import torch
 
     from rtseg.data import get_spec
-    from rtseg.data.classes import IMAGENET_MEAN, IMAGENET_STD
+    from rtseg.data.classes import engine_metadata
     from rtseg.models import Segmenter, build_model, save_checkpoint
 
     spec = get_spec(dataset)
     torch.manual_seed(seed)
-    meta = EngineMetadata(model=model, num_classes=spec.num_classes,
-                          class_names=list(spec.class_names),
-                          palette=[list(c) for c in spec.palette], ignore_index=spec.ignore_index,
-                          input_size=list(size), dataset=spec.name, mean=list(IMAGENET_MEAN),
-                          std=list(IMAGENET_STD))
+    meta = engine_metadata(model, spec, size)
     segmenter = Segmenter(build_model(model, spec.num_classes), meta.mean, meta.std)
     name = f"{model}_{size[0]}x{size[1]}.safetensors"
     return save_checkpoint(Path(directory) / name, segmenter, meta)

@@ -32,24 +32,15 @@ from rtseg.backends import PICKLE_SUFFIXES
 from rtseg.errors import BadInput, RtsegError
 from rtseg.metadata import EngineMetadata
 from rtseg.models import Segmenter, load_checkpoint
+from rtseg.models.registry import check_input_size
 from rtseg.files import atomic_write
 
 OPSET = 18
 INPUT_NAME = "frames"
 OUTPUT_NAME = "labels"
-SIZE_MULTIPLE = 32  # five 2x down-samplings in every model
 _COMPARISONS = frozenset({"Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual"})
 
 Log = Callable[[str], None]
-
-
-def _check_size(size: tuple[int, int]) -> tuple[int, int]:
-    h, w = (int(v) for v in size)
-    if h <= 0 or w <= 0 or h % SIZE_MULTIPLE or w % SIZE_MULTIPLE:
-        up = lambda v: max(SIZE_MULTIPLE, -(-v // SIZE_MULTIPLE) * SIZE_MULTIPLE)  # noqa: E731
-        raise BadInput(f"input size {h}x{w} is not a positive multiple of {SIZE_MULTIPLE}; "
-                       f"use e.g. {up(h)}x{up(w)}")
-    return h, w
 
 
 def _drop_exact_upcasts(model: onnx.ModelProto) -> int:
@@ -112,7 +103,7 @@ def segmenter_to_onnx(segmenter: Segmenter, metadata: EngineMetadata, *, fp16: b
     ``size`` (H, W) overrides ``metadata.input_size``; ``extra`` adds metadata keys.
     ``segmenter`` itself is left as it is (a copy is exported).
     """
-    h, w = _check_size(size or metadata.input_size)
+    h, w = check_input_size(size or metadata.input_size)
     precision = "fp16" if fp16 else "fp32"
     segmenter = copy.deepcopy(segmenter).eval().cpu().float()
     if fp16:
@@ -187,9 +178,9 @@ def export_onnx(checkpoint: Path | str, out: Path | str, *, fp16: bool = False,
     if not out.parent.is_dir():
         raise BadInput(f"--out {out}: directory {out.parent} does not exist")
     if size is not None:
-        _check_size(size)  # before the slow part
+        check_input_size(size)  # before the slow part
     segmenter, metadata, checkpoint = _load(checkpoint)
-    h, w = _check_size(size or metadata.input_size)
+    h, w = check_input_size(size or metadata.input_size)
     log(f"exporting {metadata.model} ({metadata.dataset}, {h}x{w}, "
         f"{'fp16' if fp16 else 'fp32'}) from {checkpoint}, opset {opset}")
     t0 = time.perf_counter()
@@ -253,9 +244,9 @@ def export_triton_repo(checkpoint: Path | str, repo_dir: Path | str, fp16: bool 
     if int(max_batch) < 1:
         raise BadInput(f"--max-batch must be at least 1, got {max_batch}")
     if size is not None:
-        _check_size(size)
+        check_input_size(size)
     segmenter, metadata, checkpoint = _load(checkpoint)
-    h, w = _check_size(size or metadata.input_size)
+    h, w = check_input_size(size or metadata.input_size)
     log(f"exporting {metadata.model} ({metadata.dataset}, {h}x{w}, "
         f"{'fp16' if fp16 else 'fp32'}) from {checkpoint} into Triton repository {repo_dir}")
     t0 = time.perf_counter()

@@ -23,13 +23,14 @@ from tqdm import tqdm
 from rtseg import distributed as ddp
 from rtseg.backends.torch_backend import TorchBackend, resolve_device
 from rtseg.data import SegmentationDataset, TrainTransform, find_pairs, get_spec, read_label
-from rtseg.data.classes import IMAGENET_MEAN, IMAGENET_STD
+from rtseg.data.classes import IMAGENET_MEAN, IMAGENET_STD, engine_metadata
 from rtseg.data.transforms import seed_worker
 from rtseg.errors import BadInput
 from rtseg.files import write_json, write_via_temp
 from rtseg.metadata import EngineMetadata
 from rtseg.metrics import ConfusionMatrix
 from rtseg.models import Segmenter, build_model, canonical_name, save_checkpoint
+from rtseg.models.registry import check_input_size
 from rtseg.scoring import eval_loader, score
 
 STATE_FILE = "train_state.pt"
@@ -60,16 +61,6 @@ class TrainConfig:
     scale_range: tuple[float, float] = (0.75, 1.5)
     jitter: float = 0.3
     extra: dict = field(default_factory=dict)
-
-
-def check_divisible(size: tuple[int, int], what: str, by: int = 32) -> None:
-    """Five 2× down-samplings need sizes divisible by 32; say which size would do."""
-    h, w = size
-    if h <= 0 or w <= 0:
-        raise BadInput(f"{what} {h}x{w} must be positive")
-    if h % by or w % by:
-        up = lambda v: max(by, (v + by - 1) // by * by)  # noqa: E731
-        raise BadInput(f"{what} {h}x{w} is not divisible by {by}; use e.g. {up(h)}x{up(w)}")
 
 
 def class_weights(pairs: Sequence, dataset: str, num_classes: int, ignore_index: int,
@@ -183,12 +174,7 @@ def _metadata(cfg: TrainConfig, input_size, crop, world_size: int, device: torch
                   loss="cross-entropy, ENet class weights 1/ln(1.02+p)",
                   augmentation=f"scale {cfg.scale_range}, crop, hflip, jitter {cfg.jitter}")
     recipe.update(cfg.extra)
-    return EngineMetadata(
-        model=canonical_name(cfg.model), num_classes=spec.num_classes,
-        class_names=list(spec.class_names), palette=[list(c) for c in spec.palette],
-        ignore_index=spec.ignore_index, input_size=list(input_size), dataset=spec.name,
-        mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD), precision="fp32",
-        extra={"recipe": recipe})
+    return engine_metadata(canonical_name(cfg.model), spec, input_size, recipe=recipe)
 
 
 def _save_state(path: Path, segmenter: Segmenter, optimizer, epoch: int, step: int,
@@ -210,8 +196,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = lambda s: None,
     name = canonical_name(cfg.model)
     input_size = tuple(cfg.input_size or spec.input_size)
     crop = tuple(cfg.crop or spec.train_crop)
-    check_divisible(input_size, "input size")
-    check_divisible(crop, "crop")
+    check_input_size(input_size, "input size")
+    check_input_size(crop, "crop")
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise BadInput("--epochs and --batch-size must be at least 1")
     train_pairs = find_pairs(cfg.dataset, cfg.data_root, "train")[:cfg.train_limit]

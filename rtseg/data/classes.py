@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rtseg.metadata import EngineMetadata
+
 # ImageNet statistics on the 0-255 scale, RGB order; used for every model so that
 # ImageNet-pretrained encoders see what they were trained on.
 IMAGENET_MEAN = [123.675, 116.28, 103.53]
@@ -57,6 +59,16 @@ CITYSCAPES = DatasetSpec(
 )
 
 DATASETS = {spec.name: spec for spec in (CAMVID, CITYSCAPES)}
+
+
+def engine_metadata(model: str, spec: DatasetSpec, input_size, **extra) -> EngineMetadata:
+    """The contract metadata of ``model`` trained on ``spec``'s classes (fp32, ImageNet
+    normalisation); ``extra`` adds keys such as the recipe."""
+    return EngineMetadata(
+        model=model, num_classes=spec.num_classes, class_names=list(spec.class_names),
+        palette=[list(c) for c in spec.palette], ignore_index=spec.ignore_index,
+        input_size=[int(v) for v in input_size], dataset=spec.name, mean=list(IMAGENET_MEAN),
+        std=list(IMAGENET_STD), precision="fp32", extra=dict(extra))
 
 # The official cityscapesScripts table (labels.py): labelId → trainId for the 34 ids;
 # everything not listed (and license plate, id -1) is ignored.

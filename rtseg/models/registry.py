@@ -26,6 +26,22 @@ ALIASES = {"unet_resnet50": "unet_r50", "segnet_resnet50": "segnet_r50",
            "unet_vgg16_bn": "unet_vgg16", "segnet_vgg16_bn": "segnet_vgg16"}
 
 
+SIZE_MULTIPLE = 32  # every model down-samples five times by 2
+
+
+def check_input_size(size: tuple[int, int], what: str = "input size") -> tuple[int, int]:
+    """``(H, W)`` as ints if every model can take it (positive, divisible by 32); else
+    BadInput that names a size that would do."""
+    h, w = (int(v) for v in size)
+    if h <= 0 or w <= 0:
+        raise BadInput(f"{what} {h}x{w} must be positive")
+    if h % SIZE_MULTIPLE or w % SIZE_MULTIPLE:
+        up = lambda v: -(-v // SIZE_MULTIPLE) * SIZE_MULTIPLE  # noqa: E731
+        raise BadInput(f"{what} {h}x{w} is not divisible by {SIZE_MULTIPLE}; "
+                       f"use e.g. {up(h)}x{up(w)}")
+    return h, w
+
+
 def canonical_name(name: str) -> str:
     """The registered name for ``name`` (aliases resolved, ``unet_<smp encoder>`` accepted)."""
     name = ALIASES.get(name, name)
