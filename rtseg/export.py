@@ -30,14 +30,12 @@ import torch
 from rtseg import __version__ as rtseg_version
 from rtseg.backends import PICKLE_SUFFIXES
 from rtseg.errors import BadInput, RtsegError
-from rtseg.metadata import EngineMetadata
+from rtseg.metadata import INPUT_NAME, OUTPUT_NAME, EngineMetadata
 from rtseg.models import Segmenter, load_checkpoint
 from rtseg.models.registry import check_input_size
 from rtseg.files import atomic_write
 
 OPSET = 18
-INPUT_NAME = "frames"
-OUTPUT_NAME = "labels"
 _COMPARISONS = frozenset({"Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual"})
 
 Log = Callable[[str], None]
@@ -117,7 +115,7 @@ def segmenter_to_onnx(segmenter: Segmenter, metadata: EngineMetadata, *, fp16: b
             program = torch.onnx.export(
                 segmenter, (example,), None, dynamo=True, external_data=False, optimize=True,
                 opset_version=opset, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                dynamic_shapes={"frames": {0: batch}}, verbose=False)
+                dynamic_shapes={INPUT_NAME: {0: batch}}, verbose=False)
             model = program.model_proto
     except Exception as exc:  # noqa: BLE001 - the exporter raises many unrelated types
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

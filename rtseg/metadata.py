@@ -14,6 +14,10 @@ from typing import Any
 
 from rtseg.errors import BadInput
 
+# The deploy graph's tensors (ONNX and TensorRT): uint8 [N, H, W, 3] BGR in, uint8 [N, H, W] out.
+INPUT_NAME = "frames"
+OUTPUT_NAME = "labels"
+
 REQUIRED_KEYS = (
     "model",
     "num_classes",

@@ -12,10 +12,8 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from rtseg.backends.base import Backend
 from rtseg.errors import BadInput, MissingDependency
-from rtseg.metadata import EngineMetadata
+from rtseg.metadata import INPUT_NAME, OUTPUT_NAME, EngineMetadata
 
-INPUT_NAME = "frames"
-OUTPUT_NAME = "labels"
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 SHORT_NAMES = {"TensorrtExecutionProvider": "tensorrt", "CUDAExecutionProvider": "cuda",
                "CPUExecutionProvider": "cpu"}

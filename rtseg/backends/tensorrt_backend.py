@@ -18,10 +18,8 @@ import torch
 
 from rtseg.backends.base import Backend
 from rtseg.errors import BadInput, MissingDependency, StageError
-from rtseg.metadata import EngineMetadata
+from rtseg.metadata import INPUT_NAME, OUTPUT_NAME, EngineMetadata
 
-INPUT_NAME = "frames"
-OUTPUT_NAME = "labels"
 TRT_PIP_HINT = ('TensorRT is not installed: on an NVIDIA GPU machine run '
                 'pip install "rtseg[tensorrt]"')
 MIN_TRT_MAJOR = 10  # the name-based I/O API and explicit-batch-only networks start at 10.0
