@@ -155,7 +155,7 @@ def validate(segmenter: Segmenter, metadata: EngineMetadata, pairs: Sequence, cf
              device: torch.device, info: ddp.DistInfo) -> ConfusionMatrix:
     """Confusion matrix over the val split, each rank scoring its share, summed over ranks."""
     spec = get_spec(cfg.dataset)
-    backend = TorchBackend(segmenter, metadata, str(device), fp16=False)
+    backend = TorchBackend(segmenter, metadata, str(device), convert=False)
     matrix = ConfusionMatrix(spec.num_classes, spec.ignore_index)
     loader = eval_loader(pairs[info.rank::info.world_size], cfg.dataset, metadata.input_size,
                          cfg.batch_size, cfg.workers)

@@ -9,7 +9,8 @@ from typing import Optional
 import typer
 
 from rtseg.cli.commands_run import default_engine
-from rtseg.cli.common import Device, app, ensure_parent, log, write_json
+from rtseg.cli.common import (PRECISION_HELP, Dataset, Device, Precision, Split, app,
+                              ensure_parent, log, write_json)
 from rtseg.errors import BadInput
 from rtseg.files import atomic_write
 
@@ -77,8 +78,22 @@ def bench_(
     max_frames: Optional[int] = typer.Option(
         None, help="Frames of the pipeline run (default: the whole file; 300 of a stream)."),
     device: Device = typer.Option(Device.auto),
+    precision: Precision = typer.Option(Precision.auto, help=PRECISION_HELP),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the bench JSON here."),
     markdown: Optional[Path] = typer.Option(None, help="Write a Markdown table here."),
+    compare: bool = typer.Option(
+        False, "--compare", help="Compare the ENGINES given as arguments: mIoU on --data-root's "
+                                 "split, pixel agreement with the first, FPS per batch."),
+    engines: Optional[list[Path]] = typer.Argument(
+        None, help="With --compare: engine files, the reference (e.g. the fp32 export) first."),
+    dataset: Optional[Dataset] = typer.Option(
+        None, help="With --compare: label set of --data-root (default: the engines')."),
+    data_root: Optional[Path] = typer.Option(
+        None, help="With --compare: labelled dataset root (CamVid or Cityscapes layout)."),
+    split: Split = typer.Option(Split.val, help="With --compare: the split to score."),
+    limit: Optional[int] = typer.Option(None, help="With --compare: first N images only."),
+    plot: Optional[Path] = typer.Option(
+        None, help="With --compare: write a PNG of FPS against mIoU here (matplotlib)."),
 ):
     """Measure engine latency and throughput per batch size, and pipeline FPS against it.
 
@@ -87,10 +102,24 @@ def bench_(
       1. rtseg bench --engine model.onnx --batch 1,4,8
       2. rtseg bench --engine model.plan --source drive.mp4 --batch 4 --json bench.json
       3. rtseg bench --source camvid/val --iters 50 --markdown bench.md
+      4. rtseg bench --compare unet_r50.onnx segnet_r50.onnx --data-root camvid --plot fps.png
+      5. rtseg bench --compare m_fp32.onnx m_fp16.onnx --data-root camvid   (fp16 vs fp32)
     """
     from rtseg.bench import validate
 
     batches = parse_batches(batch)
+    if compare or engines:
+        _check_compare_flags(compare, engines, engine, source, data_root, limit)
+        ensure_parent(json_path, "--json")
+        ensure_parent(markdown, "--markdown")
+        ensure_parent(plot, "--plot")
+        return _compare(engines, dataset, data_root, split.value, limit, batches, iters, warmup,
+                        device.value, precision.value, json_path, markdown, plot)
+    for flag, value in (("--dataset", dataset), ("--data-root", data_root), ("--plot", plot),
+                        ("--limit", limit)):
+        if value is not None:
+            raise BadInput(f"{flag} belongs to --compare (rtseg bench --compare ENGINE... "
+                           "--data-root DIR)")
     validate(batches, iters, warmup, rounds, max_frames)
     if source is not None:
         _check_source(source)
@@ -101,7 +130,7 @@ def bench_(
     from rtseg.backends import open_engine
     from rtseg.bench import bench, to_markdown
 
-    with open_engine(engine, device.value) as backend:
+    with open_engine(engine, device.value, precision.value) as backend:
         result = bench(backend, source, batches, iters, warmup, rounds, max_frames,
                        on_progress=log)
     result = {"engine": str(engine), **result}
@@ -118,3 +147,72 @@ def _check_source(source: str) -> None:
 
     if not (source.isdigit() or is_stream_url(source)) and not Path(source).exists():
         raise BadInput(f"--source {source}: no such file or directory")
+
+
+def _check_compare_flags(compare: bool, engines: Optional[list[Path]], engine: Optional[Path],
+                         source: Optional[str], data_root: Optional[Path],
+                         limit: Optional[int]) -> None:
+    """--compare takes engine files as arguments and a labelled --data-root, nothing else."""
+    usage = "rtseg bench --compare ENGINE [ENGINE...] --data-root DIR"
+    if not compare:
+        raise BadInput(f"engine files as arguments need --compare ({usage}); one engine is "
+                       "--engine FILE")
+    if not engines:
+        raise BadInput(f"--compare needs engine files: {usage}")
+    if engine is not None or source is not None:
+        flag = "--engine" if engine is not None else "--source"
+        raise BadInput(f"{flag} does not go with --compare: list the engines as arguments "
+                       f"({usage})")
+    if data_root is None:
+        raise BadInput(f"--compare needs a labelled split to score: {usage}")
+    if not data_root.is_dir():
+        raise BadInput(f"--data-root {data_root}: no such directory")
+    if limit is not None and limit < 1:
+        raise BadInput(f"--limit {limit} must be at least 1")
+    missing = [str(p) for p in engines if not p.is_file()]
+    if missing:
+        raise BadInput(f"engine file not found: {missing[0]}")
+
+
+def _compare(engines: list[Path], dataset: Optional[Dataset], data_root: Path, split: str,
+             limit: Optional[int], batches: list[int], iters: int, warmup: int, device: str,
+             precision: str, json_path: Optional[Path], markdown: Optional[Path],
+             plot: Optional[Path]) -> None:
+    """Open every engine, compare them, write and print the results."""
+    from contextlib import ExitStack
+
+    from rtseg.backends import open_engine
+    from rtseg.compare import compare, plot as plot_png, to_markdown
+
+    with ExitStack() as stack:
+        backends = [stack.enter_context(open_engine(p, device, precision)) for p in engines]
+        name = dataset.value if dataset is not None else backends[0].metadata.dataset
+        result = compare(backends, [str(p) for p in engines], name, data_root, split, limit,
+                         batches, iters, warmup, on_progress=log)
+    if json_path:
+        write_json(json_path, result)
+    if markdown:
+        atomic_write(markdown, to_markdown(result))
+    if plot:
+        plot_png(result, plot)
+    print_comparison(result)
+    for what, path in (("JSON", json_path), ("Markdown", markdown), ("plot", plot)):
+        if path is not None:
+            print(f"{what}: {path}")
+
+
+def print_comparison(result: dict) -> None:
+    """The comparison table on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{result['dataset']} {result['split']}, {result['images']} images "
+                        f"(Δ and agreement vs {Path(result['reference']).name})")
+    for name in ("engine", "precision", "mIoU", "Δ pt", "agree %", "FPS b1", "best FPS"):
+        table.add_column(name, justify="left" if name == "engine" else "right")
+    for r in result["engines"]:
+        b1 = "-" if r["fps_batch1"] is None else f"{r['fps_batch1']:.2f}"
+        table.add_row(Path(r["engine"]).name, r["precision"], f"{r['miou']:.4f}",
+                      f"{r['miou_delta_points']:+.2f}", f"{100 * r['pixel_agreement']:.2f}",
+                      b1, f"{r['best_fps']:.2f} (b{r['best_batch']})")
+    Console(file=sys.stdout).print(table)

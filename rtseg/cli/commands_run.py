@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sys
 import time
@@ -10,8 +11,8 @@ from typing import Optional
 
 import typer
 
-from rtseg.cli.common import Device, app, ensure_parent, write_json
-from rtseg.errors import BadInput
+from rtseg.cli.common import PRECISION_HELP, Device, Precision, app, ensure_parent, write_json
+from rtseg.errors import BadInput, RtsegError
 
 ENGINES_DIR = Path(__file__).resolve().parents[2] / "engines"
 NO_BUNDLED = "no bundled model yet: pass --engine FILE (train one with rtseg train)"
@@ -111,6 +112,7 @@ def run_(
     max_frames: Optional[int] = typer.Option(None, help="Stop after this many frames."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the run JSON here."),
     device: Device = typer.Option(Device.auto),
+    precision: Precision = typer.Option(Precision.auto, help=PRECISION_HELP),
     batch: int = typer.Option(1, help="Frames per inference call."),
     fps: Optional[float] = typer.Option(None, help="Frame rate of a frame directory (25)."),
     hud: bool = typer.Option(True, help="Draw FPS and stage times on the overlay."),
@@ -136,11 +138,14 @@ def run_(
     from rtseg.pipeline import Pipeline, open_source
 
     status = StatusLine()
-    with open_engine(engine, device.value) as backend:
+    with open_engine(engine, device.value, precision.value) as backend:
         src = open_source(source, fps, config.reconnect, status.message)
         try:
             result = Pipeline(src, backend, config, on_status=status,
                               on_message=status.message).run()
+        except RtsegError as exc:  # a stage failed: the JSON still records the frames done
+            write_failed_run(json_path, engine, exc)
+            raise
         finally:
             status.end()
     result = {"engine": str(engine), **result}
@@ -153,6 +158,16 @@ def run_(
     if result["interrupted"]:
         print("interrupted", file=sys.stderr)
         raise typer.Exit(130)
+
+
+def write_failed_run(json_path: Path | None, engine: Path, error: RtsegError) -> None:
+    """The run JSON of a run a stage failure ended (``error.result``: the frames written,
+    ``ended_by``, ``error``), when ``--json`` asked for one. Best effort: on a full disk the
+    error that stopped the run, not this file, is the one to report."""
+    if json_path is None or error.result is None:
+        return
+    with contextlib.suppress(OSError):
+        write_json(json_path, {"engine": str(engine), **error.result})
 
 
 def _check_paths(source: str, labels: Optional[Path], output: Optional[Path],

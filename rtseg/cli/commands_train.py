@@ -9,8 +9,8 @@ from typing import Optional
 
 import typer
 
-from rtseg.cli.common import (Dataset, Device, Split, app, ensure_parent, log, parse_size,
-                              write_json)
+from rtseg.cli.common import (PRECISION_HELP, Dataset, Device, Precision, Split, app,
+                              ensure_parent, log, parse_size, write_json)
 
 
 @app.command()
@@ -65,13 +65,14 @@ def eval_(
     batch_size: int = typer.Option(4, min=1),
     limit: Optional[int] = typer.Option(None, min=1, help="First N images only."),
     device: Device = typer.Option(Device.auto),
+    precision: Precision = typer.Option(Precision.auto, help=PRECISION_HELP),
 ):
     """Score an engine on a labelled split (mIoU, per-class IoU, pixel accuracy)."""
     from rtseg.backends import open_engine
     from rtseg.evaluate import evaluate
 
     ensure_parent(json_path, "--json")
-    with open_engine(engine, device.value) as backend:
+    with open_engine(engine, device.value, precision.value) as backend:
         result = evaluate(backend, dataset.value, data_root, split.value, batch_size, limit,
                           grid)
     result = {"engine": str(engine), **result}

@@ -33,6 +33,19 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+class Precision(str, Enum):
+    """How a .safetensors engine runs; .onnx and TensorRT plans keep the precision they were
+    built in (auto, or the same value, is accepted for them)."""
+    auto = "auto"
+    fp32 = "fp32"
+    fp16 = "fp16"
+    bf16 = "bf16"
+
+
+PRECISION_HELP = ("auto: fp16 on CUDA, fp32 on the CPU; bf16 ≈ 2× fp32 on CPUs with AVX-512 "
+                  "BF16/AMX; applies to .safetensors.")
+
+
 class Split(str, Enum):
     train = "train"
     val = "val"

@@ -183,7 +183,8 @@ class Pipeline:
 
         The first Ctrl-C stops capture and finishes the frames in flight (the result has
         ``interrupted: true``); a second abandons them. A failing stage stops all stages
-        and its exception is raised here (wrapped in StageError unless it is an RtsegError).
+        and its exception is raised here (wrapped in StageError unless it is an RtsegError),
+        with the run JSON of the frames written before it as the error's ``result``.
         """
         threads = self._threads()
         self.stats.start()
@@ -219,18 +220,29 @@ class Pipeline:
         for q in self.queues.values():  # after a hard stop, free the frames left behind
             drain(q)
         if self._error is not None:
-            stage, exc = self._error
-            if isinstance(exc, RtsegError):
-                raise exc
-            raise StageError(f"{stage} stage failed: {type(exc).__name__}: {exc}") from exc
+            error, exc = self._failure(), self._error[1]
+            if error is exc:
+                raise error
+            raise error from exc
         try:
             self._status()
         except KeyboardInterrupt:  # too late to stop anything, but the user asked
             self.interrupted = True
         return self.result()
 
+    def _failure(self) -> RtsegError:
+        """The error to raise for the first failure (an RtsegError as is, anything else as
+        StageError), carrying the run JSON of the frames written so far as ``result``."""
+        stage, exc = self._error
+        error = exc if isinstance(exc, RtsegError) else StageError(
+            f"{stage} stage failed: {type(exc).__name__}: {exc}")
+        error.result = {**self.result(), "ended_by": f"{stage} stage failed",
+                        "error": str(error)}
+        return error
+
     def result(self) -> dict:
-        """The contract's run JSON plus details (scoring, queue bounds, why the run ended)."""
+        """The contract's run JSON plus details (scoring, queue bounds, why the run ended;
+        ``error``: null, or the message of the failure that ended the run)."""
         summary = self.stats.summary()
         scores = self.scorer.result() if self.scorer else {"miou": None}
         out = {k: summary[k] for k in ("frames", "seconds", "fps", "dropped")}
@@ -242,7 +254,7 @@ class Pipeline:
                    interrupted=self.interrupted,
                    ended_by="interrupted" if self.interrupted else self.stats.ended_by,
                    queue_max=dict(self.stats.queue_max),
-                   queue_bounds={k: q.maxsize for k, q in self.queues.items()})
+                   queue_bounds={k: q.maxsize for k, q in self.queues.items()}, error=None)
         return out
 
 
@@ -261,12 +273,12 @@ def start_all(threads: Sequence[threading.Thread]) -> None:
 
 
 def run(source: str | Path | Source, engine: Backend | str | Path, device: str = "auto",
-        sinks: Sequence[Sink] = (), on_status: StatusCallback | None = None,
+        precision: str = "auto", sinks: Sequence[Sink] = (), on_status: StatusCallback | None = None,
         on_message: MessageCallback | None = None, **options) -> dict:
     """The Python face of ``rtseg run``: segment ``source`` with ``engine``; the run JSON.
 
     ``source``: a path, camera index, URL or a Source. ``engine``: a loaded Backend or an
-    engine file (opened on ``device`` and closed afterwards). ``options`` are RunConfig's
+    engine file (opened on ``device`` in ``precision`` and closed afterwards). ``options`` are RunConfig's
     fields (``output``, ``masks``, ``labels``, ``alpha``, ``max_frames``, ``batch``, …).
 
     >>> run("drive.mp4", "engines/default.safetensors", output="overlay.mp4")["fps"]
@@ -276,7 +288,7 @@ def run(source: str | Path | Source, engine: Backend | str | Path, device: str =
             options[key] = Path(options[key])
     config = RunConfig(**options)
     config.validate()
-    backend = engine if isinstance(engine, Backend) else open_engine(engine, device)
+    backend = engine if isinstance(engine, Backend) else open_engine(engine, device, precision)
     try:
         if not isinstance(source, Source):
             source = open_source(source, config.fps, config.reconnect, on_message)

@@ -1,0 +1,183 @@
+"""Models side by side — accuracy on a labelled split and speed, one row per engine.
+
+:func:`compare` regenerates the report's model comparison with speed added: every engine is
+scored on the same frames of a labelled split in one pass (mIoU, per-class IoU, pixel
+accuracy — the very numbers ``rtseg eval`` gives, through the same resize functions and
+:class:`ConfusionMatrix`), its label maps are compared pixel by pixel with those of the first
+engine (the *reference*: give the fp32 export first and the fp16 one second, and the row of
+the fp16 engine is the FP16-vs-FP32 report), and then each engine alone is timed per batch
+size on frames of that split (:func:`rtseg.bench.time_engine`).
+
+>>> rows = compare([open_engine("a_fp32.onnx"), open_engine("a_fp16.onnx")],
+...                ["a_fp32.onnx", "a_fp16.onnx"], "camvid", "data/camvid")
+>>> rows["engines"][1]["miou_delta_points"], rows["engines"][1]["pixel_agreement"]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from rtseg.backends import Backend
+from rtseg.bench import POOL, machine, on_worker, time_engine, validate
+from rtseg.data import SegmentationDataset, find_pairs, get_spec
+from rtseg.data.transforms import resize_frame
+from rtseg.errors import BadInput, MissingDependency
+from rtseg.evaluate import check_engine_matches
+from rtseg.files import write_via_temp
+from rtseg.metrics import ConfusionMatrix
+from rtseg.scoring import predict_full_size
+
+Progress = Callable[[str], None]
+
+
+def score_together(backends: Sequence[Backend], dataset: str, data_root: Path | str,
+                   split: str = "val", limit: int | None = None, batch_size: int = 4,
+                   on_progress: Progress | None = None) -> tuple[list[dict], int]:
+    """Score every backend on the same frames: per backend the eval numbers plus
+    ``pixel_agreement`` with the first backend's label maps (all pixels, ignore included).
+    Returns (rows, number of images)."""
+    spec = get_spec(dataset)
+    for backend in backends:
+        check_engine_matches(backend, dataset)
+    pairs = find_pairs(dataset, data_root, split)[:limit]
+    if not pairs:
+        raise BadInput(f"--data-root {data_root}: no labelled {split} images found")
+    if on_progress:
+        on_progress(f"scoring {len(backends)} engine(s) on {len(pairs)} {dataset} {split} images")
+    samples = SegmentationDataset(pairs, dataset)
+    matrices = [ConfusionMatrix(spec.num_classes, spec.ignore_index) for _ in backends]
+    agreeing = np.zeros(len(backends), dtype=np.int64)
+    pixels = 0
+    for start in range(0, len(pairs), batch_size):
+        images, labels = zip(*(samples.load(i)
+                               for i in range(start, min(start + batch_size, len(pairs)))))
+        sizes = [label.shape for label in labels]
+        reference = None
+        for k, backend in enumerate(backends):
+            frames = np.stack([resize_frame(image, backend.input_size) for image in images])
+            predictions = predict_full_size(backend, frames, sizes)
+            reference = predictions if reference is None else reference
+            for label, prediction, ref in zip(labels, predictions, reference):
+                matrices[k].update(label, prediction)
+                agreeing[k] += int(np.count_nonzero(prediction == ref))
+        pixels += sum(label.size for label in labels)
+        if on_progress:
+            on_progress(f"scored {min(start + batch_size, len(pairs))}/{len(pairs)} images")
+    rows = []
+    for backend, matrix, agree in zip(backends, matrices, agreeing):
+        iou = matrix.iou()
+        rows.append({"miou": matrix.miou(), "pixel_accuracy": matrix.pixel_accuracy(),
+                     "per_class_iou": {name: (None if np.isnan(v) else float(v))
+                                       for name, v in zip(backend.metadata.class_names, iou)},
+                     "pixel_agreement": float(agree) / pixels})
+    return rows, len(pairs)
+
+
+def split_frames(dataset: str, data_root: Path | str, split: str, input_size: tuple[int, int],
+                 count: int = POOL) -> np.ndarray:
+    """The first ``count`` images of the split, resized to ``input_size``: uint8 [N, H, W, 3]."""
+    samples = SegmentationDataset(find_pairs(dataset, data_root, split)[:count], dataset)
+    return np.stack([resize_frame(samples.load(i)[0], input_size) for i in range(len(samples))])
+
+
+def speed(backend: Backend, pool: np.ndarray, batches: Sequence[int], iters: int,
+          warmup: int) -> dict:
+    """Engine alone per batch size (on a worker thread, as the pipeline runs it): the
+    results list, FPS at the smallest batch, and the best batch and its FPS."""
+    results = on_worker(lambda: [time_engine(backend, pool, b, iters, warmup)
+                                 for b in sorted(set(batches))])
+    best = max(results, key=lambda r: r["fps"])
+    return {"results": results, "fps_batch1": results[0]["fps"] if results[0]["batch"] == 1
+            else None, "best_batch": best["batch"], "best_fps": best["fps"]}
+
+
+def compare(backends: Sequence[Backend], names: Sequence[str], dataset: str,
+            data_root: Path | str, split: str = "val", limit: int | None = None,
+            batches: Sequence[int] = (1, 4), iters: int = 10, warmup: int = 2,
+            on_progress: Progress | None = None) -> dict:
+    """Score and time ``backends`` (named ``names``, the first one the reference).
+
+    Returns {"dataset", "split", "images", "reference", "engines": [row, ...], "machine"}; a
+    row holds the engine's name, model, backend, precision, device, input size, ``miou``,
+    ``per_class_iou``, ``pixel_accuracy``, ``miou_delta_points`` (100 × the mIoU difference
+    to the reference), ``pixel_agreement`` (fraction of pixels labelled as the reference
+    labels them), ``results`` per batch size, ``fps_batch1``, ``best_batch``, ``best_fps``.
+    """
+    if len(backends) != len(names) or not backends:
+        raise BadInput("--compare needs at least one engine file")
+    validate(list(batches), iters, warmup)
+    say = on_progress or (lambda _m: None)
+    scores, images = score_together(backends, dataset, data_root, split, limit,
+                                    on_progress=say)
+    rows = []
+    for name, backend, score in zip(names, backends, scores):
+        say(f"timing {name}: batches {', '.join(map(str, sorted(set(batches))))}")
+        pool = split_frames(dataset, data_root, split, backend.input_size)
+        meta = backend.metadata
+        rows.append({"engine": str(name), "model": meta.model, "backend": backend.name,
+                     "precision": backend.precision, "device": backend.device,
+                     "input_size": list(backend.input_size), **score,
+                     "miou_delta_points": 100.0 * (score["miou"] - scores[0]["miou"]),
+                     **speed(backend, pool, batches, iters, warmup)})
+    return {"dataset": get_spec(dataset).name, "split": split, "images": images,
+            "reference": str(names[0]), "engines": rows,
+            "machine": machine(backends[0].device), "iters": iters, "warmup": warmup}
+
+
+def _fps(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def to_markdown(result: dict) -> str:
+    """The comparison as Markdown: the main table, then per-class IoU (classes × engines)."""
+    rows = result["engines"]
+    lines = [f"{result['dataset']} {result['split']}, {result['images']} images; reference "
+             f"for Δ and agreement: `{result['reference']}`", "",
+             "| engine | model | backend | precision | input | mIoU | Δ mIoU (pt) | "
+             "agreement | FPS b1 | best FPS (batch) |",
+             "|---|---|---|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        h, w = r["input_size"]
+        lines.append(f"| `{Path(r['engine']).name}` | {r['model']} | {r['backend']} | "
+                     f"{r['precision']} | {h}×{w} | {r['miou']:.4f} | "
+                     f"{r['miou_delta_points']:+.2f} | {100 * r['pixel_agreement']:.2f} % | "
+                     f"{_fps(r['fps_batch1'])} | {r['best_fps']:.2f} ({r['best_batch']}) |")
+    names = list(rows[0]["per_class_iou"])
+    lines += ["", "| class | " + " | ".join(f"`{Path(r['engine']).stem}`" for r in rows) + " |",
+              "|---|" + "---:|" * len(rows)]
+    for cls in names:
+        cells = [r["per_class_iou"].get(cls) for r in rows]
+        lines.append(f"| {cls} | " + " | ".join("n/a" if c is None else f"{c:.3f}"
+                                                 for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict, path: Path | str) -> Path:
+    """FPS (best batch) against mIoU, one labelled point per engine, as a PNG."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise MissingDependency('--plot needs matplotlib: pip install "rtseg[plot]"') from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for r in result["engines"]:
+        ax.scatter(r["best_fps"], 100 * r["miou"], s=40)
+        ax.annotate(f"{Path(r['engine']).stem} ({r['precision']}, b{r['best_batch']})",
+                    (r["best_fps"], 100 * r["miou"]), textcoords="offset points",
+                    xytext=(5, 4), fontsize=8)
+    first = result["engines"][0]
+    ax.set_xlabel(f"frames per second, best batch ({first['backend']} on {first['device']})")
+    ax.set_ylabel(f"mIoU (%), {result['dataset']} {result['split']}")
+    ax.set_title("speed vs accuracy")
+    ax.grid(alpha=0.3)
+    ax.margins(0.25)
+    fig.tight_layout()
+    try:
+        return write_via_temp(path, lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)
