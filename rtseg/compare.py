@@ -146,7 +146,7 @@ def to_markdown(result: dict) -> str:
                      f"{r['miou_delta_points']:+.2f} | {100 * r['pixel_agreement']:.2f} % | "
                      f"{_fps(r['fps_batch1'])} | {r['best_fps']:.2f} ({r['best_batch']}) |")
     names = list(rows[0]["per_class_iou"])
-    lines += ["", "| class | " + " | ".join(f"`{Path(r['engine']).stem}`" for r in rows) + " |",
+    lines += ["", "| class | " + " | ".join(f"`{Path(r['engine']).name}`" for r in rows) + " |",
               "|---|" + "---:|" * len(rows)]
     for cls in names:
         cells = [r["per_class_iou"].get(cls) for r in rows]

@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 
 from rtseg.data import (CAMVID, CITYSCAPES, EvalTransform, SegmentationDataset,
-                        TrainTransform, cityscapes_label_lut, find_pairs)
+                        TrainTransform, cityscapes_label_lut, find_pairs, get_spec)
+from rtseg.data.transforms import resize_labels, upsample_nearest
 from rtseg.errors import BadInput
+from rtseg.visualize import colorize, palette_lut
 
 
 @pytest.mark.parametrize("split,count", [("train", 367), ("val", 101)])
@@ -90,3 +92,26 @@ def test_size_mismatch_is_bad_input(tmp_path):
 def test_camvid_spec_matches_data_readme():
     assert CAMVID.num_classes == 11 and CAMVID.ignore_index == 11
     assert CAMVID.palette[3] == (128, 64, 128) and CAMVID.class_names[3] == "Road"
+
+
+@pytest.mark.parametrize("src, dst", [((64, 96), (360, 480)), ((192, 256), (1080, 1920)),
+                                      ((352, 480), (1080, 1920)), ((45, 61), (97, 300)),
+                                      ((360, 480), (352, 480)), ((100, 100), (40, 250)),
+                                      ((7, 3), (7, 3)), ((512, 1024), (1024, 2048))])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_fast_nearest_upsampling_equals_opencv_bit_for_bit(src, dst, channels):
+    rng = np.random.default_rng(src[0] * 7 + dst[1])
+    shape = src if channels == 1 else (*src, 3)
+    image = rng.integers(0, 256, shape, dtype=np.uint8)
+    expected = cv2.resize(image, dst[::-1], interpolation=cv2.INTER_NEAREST)
+    got = upsample_nearest(image, dst)
+    assert got.shape == expected.shape and np.array_equal(got, expected)
+    if channels == 1:
+        assert np.array_equal(resize_labels(image, dst), expected)
+
+
+def test_colorize_maps_every_id_through_the_palette():
+    lut = palette_lut(get_spec("camvid").palette)
+    labels = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    assert np.array_equal(colorize(labels, lut), lut[labels])
+    assert np.array_equal(colorize(labels[:, ::2], lut), lut[labels[:, ::2]])  # a strided view

@@ -84,8 +84,9 @@ def bench_(
     compare: bool = typer.Option(
         False, "--compare", help="Compare the ENGINES given as arguments: mIoU on --data-root's "
                                  "split, pixel agreement with the first, FPS per batch."),
-    engines: Optional[list[Path]] = typer.Argument(
-        None, help="With --compare: engine files, the reference (e.g. the fp32 export) first."),
+    engines: Optional[list[str]] = typer.Argument(
+        None, help="With --compare: engine files, the reference (e.g. the fp32 export) first; "
+                   "FILE.safetensors@bf16 runs that one in bf16 (any --precision value)."),
     dataset: Optional[Dataset] = typer.Option(
         None, help="With --compare: label set of --data-root (default: the engines')."),
     data_root: Optional[Path] = typer.Option(
@@ -149,7 +150,7 @@ def _check_source(source: str) -> None:
         raise BadInput(f"--source {source}: no such file or directory")
 
 
-def _check_compare_flags(compare: bool, engines: Optional[list[Path]], engine: Optional[Path],
+def _check_compare_flags(compare: bool, engines: Optional[list[str]], engine: Optional[Path],
                          source: Optional[str], data_root: Optional[Path],
                          limit: Optional[int]) -> None:
     """--compare takes engine files as arguments and a labelled --data-root, nothing else."""
@@ -169,12 +170,24 @@ def _check_compare_flags(compare: bool, engines: Optional[list[Path]], engine: O
         raise BadInput(f"--data-root {data_root}: no such directory")
     if limit is not None and limit < 1:
         raise BadInput(f"--limit {limit} must be at least 1")
-    missing = [str(p) for p in engines if not p.is_file()]
-    if missing:
-        raise BadInput(f"engine file not found: {missing[0]}")
+    for spec in engines:
+        path, _ = split_engine_spec(spec, "auto")
+        if not path.is_file():
+            raise BadInput(f"engine file not found: {path}")
 
 
-def _compare(engines: list[Path], dataset: Optional[Dataset], data_root: Path, split: str,
+def split_engine_spec(spec: str, precision: str) -> tuple[Path, str]:
+    """``"m.safetensors@bf16"`` → (m.safetensors, "bf16"); without ``@PRECISION`` the
+    command's ``--precision``."""
+    from rtseg.backends import PRECISIONS
+
+    path, _, suffix = spec.rpartition("@")
+    if path and suffix in PRECISIONS:
+        return Path(path), suffix
+    return Path(spec), precision
+
+
+def _compare(engines: list[str], dataset: Optional[Dataset], data_root: Path, split: str,
              limit: Optional[int], batches: list[int], iters: int, warmup: int, device: str,
              precision: str, json_path: Optional[Path], markdown: Optional[Path],
              plot: Optional[Path]) -> None:
@@ -185,9 +198,10 @@ def _compare(engines: list[Path], dataset: Optional[Dataset], data_root: Path, s
     from rtseg.compare import compare, plot as plot_png, to_markdown
 
     with ExitStack() as stack:
-        backends = [stack.enter_context(open_engine(p, device, precision)) for p in engines]
+        specs = [split_engine_spec(spec, precision) for spec in engines]
+        backends = [stack.enter_context(open_engine(path, device, prec)) for path, prec in specs]
         name = dataset.value if dataset is not None else backends[0].metadata.dataset
-        result = compare(backends, [str(p) for p in engines], name, data_root, split, limit,
+        result = compare(backends, list(engines), name, data_root, split, limit,
                          batches, iters, warmup, on_progress=log)
     if json_path:
         write_json(json_path, result)

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from rtseg.backends import Backend
-from rtseg.data.transforms import resize_frame, resize_labels
+from rtseg.data.transforms import resize_frame, resize_labels, upsample_nearest
 from rtseg.pipeline.queues import END, get, put
 from rtseg.pipeline.sources import Frame
 from rtseg.pipeline.stats import RunStats
@@ -112,7 +112,7 @@ class Overlay:
         h, w = image.shape[:2]
         # Colouring at network size then resizing nearest gives exactly the colours of the
         # full-size label map, at a fraction of the cost.
-        colours = cv2.resize(colorize(labels, self.lut), (w, h), interpolation=cv2.INTER_NEAREST)
+        colours = upsample_nearest(colorize(labels, self.lut), (h, w))
         out = blend(image, colours, self.alpha)
         if self.show_legend:
             legend = self._legend_patch(h, w)
