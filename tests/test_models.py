@@ -130,3 +130,12 @@ def test_imagenet_download_failure_is_one_clear_error(monkeypatch):
     for name in ("unet_r50", "segnet_vgg16"):
         with pytest.raises(BadInput, match="could not download ImageNet weights.*--encoder-weights"):
             build_model(name, 11, encoder_weights="imagenet")
+
+
+def test_flops_count_a_convolution_exactly_and_scale_with_pixels():
+    from rtseg.models.flops import count_flops
+
+    conv = torch.nn.Conv2d(3, 8, 3, padding=1, bias=False)
+    assert count_flops(conv, (10, 12)) == 2 * 3 * 8 * 9 * 10 * 12
+    net = build_model("segnet_r50", 11)
+    assert count_flops(net, (64, 128)) == pytest.approx(2 * count_flops(net, (64, 64)), rel=0.02)
