@@ -58,9 +58,11 @@ def validate(batches: Sequence[int], iters: int, warmup: int = 0, rounds: int = 
         raise BadInput(f"--max-frames {max_frames} must be at least 1")
 
 
-def source_frames(source: str | Path, input_size: tuple[int, int], count: int) -> np.ndarray:
-    """Up to ``count`` frames of ``source``, resized to the engine input: uint8 [N, H, W, 3]."""
-    src, stop, frames = open_source(source), threading.Event(), []
+def source_frames(source: str | Path, input_size: tuple[int, int], count: int,
+                  on_message: Progress | None = None) -> np.ndarray:
+    """Up to ``count`` frames of ``source``, resized to the engine input: uint8 [N, H, W, 3].
+    ``on_message`` hears the source's warnings (unreadable frames skipped, reconnects)."""
+    src, stop, frames = open_source(source, on_message=on_message), threading.Event(), []
     try:
         while len(frames) < count:
             got = src.read(stop)
@@ -168,7 +170,8 @@ def bench(backend: Backend, source: str | Path | None = None, batches: Sequence[
     pipeline_batch, sizes = batches[0], sorted(set(batches))
     size = backend.input_size
     count = max(POOL, max(sizes))
-    pool = source_frames(source, size, count) if source is not None else random_frames(size, count)
+    pool = (source_frames(source, size, count, say) if source is not None
+            else random_frames(size, count))
 
     def sweep() -> list[dict]:
         out = []
@@ -205,7 +208,7 @@ def _pipeline_rounds(backend: Backend, source: str, pool: np.ndarray, first_alon
             say(f"round {r + 1}/{rounds}: engine alone, batch {batch}")
             alone = on_worker(lambda: time_engine(backend, pool, batch, iters))
         say(f"round {r + 1}/{rounds}: pipeline on {source}, batch {batch}")
-        src = open_source(source)  # the pipeline owns and closes it
+        src = open_source(source, on_message=say)  # the pipeline owns and closes it
         limit = LIVE_FRAMES if max_frames is None and src.live else max_frames
         out = run(src, backend, batch=batch, max_frames=limit, output=output)
         if out["interrupted"]:  # Ctrl-C: a partial run is no measurement

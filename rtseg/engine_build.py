@@ -226,12 +226,12 @@ def build_engine(onnx_path: str | Path, out_path: str | Path, *, precision: str 
     onnx_path, out_path = Path(onnx_path), Path(out_path)
     if workspace_gb <= 0:
         raise BadInput(f"--workspace must be positive, got {workspace_gb}")
+    meta, model = read_onnx_metadata(onnx_path)  # the input's faults first, on any machine
+    shapes = profile_shapes(meta.input_size, max_batch, opt_batch)
     trt = import_tensorrt()
     trt_version = trt.__version__
     device_index = require_cuda()
-    meta, model = read_onnx_metadata(onnx_path)
     plan = plan_build(tensorrt_major(trt_version), meta.precision, precision)
-    shapes = profile_shapes(meta.input_size, max_batch, opt_batch)
     compat = tensorrt_compat_problems(model)
     del model  # TensorRT parses its own copy; don't hold two in memory
     for problem in compat:

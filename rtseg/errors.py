@@ -4,6 +4,8 @@
 class RtsegError(Exception):
     """Base class of every error rtseg raises on purpose."""
 
+    result: dict | None = None  # a pipeline run that failed: its run JSON up to the failure
+
 
 class BadInput(RtsegError):
     """The user handed us something we cannot use (file, flag, data). CLI exit code 2."""

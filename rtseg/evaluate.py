@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -9,7 +10,7 @@ import cv2
 import numpy as np
 
 from rtseg.backends import Backend
-from rtseg.data import find_pairs, get_spec
+from rtseg.data import check_pair_sizes, find_pairs, get_spec
 from rtseg.errors import BadInput
 from rtseg.metrics import ConfusionMatrix
 from rtseg.scoring import eval_loader, score
@@ -32,19 +33,36 @@ def write_grid_png(path: Path, image_bgr: np.ndarray, truth: np.ndarray, pred: n
         raise BadInput(f"cannot write {path}")
 
 
+def first_missing(path: Path) -> Path | None:
+    """The outermost directory on the way to ``path`` that does not exist yet (what
+    ``mkdir(parents=True)`` would create first); None when ``path`` exists."""
+    missing = None
+    for p in (path, *path.parents):
+        if p.exists():
+            break
+        missing = p
+    return missing
+
+
 def evaluate(backend: Backend, dataset: str, data_root: Path | str, split: str = "val",
              batch_size: int = 4, limit: int | None = None, grid_dir: Path | None = None,
              workers: int = 0, on_batch: Callable[[int], None] | None = None) -> dict:
-    """Score ``backend`` on a split; returns the contract's eval JSON (minus ``engine``)."""
+    """Score ``backend`` on a split; returns the contract's eval JSON (minus ``engine``).
+
+    A ``grid_dir`` this call creates is removed again if scoring fails (a bad image, say),
+    so a failed eval leaves no half-written grid behind.
+    """
     check_engine_matches(backend, dataset)
     spec = get_spec(dataset)
     pairs = find_pairs(dataset, data_root, split)[:limit]
+    check_pair_sizes(pairs)
     loader = eval_loader(pairs, dataset, backend.input_size, batch_size, workers)
     matrix = ConfusionMatrix(spec.num_classes, spec.ignore_index)
 
-    grid = None
+    grid, created = None, None
     if grid_dir is not None:
         grid_dir = Path(grid_dir)
+        created = first_missing(grid_dir)
         grid_dir.mkdir(parents=True, exist_ok=True)
         lut = palette_lut(backend.metadata.palette)
 
@@ -53,7 +71,12 @@ def evaluate(backend: Backend, dataset: str, data_root: Path | str, split: str =
             image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
             write_grid_png(grid_dir / f"{image_path.stem}.png", image, truth, pred, lut)
 
-    score(backend, loader, matrix, on_batch, grid)
+    try:
+        score(backend, loader, matrix, on_batch, grid)
+    except Exception:  # not on Ctrl-C: the grids written so far are kept then
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
     iou = matrix.iou()
     return {
         "miou": matrix.miou(),

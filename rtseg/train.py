@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,7 +24,8 @@ from tqdm import tqdm
 
 from rtseg import distributed as ddp
 from rtseg.backends.torch_backend import TorchBackend, resolve_device
-from rtseg.data import SegmentationDataset, TrainTransform, find_pairs, get_spec, read_label
+from rtseg.data import (SegmentationDataset, TrainTransform, check_pair_sizes, find_pairs,
+                        get_spec, read_label)
 from rtseg.data.classes import IMAGENET_MEAN, IMAGENET_STD, engine_metadata
 from rtseg.data.transforms import seed_worker
 from rtseg.errors import BadInput
@@ -34,6 +37,7 @@ from rtseg.models.registry import check_input_size
 from rtseg.scoring import eval_loader, score
 
 STATE_FILE = "train_state.pt"
+STATE_KEYS = ("net", "optimizer", "epoch", "step", "best_miou", "history")
 
 
 @dataclass
@@ -185,6 +189,23 @@ def _save_state(path: Path, segmenter: Segmenter, optimizer, epoch: int, step: i
     write_via_temp(path, lambda tmp: torch.save(state, tmp))
 
 
+def load_state(path: Path, device: torch.device) -> dict:
+    """The resumable state ``_save_state`` wrote. ``weights_only=True``: tensors, numbers and
+    strings only — a pickle carrying code is refused, never run; BadInput for that or any
+    other file that is not such a state."""
+    try:
+        with warnings.catch_warnings():  # torch's pickle-protocol notice: noise here
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError) as exc:
+        raise BadInput(f"--resume: {path} cannot be loaded as a training state "
+                       f"({type(exc).__name__}: corrupt, or not written by rtseg train; pickled "
+                       "code is never run)") from None
+    if not isinstance(state, dict) or any(k not in state for k in STATE_KEYS):
+        raise BadInput(f"--resume: {path} is not a training state written by rtseg train")
+    return state
+
+
 def train(cfg: TrainConfig, log: Callable[[str], None] = lambda s: None,
           show_progress: bool = False) -> dict:
     """Train ``cfg.model``; writes best/last safetensors, the resumable state and history.json.
@@ -202,7 +223,10 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = lambda s: None,
         raise BadInput("--epochs and --batch-size must be at least 1")
     train_pairs = find_pairs(cfg.dataset, cfg.data_root, "train")[:cfg.train_limit]
     val_pairs = find_pairs(cfg.dataset, cfg.data_root, "val")[:cfg.val_limit]
+    check_pair_sizes(train_pairs + val_pairs)
     out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"--out {out}: exists and is not a directory")
     state_path = out / STATE_FILE
     if cfg.resume and not state_path.is_file():
         raise BadInput(f"--resume: no {STATE_FILE} in {out}")
@@ -215,8 +239,6 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = lambda s: None,
         torch.manual_seed(cfg.seed + info.rank)
         np.random.seed(cfg.seed + info.rank)
         amp = device.type == "cuda" if cfg.amp is None else cfg.amp
-        if info.is_main:
-            out.mkdir(parents=True, exist_ok=True)
         metadata = _metadata(cfg, input_size, crop, info.world_size, device, amp)
 
         segmenter = Segmenter(build_model(name, spec.num_classes, cfg.encoder_weights),
@@ -234,7 +256,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = lambda s: None,
         run_id = {"model": name, "dataset": spec.name, "num_classes": spec.num_classes}
         start_epoch, step, best, history = 0, 0, -1.0, []
         if cfg.resume:
-            state = torch.load(state_path, map_location=device, weights_only=True)
+            state = load_state(state_path, device)
             saved = json.loads(state.get("run", "{}"))
             if saved and saved != run_id:
                 raise BadInput(f"--resume: {state_path} is a {saved['model']} run on "
@@ -254,7 +276,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = lambda s: None,
         loader, sampler = make_train_loader(train_pairs, cfg, crop, input_size,
                                             spec.ignore_index, info, start_epoch)
         total_steps = cfg.epochs * len(loader)
-        if info.is_main:
+        if info.is_main:  # only now: bad input found above leaves no directory behind
+            out.mkdir(parents=True, exist_ok=True)
             log(f"training {name} on {spec.name}: {len(train_pairs)} train / {len(val_pairs)} "
                 f"val images, crop {crop[0]}x{crop[1]}, input {input_size[0]}x{input_size[1]}, "
                 f"{info.world_size} process(es) on {device.type}, amp={'bf16' if amp else 'off'}")

@@ -73,6 +73,7 @@ def build_engine(
         raise BadInput(f"--out {out.name}: the file name must end in .plan or .engine")
     if not onnx_file.is_file():
         raise BadInput(f"--onnx {onnx_file}: file not found")
+    ensure_parent(out, "--out")
     from rtseg.engine_build import build_engine as run_build
 
     result = run_build(onnx_file, out, precision="fp16" if fp16 else "fp32",

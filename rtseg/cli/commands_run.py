@@ -11,7 +11,8 @@ from typing import Optional
 
 import typer
 
-from rtseg.cli.common import PRECISION_HELP, Device, Precision, app, ensure_parent, write_json
+from rtseg.cli.common import (PRECISION_HELP, Device, Precision, app, ensure_output_dir,
+                              ensure_parent, write_json)
 from rtseg.errors import BadInput, RtsegError
 
 ENGINES_DIR = Path(__file__).resolve().parents[2] / "engines"
@@ -35,9 +36,9 @@ def default_engine(directory: Path = ENGINES_DIR) -> Path:
 class StatusLine:
     """The live status line on stderr: rewritten in place on a terminal, else every 5 s."""
 
-    def __init__(self, stream=sys.stderr):
-        self.stream = stream
-        self.tty = stream.isatty()
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr  # looked up now: stderr may have been redirected
+        self.tty = self.stream.isatty()
         self.last = time.monotonic()  # not a tty (a log): first line after 5 s
         self.open = False
 
@@ -137,6 +138,7 @@ def run_(
     from rtseg.backends import open_engine
     from rtseg.pipeline import Pipeline, open_source
 
+    quiet_opencv()
     status = StatusLine()
     with open_engine(engine, device.value, precision.value) as backend:
         src = open_source(source, fps, config.reconnect, status.message)
@@ -160,6 +162,17 @@ def run_(
         raise typer.Exit(130)
 
 
+def quiet_opencv() -> None:
+    """OpenCV's own warnings off (``[ WARN:0] ... FFmpeg: Failed to write frame`` on a full
+    disk), unless --debug: rtseg reports what failed itself, in one line."""
+    from rtseg.cli.common import DEBUG
+
+    if not DEBUG["on"]:
+        import cv2
+
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
 def write_failed_run(json_path: Path | None, engine: Path, error: RtsegError) -> None:
     """The run JSON of a run a stage failure ended (``error.result``: the frames written,
     ``ended_by``, ``error``), when ``--json`` asked for one. Best effort: on a full disk the
@@ -173,6 +186,7 @@ def write_failed_run(json_path: Path | None, engine: Path, error: RtsegError) ->
 def _check_paths(source: str, labels: Optional[Path], output: Optional[Path],
                  masks: Optional[Path], json_path: Optional[Path], show: bool) -> None:
     """The cheap checks, before an engine is loaded."""
+    from rtseg.pipeline.scoring import check_labels
     from rtseg.pipeline.sinks import check_display
     from rtseg.pipeline.sources import is_stream_url
 
@@ -188,6 +202,7 @@ def _check_paths(source: str, labels: Optional[Path], output: Optional[Path],
         if not (is_file_source and Path(source).is_dir()):
             raise BadInput("--labels needs --source to be a directory of frames (labels are "
                            f"matched by file name); {source} is a video or a stream")
+        check_labels(labels, source)
     ensure_parent(output, "--output")
     ensure_parent(json_path, "--json")
-    ensure_parent(masks, "--masks")
+    ensure_output_dir(masks, "--masks")

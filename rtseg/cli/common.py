@@ -78,6 +78,19 @@ def ensure_parent(path: Optional[Path], flag: str) -> None:
         raise BadInput(f"{flag} {path}: directory {path.parent} is not writable")
 
 
+def ensure_output_dir(path: Path | None, flag: str) -> None:
+    """An output directory (``--masks``): its parent must exist; it may exist already, as a
+    directory. Checked before any work, like ``ensure_parent``."""
+    if path is None:
+        return
+    if not path.parent.is_dir():
+        raise BadInput(f"{flag} {path}: directory {path.parent} does not exist")
+    if path.exists() and not path.is_dir():
+        raise BadInput(f"{flag} {path}: exists and is not a directory")
+    if not os.access(path if path.exists() else path.parent, os.W_OK):
+        raise BadInput(f"{flag} {path}: not writable")
+
+
 def log(message: str) -> None:
     """Progress and status go to stderr; results go to stdout."""
     print(message, file=sys.stderr, flush=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -76,6 +77,30 @@ def read_image(path: Path) -> np.ndarray:
     if image is None:
         raise BadInput(f"cannot read image {path}")
     return image
+
+
+def png_size(path: Path) -> tuple[int, int] | None:
+    """(H, W) from a PNG's header without decoding it; None for other formats (or a file
+    too short to say)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(24)
+    except OSError:
+        return None
+    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    w, h = struct.unpack(">II", head[16:24])
+    return h, w
+
+
+def check_pair_sizes(pairs: Sequence[tuple[Path, Path]], what: str = "image") -> None:
+    """BadInput for the first pair whose label size differs from its image's, read from the
+    PNG headers (cheap: nothing is decoded), so a bad pair stops a run before it starts."""
+    for image, label in pairs:
+        image_hw, label_hw = png_size(image), png_size(label)
+        if image_hw and label_hw and image_hw != label_hw:
+            raise BadInput(f"label {label.name} is {label_hw[1]}×{label_hw[0]} but {what} "
+                           f"{image.name} is {image_hw[1]}×{image_hw[0]}")
 
 
 def read_label(path: Path, dataset: str) -> np.ndarray:

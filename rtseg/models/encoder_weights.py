@@ -8,6 +8,8 @@ safetensors, or a ``.pth``/``.pt`` state dict through ``torch.load(weights_only=
 
 from __future__ import annotations
 
+import pickle
+import warnings
 from pathlib import Path
 
 import torch
@@ -24,7 +26,13 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         if path.suffix == ".safetensors":
             state = load_file(str(path), device="cpu")
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch's pickle-protocol notice: noise here
+                warnings.simplefilter("ignore", UserWarning)
+                state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch's own text suggests weights_only=False: never
+        raise BadInput(f"cannot read encoder weights {path}: it holds more than tensors and "
+                       "pickled code is never run; save a plain state dict with "
+                       "safetensors.torch.save_file") from None
     except Exception as exc:  # any parse failure is the file's fault, not ours
         raise BadInput(f"cannot read encoder weights {path}: {str(exc).splitlines()[0]}") from None
     if isinstance(state, dict) and "state_dict" in state:

@@ -12,7 +12,8 @@ from typing import Optional
 
 import numpy as np
 
-from rtseg.data import get_spec, read_label
+from rtseg.data import get_spec, png_size, read_label
+from rtseg.data.datasets import IMAGE_SUFFIXES
 from rtseg.errors import BadInput
 from rtseg.metrics import ConfusionMatrix
 from rtseg.pipeline.sources import Frame
@@ -27,6 +28,37 @@ def label_name(frame_name: str, dataset: str) -> str:
             return stem[: -len("_leftImg8bit")] + "_gtFine_labelIds.png"
         return stem + "_gtFine_labelIds.png"
     return frame_name
+
+
+def index_labels(labels_dir: Path) -> dict[str, Path]:
+    """Label PNGs under ``labels_dir`` (searched recursively) by file name, first one wins."""
+    index: dict[str, Path] = {}
+    for path in sorted(labels_dir.rglob("*.png")):
+        index.setdefault(path.name, path)
+    return index
+
+
+def check_labels(labels_dir: Path | str, frames_dir: Path | str) -> None:
+    """Before a run: ``labels_dir`` must hold label PNGs, at least one named after a frame of
+    ``frames_dir`` (either data set's naming, as the engine is not known yet), and every
+    matched label must be the size of its frame (read from PNG headers, nothing decoded)."""
+    labels_dir, frames_dir = Path(labels_dir), Path(frames_dir)
+    index = index_labels(labels_dir)
+    if not index:
+        raise BadInput(f"--labels {labels_dir}: no label PNGs found")
+    frames = sorted(p for p in frames_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    pairs = [(f, index[n]) for f in frames
+             for n in dict.fromkeys(label_name(f.name, d) for d in ("camvid", "cityscapes"))
+             if n in index]
+    if not pairs:
+        raise BadInput(f"--labels {labels_dir}: no label file name matches a frame in "
+                       f"{frames_dir} (CamVid: the same name; Cityscapes: "
+                       "X_gtFine_labelIds.png for X_leftImg8bit.png)")
+    for frame, label in pairs:
+        frame_hw, label_hw = png_size(frame), png_size(label)
+        if frame_hw and label_hw and frame_hw != label_hw:
+            raise BadInput(f"label {label.name} is {label_hw[1]}×{label_hw[0]} but frame "
+                           f"{frame.name} is {frame_hw[1]}×{frame_hw[0]}")
 
 
 class LiveScorer:
@@ -47,9 +79,7 @@ class LiveScorer:
         self.dataset = spec.name
         self.class_names = list(spec.class_names)
         self.matrix = ConfusionMatrix(spec.num_classes, spec.ignore_index)
-        self.index: dict[str, Path] = {}
-        for path in sorted(labels_dir.rglob("*.png")):
-            self.index.setdefault(path.name, path)
+        self.index = index_labels(labels_dir)
         if not self.index:
             raise BadInput(f"--labels {labels_dir}: no label PNGs found")
         self.scored = 0

@@ -7,9 +7,11 @@ finalised on every way out of a run (end of stream, Ctrl-C, an error elsewhere).
 
 from __future__ import annotations
 
+import errno
 import os
 import queue
 import re
+import shutil
 import sys
 import threading
 import time
@@ -36,11 +38,40 @@ class Sink(ABC):
         """Finalise (called once, on the writer thread, however the run ends)."""
 
 
+FULL_BYTES = 1 << 20  # a file system with less free space than this counts as full
+
+
+def write_error(path: Path, what: str) -> OSError:
+    """The OSError for a write to ``path`` that failed without saying why (OpenCV's video
+    writer only returns False): ENOSPC when its file system is (nearly) full, else EIO."""
+    try:
+        full = shutil.disk_usage(path.parent).free < FULL_BYTES
+    except OSError:
+        full = False
+    code = errno.ENOSPC if full else errno.EIO
+    return OSError(code, f"cannot write {what} to {path}: {os.strerror(code)}")
+
+
+def decodable_frames(path: Path) -> int:
+    """How many frames the container at ``path`` says it holds (-1: it cannot be opened).
+    Reads the header only (the mp4 index), not the frames; FFmpeg first, as it wrote it."""
+    for api in (cv2.CAP_FFMPEG, cv2.CAP_ANY):
+        cap = cv2.VideoCapture(str(path), api)
+        try:
+            if cap.isOpened():
+                return int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        finally:
+            cap.release()
+    return -1
+
+
 class VideoSink(Sink):
     """An mp4 (MPEG-4 part 2, fourcc ``mp4v``) at the source's rate and frame size.
 
-    Written to a hidden ``.NAME.partial.mp4`` beside the target and renamed on ``close``,
-    so the file at ``path`` is always a finalised, playable video.
+    Written to a hidden ``.NAME.partial.mp4`` beside the target and renamed on ``close``
+    once the finalised file is checked to hold every frame written, so the file at ``path``
+    is always a complete, playable video. A write that fails (a full disk) raises OSError;
+    the partial file is then removed on ``close``, never published.
     """
 
     def __init__(self, path: Path | str, fps: float, size: Optional[tuple[int, int]] = None):
@@ -52,6 +83,8 @@ class VideoSink(Sink):
         self.fps = float(fps)
         self.size: Optional[tuple[int, int]] = None
         self.writer: Optional[cv2.VideoWriter] = None
+        self.frames = 0  # frames the writer accepted
+        self.failed = False  # a write failed: the partial file is not published
         if size is not None:
             self._open(size)
 
@@ -70,13 +103,25 @@ class VideoSink(Sink):
         h, w = self.size
         if image.shape[:2] != (h, w):  # frame directories may mix sizes; a video has one
             image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
-        self.writer.write(image)
+        if self.writer.write(image) is False:  # OpenCV ≥ 5 reports a failed write
+            self.failed = True
+            raise write_error(self.partial, f"frame {self.frames} of the video")
+        self.frames += 1
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.release()
-            self.writer = None
+        """Finalise; publish the video if it holds every frame, else remove it and raise."""
+        if self.writer is None:
+            return
+        self.writer.release()
+        self.writer = None
+        found = decodable_frames(self.partial) if self.frames and not self.failed else 0
+        if not self.failed and found >= self.frames:
             os.replace(self.partial, self.path)
+            return
+        self.partial.unlink(missing_ok=True)
+        if not self.failed:  # release failed (no room for the mp4 index, say)
+            raise write_error(self.partial, f"the end of the video ({max(found, 0)} of "
+                                            f"{self.frames} frames readable; removed)")
 
 
 _UNSAFE = re.compile(r"[^\w.\-]+")
@@ -105,9 +150,23 @@ class MaskSink(Sink):
         return path
 
     def write(self, item: Rendered) -> None:
+        """Encode in memory, then write with Python's I/O, so a full disk raises OSError
+        (ENOSPC) rather than leaving a truncated PNG; a partly written file is removed."""
         path = self.path_for(item.frame.name, item.frame.index)
-        if not cv2.imwrite(str(path), item.labels):
-            raise BadInput(f"cannot write mask {path}")
+        ok, png = cv2.imencode(".png", item.labels)
+        if not ok:
+            raise RuntimeError(f"cannot encode mask {path.name} as PNG")
+        try:
+            save_bytes(path, png)
+        except OSError as exc:  # name the file: a failed write() does not
+            path.unlink(missing_ok=True)
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+
+
+def save_bytes(path: Path, data) -> None:
+    """Write ``data`` to ``path`` (a module function, so tests can make the disk fill up)."""
+    with open(path, "wb") as f:
+        f.write(data)
 
 
 def check_display() -> None:

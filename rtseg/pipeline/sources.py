@@ -16,6 +16,7 @@ of times (:class:`ReconnectPolicy`); after that the source ends cleanly, like a 
 from __future__ import annotations
 
 import math
+import os
 import queue
 import threading
 import time
@@ -37,6 +38,10 @@ STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv",
                   ".ts", ".flv", ".gif")
 DEFAULT_FPS = 25.0  # when a source does not say (frame directories, some cameras)
+# FFmpeg (inside OpenCV) prints its own complaints about a broken file ("moov atom not
+# found") straight to stderr; rtseg says what went wrong in one line instead. Read when
+# OpenCV first opens a video; OPENCV_FFMPEG_LOGLEVEL=16 shows FFmpeg's errors again.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 Message = Callable[[str], None]
 
@@ -91,21 +96,35 @@ def _fps_of(cap: cv2.VideoCapture) -> float:
 
 
 class VideoFileSource(Source):
-    """A video file (or a URL naming one): every frame in order; names are frame indices."""
+    """A video file (or a URL naming one): every frame in order; names are frame indices.
+
+    The first frame is decoded on opening, so a file that opens but holds no decodable
+    frame (cut off, empty) is BadInput here rather than a run of zero frames.
+    """
 
     def __init__(self, path: Path | str):
         self.description = str(path)
         self.cap = cv2.VideoCapture(str(path))
         if not self.cap.isOpened():
             raise BadInput(f"cannot open video {path} (not a video OpenCV/FFmpeg can decode)")
+        ok, self.first = self.cap.read()
+        if not ok:
+            self.cap.release()
+            raise BadInput(f"video {path} has no decodable frame (empty, truncated or corrupt)")
         self.fps = _fps_of(self.cap)
-        w, h = (int(self.cap.get(p)) for p in (cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT))
-        self.size = (h, w) if h > 0 and w > 0 else None
+        self.size = self.first.shape[:2]
+        self.expected = int(max(self.cap.get(cv2.CAP_PROP_FRAME_COUNT), 0))
         self.index = 0
 
     def read(self, stop):
-        ok, image = self.cap.read()
+        image, self.first = self.first, None
+        ok = image is not None
         if not ok:
+            ok, image = self.cap.read()
+        if not ok:
+            if self.index < 0.9 * self.expected:  # frame counts of some containers are estimates
+                self.ended_by = (f"video ended at frame {self.index} of {self.expected}: "
+                                 "truncated or corrupt file?")
             return None
         name = f"{self.index:06d}"
         self.index += 1
@@ -116,11 +135,16 @@ class VideoFileSource(Source):
 
 
 class DirectorySource(Source):
-    """Image files of a directory in file-name order; ``fps`` is what the output video gets."""
+    """Image files of a directory in file-name order; ``fps`` is what the output video gets.
+
+    A file that cannot be decoded is skipped, with a warning through ``on_message``, and the
+    run goes on; a directory with no decodable frame at all is BadInput.
+    """
 
     file_names = True
 
-    def __init__(self, directory: Path | str, fps: float | None = None):
+    def __init__(self, directory: Path | str, fps: float | None = None,
+                 on_message: Message | None = None):
         directory = Path(directory)
         self.description = str(directory)
         self.files = sorted((p for p in directory.iterdir()
@@ -129,14 +153,35 @@ class DirectorySource(Source):
         if not self.files:
             raise BadInput(f"no frames ({', '.join(IMAGE_SUFFIXES)}) in directory {directory}")
         self.fps = float(fps or DEFAULT_FPS)
-        self.position = 0
+        self.position, self.skipped = 0, 0
+        held: list[str] = []  # warnings wait until a frame was found: else one error line
+        self.on_message = held.append
+        self.pending = self._next_readable()
+        if self.pending is None:
+            raise BadInput(f"none of the {len(self.files)} frames in {directory} could be read "
+                           "as an image (corrupt or not images)")
+        self.on_message = on_message or (lambda _m: None)
+        for message in held:
+            self.on_message(message)
+
+    def _next_readable(self) -> tuple[np.ndarray, str, Path] | None:
+        """The next frame that decodes, skipping (and reporting) those that do not."""
+        while self.position < len(self.files):
+            path = self.files[self.position]
+            self.position += 1
+            try:
+                return read_image(path), path.stem, path
+            except BadInput:
+                self.skipped += 1
+                self.on_message(f"warning: skipping unreadable frame {path} (not an image "
+                                "OpenCV can decode)")
+        if self.skipped:
+            self.ended_by = f"end of frames ({self.skipped} unreadable skipped)"
+        return None
 
     def read(self, stop):
-        if self.position >= len(self.files):
-            return None
-        path = self.files[self.position]
-        self.position += 1
-        return read_image(path), path.stem, path
+        got, self.pending = self.pending, None
+        return got if got is not None else self._next_readable()
 
 
 class LiveSource(Source):
@@ -204,6 +249,7 @@ def open_source(spec: str | Path, fps: float | None = None,
     ``spec``: a video file, a directory of frames, a camera index (``"0"``), or an
     ``rtsp://`` / ``http(s)://`` URL (a URL ending in a video suffix is read like a file,
     every frame in order). ``fps`` sets the rate of frame directories (default 25).
+    ``on_message`` gets warnings: stream reconnects, unreadable frames skipped.
     """
     text = str(spec)
     if text.isdigit():
@@ -214,7 +260,7 @@ def open_source(spec: str | Path, fps: float | None = None,
         return LiveSource(text, reconnect, on_message)
     path = Path(text)
     if path.is_dir():
-        return DirectorySource(path, fps)
+        return DirectorySource(path, fps, on_message)
     if path.is_file():
         return VideoFileSource(path)
     raise BadInput(f"source not found: {text} (expected a video file, a directory of frames, "

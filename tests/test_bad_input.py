@@ -1,0 +1,717 @@
+"""Bad input, table-driven (issue 7, items 1 and 4).
+
+Every case runs one command of the CLI in-process on one kind of bad input — a source, an
+engine, a label set, a flag out of range, an output path, a name — and requires what the
+contract promises: exit code 2, exactly one non-empty line on stderr carrying a helpful
+fragment, no traceback, done within ``MAX_SECONDS``, and nothing left behind (the outputs
+the case points at do not exist and the working directory lists exactly as before).
+
+A second group checks that no pickle an rtseg flag points at is ever unpickled: a payload
+that would create a marker file, saved as ``.pt``, ``.pth`` and ``.safetensors``, is handed
+to ``--engine``, ``--checkpoint``, ``--encoder-weights`` and ``train --resume``.
+
+Inputs are made once per module, on first use, in one directory; cases name them as
+``{placeholder}`` (see :class:`Inputs`). Real frames and labels come from ``../shared/data``
+through conftest's fixtures, so cases that need them skip (or fail in CI) without it.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+import string
+import struct
+import time
+import warnings
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from rtseg.cli import main
+
+ENGINE_MODEL, ENGINE_HW = "unet_resnet18", (64, 96)
+MAX_SECONDS = 10.0
+FRAMES = 3  # real CamVid frames in the small frame directory and data root
+OUTPUT_FLAGS = ("--output", "--json", "--masks", "--markdown", "--out", "--grid",
+                "--triton-repo")
+
+
+# -- the inputs --------------------------------------------------------------------------------
+def random_bytes(path: Path, size: int = 4096, seed: int = 7) -> Path:
+    """``size`` seeded random bytes at ``path``."""
+    path.write_bytes(np.random.default_rng(seed).integers(0, 256, size, np.uint8).tobytes())
+    return path
+
+
+def noise_video(path: Path, frames: int = 30, size: tuple[int, int] = (64, 96)) -> Path:
+    """A real, decodable mp4 of random frames (noise compresses badly: the file is large)."""
+    h, w = size
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 10.0, (w, h))
+    rng = np.random.default_rng(0)
+    for _ in range(frames):
+        writer.write(rng.integers(0, 256, (h, w, 3), np.uint8))
+    writer.release()
+    return path
+
+
+def mp4_header_only(clip: Path, path: Path) -> Path:
+    """``clip`` cut just after its ``mdat`` box header: a complete ``moov`` (so the file
+    opens and claims its frames) and not one byte of frame data."""
+    data, offset = clip.read_bytes(), 0
+    while offset < len(data):
+        size, kind = struct.unpack(">I4s", data[offset:offset + 8])
+        if kind == b"mdat":
+            path.write_bytes(data[:offset + 8])
+            return path
+        offset += size
+    raise AssertionError(f"{clip} has no mdat box")
+
+
+def rewrite_metadata(engine: Path, path: Path, drop: tuple[str, ...] = (), **changes) -> Path:
+    """A copy of a .safetensors engine with header metadata keys dropped or changed."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(engine), framework="pt") as f:
+        meta = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
+    for key in drop:
+        meta.pop(key)
+    meta.update({k: json.dumps(v) for k, v in changes.items()})
+    save_file(tensors, str(path), metadata=meta)
+    return path
+
+
+def copy_pairs(camvid: Path, split: str, dst: Path, count: int, label_size=None,
+               label_prefix: str = "") -> list[str]:
+    """The first ``count`` CamVid frames of ``split`` into ``dst/split`` and their labels into
+    ``dst/{split}annot`` (resized to ``label_size`` (W, H), renamed with ``label_prefix``)."""
+    names = sorted(p.name for p in (camvid / split).glob("*.png"))[:count]
+    (dst / split).mkdir(parents=True, exist_ok=True)
+    (dst / f"{split}annot").mkdir(parents=True, exist_ok=True)
+    for name in names:
+        shutil.copyfile(camvid / split / name, dst / split / name)
+        label = cv2.imread(str(camvid / f"{split}annot" / name), cv2.IMREAD_UNCHANGED)
+        if label_size is not None:
+            label = cv2.resize(label, label_size, interpolation=cv2.INTER_NEAREST)
+        cv2.imwrite(str(dst / f"{split}annot" / f"{label_prefix}{name}"), label)
+    return names
+
+
+class Evil:
+    """A pickle payload: unpickling it opens (so creates) ``marker`` for writing."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+class Inputs:
+    """Every input a case can name as ``{placeholder}``: one cached property each, made on
+    first use under ``root``. ``out`` is an empty directory for one case's outputs (see
+    ``fresh_out``), so a case that leaves something behind cannot upset the next."""
+
+    def __init__(self, root: Path, request: pytest.FixtureRequest):
+        self.root, self.request = root, request
+        self.out = self.fresh_out("default")
+
+    def fresh_out(self, name: str) -> Path:
+        """A new, empty output directory, made the current ``{out}``."""
+        self.out = self.root / "out" / name
+        self.out.mkdir(parents=True)
+        return self.out
+
+    def format(self, token: str) -> str:
+        """``token`` with its placeholders replaced (making the inputs they name)."""
+        names = [f for _, f, _, _ in string.Formatter().parse(token) if f]
+        return token.format(**{n: getattr(self, n) for n in names})
+
+    def _data(self, fixture: str) -> Path:
+        return self.request.getfixturevalue(fixture)
+
+    def _dir(self, name: str) -> Path:
+        path = self.root / name
+        path.mkdir()
+        return path
+
+    @property
+    def tmp(self) -> Path:
+        return self.root
+
+    @cached_property
+    def a_file(self) -> Path:
+        path = self.root / "a_file.txt"
+        path.write_text("a file, not a directory\n")
+        return path
+
+    # engines
+    @cached_property
+    def engine(self) -> Path:
+        from rtseg.bench import untrained_engine
+
+        return untrained_engine(ENGINE_MODEL, ENGINE_HW, self._dir("engines"))
+
+    @cached_property
+    def random_onnx(self) -> Path:
+        return random_bytes(self.root / "random.onnx")
+
+    @cached_property
+    def random_plan(self) -> Path:
+        return random_bytes(self.root / "random.plan")
+
+    @cached_property
+    def random_engine_file(self) -> Path:
+        return random_bytes(self.root / "random.engine")
+
+    @cached_property
+    def random_safetensors(self) -> Path:
+        return random_bytes(self.root / "random.safetensors")
+
+    @cached_property
+    def model_pt(self) -> Path:
+        return random_bytes(self.root / "model.pt")
+
+    @cached_property
+    def model_pth(self) -> Path:
+        return random_bytes(self.root / "model.pth")
+
+    @cached_property
+    def unknown_suffix(self) -> Path:
+        return random_bytes(self.root / "model.tflite")
+
+    @cached_property
+    def no_keys(self) -> Path:
+        return rewrite_metadata(self.engine, self.root / "no_keys.safetensors",
+                                drop=("num_classes", "palette"))
+
+    @cached_property
+    def unknown_model(self) -> Path:
+        return rewrite_metadata(self.engine, self.root / "unknown_model.safetensors",
+                                model="nope_net")
+
+    @cached_property
+    def onnx_no_keys(self) -> Path:
+        """A valid ONNX graph (uint8 identity) without rtseg's metadata."""
+        import onnx
+        from onnx import TensorProto, helper
+
+        x = helper.make_tensor_value_info("frames", TensorProto.UINT8, ["N", 64, 96, 3])
+        y = helper.make_tensor_value_info("labels", TensorProto.UINT8, ["N", 64, 96, 3])
+        graph = helper.make_graph([helper.make_node("Identity", ["frames"], ["labels"])],
+                                  "bare", [x], [y])
+        path = self.root / "no_keys.onnx"
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+        return path
+
+    # sources
+    @cached_property
+    def empty_mp4(self) -> Path:
+        path = self.root / "empty.mp4"
+        path.touch()
+        return path
+
+    @cached_property
+    def text_mp4(self) -> Path:
+        path = self.root / "text.mp4"
+        path.write_text("this is not a video, whatever its name says\n")
+        return path
+
+    @cached_property
+    def truncated_mp4(self) -> Path:
+        """The first 2 KB of a real mp4 (OpenCV writes the index last: it is cut off)."""
+        good = noise_video(self.root / "noise_full.mp4")
+        path = self.root / "truncated.mp4"
+        path.write_bytes(good.read_bytes()[:2048])
+        good.unlink()
+        return path
+
+    @cached_property
+    def zero_frame_mp4(self) -> Path:
+        """What OpenCV leaves when a writer is opened and released without a frame."""
+        path = self.root / "zero_frames.mp4"
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 10.0, (96, 64))
+        writer.release()
+        if not path.exists():
+            path.touch()
+        return path
+
+    @cached_property
+    def header_only_mp4(self) -> Path:
+        return mp4_header_only(self._data("dashcam_clip"), self.root / "header_only.mp4")
+
+    @cached_property
+    def clip(self) -> Path:
+        return self._data("dashcam_clip")
+
+    @cached_property
+    def empty_dir(self) -> Path:
+        return self._dir("empty_dir")
+
+    @cached_property
+    def unreadable_frames(self) -> Path:
+        """A frame directory whose every image is corrupt: a text file, a truncated PNG.
+        (Not a truncated JPEG: libjpeg prints its own warning on stderr, which rtseg cannot
+        silence.)"""
+        path = self._dir("unreadable_frames")
+        (path / "a.png").write_text("not an image\n")
+        real = next((self.camvid_small / "val").glob("*.png"))
+        (path / "b.png").write_bytes(real.read_bytes()[:3000])
+        return path
+
+    @cached_property
+    def camvid(self) -> Path:
+        return self._data("camvid_root")
+
+    @cached_property
+    def camvid_small(self) -> Path:
+        """A CamVid root with FRAMES real pairs in train and val."""
+        root = self.root / "camvid_small"
+        for split in ("train", "val"):
+            copy_pairs(self.camvid, split, root, FRAMES)
+        return root
+
+    @cached_property
+    def frames(self) -> Path:
+        """FRAMES real CamVid val frames."""
+        return self.camvid_small / "val"
+
+    @cached_property
+    def labels_small(self) -> Path:
+        """Labels named like ``frames`` but half their size."""
+        root = self.root / "labels_small"
+        copy_pairs(self.camvid, "val", root, FRAMES, label_size=(240, 180))
+        return root / "valannot"
+
+    @cached_property
+    def labels_nomatch(self) -> Path:
+        """Real labels whose names match no frame."""
+        root = self.root / "labels_nomatch"
+        copy_pairs(self.camvid, "val", root, FRAMES, label_prefix="other_")
+        return root / "valannot"
+
+    @cached_property
+    def camvid_bad_sizes(self) -> Path:
+        """A CamVid root whose labels are half the size of their images."""
+        root = self.root / "camvid_bad_sizes"
+        for split in ("train", "val"):
+            copy_pairs(self.camvid, split, root, FRAMES, label_size=(240, 180))
+        return root
+
+    @cached_property
+    def camvid_corrupt(self) -> Path:
+        """A CamVid root whose second val image is truncated."""
+        root = self.root / "camvid_corrupt"
+        for split in ("train", "val"):
+            names = copy_pairs(self.camvid, split, root, FRAMES)
+        image = root / "val" / names[1]
+        image.write_bytes(image.read_bytes()[:3000])
+        return root
+
+    @cached_property
+    def camvid_no_label(self) -> Path:
+        """A CamVid root with one val label missing."""
+        root = self.root / "camvid_no_label"
+        for split in ("train", "val"):
+            names = copy_pairs(self.camvid, split, root, FRAMES)
+        (root / "valannot" / names[0]).unlink()
+        return root
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, request) -> Inputs:
+    """The module's inputs; the heavy imports happen here, not inside a timed case."""
+    import rtseg.backends.onnx_backend
+    import rtseg.backends.torch_backend
+    import rtseg.engine_build
+    import rtseg.export
+    import rtseg.pipeline
+    import rtseg.train  # noqa: F401
+
+    return Inputs(tmp_path_factory.mktemp("bad_input"), request)
+
+
+# -- the table ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Case:
+    """One command on one bad input: ``args`` (whitespace-separated, ``{placeholders}``) and
+    the fragments the single stderr line must contain."""
+
+    id: str
+    args: str
+    fragments: tuple[str, ...]
+
+
+def case(id_: str, args: str, *fragments: str):
+    """A table row as a pytest param with a readable id."""
+    return pytest.param(Case(id_, args, fragments), id=id_)
+
+
+RUN = "run --device cpu --engine {engine}"
+EVAL = "eval --device cpu --dataset camvid --data-root {camvid_small} --json {out}/eval.json"
+BENCH = "bench --device cpu --iters 1 --warmup 0 --json {out}/bench.json"
+TRAIN = ("train --model unet_resnet18 --dataset camvid --data-root {camvid_small} --epochs 1 "
+         "--batch-size 2 --crop 64x96 --input-size 64x96 --workers 0 --device cpu "
+         "--out {out}/train")
+EXPORT = "export --checkpoint {engine}"
+RUN_OUT = "--output {out}/o.mp4 --json {out}/run.json --masks {out}/masks"
+
+PICKLE_HELP = ("pickle files are not loaded", "safetensors")
+BAD_ENGINES = [  # (id, path, fragments) — each handed to run, eval and bench
+    ("missing", "{tmp}/missing.safetensors", ("not found",)),
+    ("random-bytes-onnx", "{random_onnx}", ("random.onnx", "not a usable ONNX model")),
+    ("random-bytes-plan", "{random_plan}", ("random.plan is a TensorRT engine", "GPU only")),
+    ("random-bytes-engine", "{random_engine_file}", ("random.engine is a TensorRT", "GPU only")),
+    ("random-bytes-safetensors", "{random_safetensors}", ("not a readable safetensors",)),
+    ("pt", "{model_pt}", PICKLE_HELP),
+    ("pth", "{model_pth}", PICKLE_HELP),
+    ("missing-metadata-keys", "{no_keys}", ("lacks metadata key(s) num_classes, palette",)),
+    ("onnx-missing-metadata-keys", "{onnx_no_keys}", ("lacks metadata key(s)",)),
+    ("unknown-model-name", "{unknown_model}", ("unknown model 'nope_net'",)),
+    ("unknown-suffix", "{unknown_suffix}", ("unsupported engine model.tflite",)),
+]
+ENGINE_CASES = [
+    case(f"{cmd}-engine-{id_}", f"{prefix} --engine {path}", *fragments)
+    for cmd, prefix in (("run", f"run --device cpu --source {{frames}} {RUN_OUT}"),
+                        ("eval", EVAL), ("bench", BENCH))
+    for id_, path, fragments in BAD_ENGINES
+] + [  # on --device auto a plan's sidecar is checked first, on any machine
+    case(f"{cmd}-engine-random-bytes-plan-device-auto",
+         f"{prefix.replace('--device cpu', '--device auto')} --engine {{random_plan}}",
+         "random.plan.json not found", "sidecar")
+    for cmd, prefix in (("run", f"run --device cpu --source {{frames}} {RUN_OUT}"),
+                        ("eval", EVAL), ("bench", BENCH))
+]
+
+SOURCE_CASES = [
+    case(f"{cmd}-source-{id_}", f"{prefix} --source {src}", *fragments)
+    for cmd, prefix in (("run", f"{RUN} {RUN_OUT}"), ("bench", f"{BENCH} --engine {{engine}}"))
+    for id_, src, fragments in [
+        ("missing", "{tmp}/missing.mp4", ("no such file or directory",)),
+        ("empty-mp4", "{empty_mp4}", ("cannot open video", "empty.mp4")),
+        ("text-named-mp4", "{text_mp4}", ("cannot open video", "text.mp4")),
+        ("truncated-mp4", "{truncated_mp4}", ("cannot open video", "truncated.mp4")),
+        ("zero-frame-mp4", "{zero_frame_mp4}", ("cannot open video", "zero_frames.mp4")),
+        ("header-only-mp4", "{header_only_mp4}", ("no decodable frame", "header_only.mp4")),
+        ("empty-dir", "{empty_dir}", ("no frames",)),
+        ("all-frames-unreadable", "{unreadable_frames}", ("none of the 2 frames",)),
+    ]
+]
+
+LABEL_CASES = [
+    case("run-labels-size-mismatch", f"{RUN} {RUN_OUT} --source {{frames}} "
+         "--labels {labels_small}", "is 240×180 but frame", "480×360"),
+    case("run-labels-names-match-no-frame", f"{RUN} {RUN_OUT} --source {{frames}} "
+         "--labels {labels_nomatch}", "no label", "matches a frame"),
+    case("run-labels-with-video-source", f"{RUN} {RUN_OUT} --source {{clip}} "
+         "--labels {labels_small}", "needs --source to be a directory of frames"),
+    case("run-labels-missing-dir", f"{RUN} {RUN_OUT} --source {{frames}} "
+         "--labels {tmp}/no_labels", "--labels", "not a directory"),
+    case("run-labels-dir-without-pngs", f"{RUN} {RUN_OUT} --source {{frames}} "
+         "--labels {empty_dir}", "no label PNGs"),
+    case("eval-label-size-mismatch", "eval --device cpu --dataset camvid --data-root "
+         "{camvid_bad_sizes} --engine {engine} --json {out}/e.json --grid {out}/grid",
+         "is 240×180 but image", "480×360"),
+    case("eval-label-missing", "eval --device cpu --dataset camvid --data-root "
+         "{camvid_no_label} --engine {engine} --json {out}/e.json",
+         "CamVid label missing for"),
+    case("eval-corrupt-image", "eval --device cpu --dataset camvid --data-root "
+         "{camvid_corrupt} --engine {engine} --json {out}/e.json --grid {out}/grid",
+         "cannot read image"),
+    case("eval-data-root-missing", "eval --device cpu --dataset camvid --data-root "
+         "{tmp}/nowhere --engine {engine} --json {out}/e.json", "data root not found"),
+    case("eval-split-missing", f"{EVAL} --engine {{engine}} --split test",
+         "CamVid split not found"),
+    case("eval-engine-of-another-dataset", "eval --device cpu --dataset cityscapes "
+         "--data-root {camvid_small} --engine {engine}", "trained on camvid"),
+    case("train-label-size-mismatch", TRAIN.replace("{camvid_small}", "{camvid_bad_sizes}"),
+         "is 240×180 but image", "480×360"),
+]
+
+FLAG_CASES = [
+    case("run-alpha-7", f"{RUN} --source {{frames}} --alpha 7", "--alpha 7", "between 0 and 1"),
+    case("run-alpha-negative", f"{RUN} --source {{frames}} --alpha -0.5", "--alpha -0.5"),
+    case("run-max-frames-0", f"{RUN} --source {{frames}} --max-frames 0", "--max-frames 0"),
+    case("run-batch-0", f"{RUN} --source {{frames}} --batch 0", "--batch"),
+    case("run-fps-0", f"{RUN} --source {{frames}} --fps 0", "--fps 0 must be positive"),
+    case("run-device-unknown", f"{RUN} --source {{frames}} --device tpu", "'--device'"),
+    case("bench-batch-0", f"{BENCH} --engine {{engine}} --batch 0", "--batch 0"),
+    case("bench-batch-not-numbers", f"{BENCH} --engine {{engine}} --batch 1,x",
+         "comma-separated integers"),
+    case("bench-iters-0", "bench --device cpu --engine {engine} --iters 0", "--iters 0"),
+    case("bench-warmup-negative", f"{BENCH} --engine {{engine}} --warmup -1", "--warmup -1"),
+    case("bench-rounds-0", f"{BENCH} --engine {{engine}} --rounds 0", "--rounds 0"),
+    case("bench-max-frames-0", f"{BENCH} --engine {{engine}} --max-frames 0", "--max-frames 0"),
+    case("train-crop-0x0", f"{TRAIN} --crop 0x0", "--crop 0x0 must be positive"),
+    case("train-crop-not-hxw", f"{TRAIN} --crop big", "--crop expects HxW"),
+    case("train-crop-not-divisible-by-32", f"{TRAIN} --crop 100x100", "divisible by 32"),
+    case("train-input-size-0x0", f"{TRAIN} --input-size 0x0", "--input-size 0x0"),
+    case("train-epochs-0", f"{TRAIN} --epochs 0", "'--epochs'"),
+    case("train-batch-size-0", f"{TRAIN} --batch-size 0", "'--batch-size'"),
+    case("train-batch-larger-than-data", f"{TRAIN} --batch-size 64", "lower --batch-size"),
+    case("train-lr-negative", f"{TRAIN} --lr -1", "'--lr'"),
+    case("train-workers-negative", f"{TRAIN} --workers -1", "'--workers'"),
+    case("train-train-limit-0", f"{TRAIN} --train-limit 0", "'--train-limit'"),
+    case("train-resume-without-state", f"{TRAIN} --resume", "--resume: no train_state.pt"),
+    case("train-encoder-weights-missing", f"{TRAIN} --encoder-weights {{tmp}}/no.pth",
+         "encoder weights file not found"),
+    case("eval-batch-size-0", f"{EVAL} --engine {{engine}} --batch-size 0", "'--batch-size'"),
+    case("eval-limit-0", f"{EVAL} --engine {{engine}} --limit 0", "'--limit'"),
+    case("eval-split-unknown", f"{EVAL} --engine {{engine}} --split dev", "'--split'"),
+    case("export-size-0x0", f"{EXPORT} --out {{out}}/m.onnx --size 0x0", "--size 0x0"),
+    case("export-size-not-divisible-by-32", f"{EXPORT} --out {{out}}/m.onnx --size 70x70",
+         "divisible by 32"),
+    case("export-size-not-hxw", f"{EXPORT} --out {{out}}/m.onnx --size 64", "--size expects HxW"),
+    case("export-out-and-triton-repo", f"{EXPORT} --out {{out}}/m.onnx --triton-repo {{out}}/t",
+         "exactly one of --out"),
+    case("export-neither-out-nor-triton-repo", EXPORT, "exactly one of --out"),
+    case("export-max-batch-without-triton", f"{EXPORT} --out {{out}}/m.onnx --max-batch 4",
+         "--max-batch"),
+    case("export-triton-max-batch-0", f"{EXPORT} --triton-repo {{out}}/t --max-batch 0",
+         "'--max-batch'"),
+    case("export-out-not-onnx", f"{EXPORT} --out {{out}}/m.txt", "must end in .onnx"),
+    case("build-engine-max-batch-0", "build-engine --onnx {onnx_no_keys} --out {out}/m.plan "
+         "--max-batch 0", "'--max-batch'"),
+    case("build-engine-workspace-0", "build-engine --onnx {onnx_no_keys} --out {out}/m.plan "
+         "--workspace 0", "--workspace must be positive"),
+    case("build-engine-out-not-plan", "build-engine --onnx {onnx_no_keys} --out {out}/m.txt",
+         "must end in .plan or .engine"),
+]
+
+OUTPUT_CASES = [
+    case("run-output-in-missing-dir", f"{RUN} --source {{frames}} --output {{tmp}}/no/o.mp4",
+         "--output", "does not exist"),
+    case("run-json-in-missing-dir", f"{RUN} --source {{frames}} --json {{tmp}}/no/r.json",
+         "--json", "does not exist"),
+    case("run-masks-in-missing-dir", f"{RUN} --source {{frames}} --masks {{tmp}}/no/masks",
+         "--masks", "does not exist"),
+    case("run-output-is-a-directory", f"{RUN} --source {{frames}} --output {{out}}",
+         "--output", "is a directory"),
+    case("run-masks-is-a-file", f"{RUN} --source {{frames}} --masks {{a_file}}",
+         "--masks", "not a directory"),
+    case("eval-json-in-missing-dir", "eval --device cpu --dataset camvid --data-root "
+         "{camvid_small} --engine {engine} --json {tmp}/no/e.json", "--json", "does not exist"),
+    case("bench-json-in-missing-dir", "bench --device cpu --engine {engine} --json "
+         "{tmp}/no/b.json", "--json", "does not exist"),
+    case("bench-markdown-in-missing-dir", "bench --device cpu --engine {engine} --markdown "
+         "{tmp}/no/b.md", "--markdown", "does not exist"),
+    case("export-out-in-missing-dir", f"{EXPORT} --out {{tmp}}/no/m.onnx",
+         "--out", "does not exist"),
+    case("export-triton-repo-is-a-file", f"{EXPORT} --triton-repo {{a_file}}",
+         "--triton-repo", "not a directory"),
+    case("build-engine-out-in-missing-dir", "build-engine --onnx {onnx_no_keys} --out "
+         "{tmp}/no/m.plan", "--out", "does not exist"),
+    case("train-out-is-a-file", TRAIN.replace("{out}/train", "{a_file}"),
+         "--out", "not a directory"),
+]
+
+NAME_CASES = [
+    case("train-model-unknown", TRAIN.replace("unet_resnet18", "segnet_r5"),
+         "unknown model 'segnet_r5'", "did you mean 'segnet_r50'"),
+    case("train-dataset-unknown", TRAIN.replace("--dataset camvid", "--dataset mars"),
+         "'--dataset'", "mars"),
+    case("eval-dataset-unknown", EVAL.replace("--dataset camvid", "--dataset mars")
+         + " --engine {engine}", "'--dataset'", "mars"),
+    case("train-data-root-missing", TRAIN.replace("{camvid_small}", "{tmp}/nowhere"),
+         "data root not found"),
+    case("export-model-unknown", "export --checkpoint {unknown_model} --out {out}/m.onnx",
+         "unknown model 'nope_net'"),
+    case("export-checkpoint-missing", "export --checkpoint {tmp}/no.safetensors "
+         "--out {out}/m.onnx", "not found"),
+    case("export-checkpoint-random-bytes", "export --checkpoint {random_safetensors} "
+         "--out {out}/m.onnx", "not a readable safetensors"),
+    case("export-checkpoint-missing-keys", "export --checkpoint {no_keys} --out {out}/m.onnx",
+         "lacks metadata key(s)"),
+    case("export-checkpoint-pt", "export --checkpoint {model_pt} --out {out}/m.onnx",
+         "pickle files are not loaded", "safetensors"),
+    case("export-checkpoint-pth", "export --checkpoint {model_pth} --out {out}/m.onnx",
+         "pickle files are not loaded", "safetensors"),
+    case("export-checkpoint-onnx", "export --checkpoint {random_onnx} --out {out}/m.onnx",
+         "expected a .safetensors file"),
+    case("build-engine-onnx-missing", "build-engine --onnx {tmp}/no.onnx --out {out}/m.plan",
+         "file not found"),
+    case("build-engine-onnx-random-bytes", "build-engine --onnx {random_onnx} --out "
+         "{out}/m.plan", "not a readable ONNX model"),
+    case("build-engine-onnx-missing-keys", "build-engine --onnx {onnx_no_keys} --out "
+         "{out}/m.plan", "lacks metadata key(s)"),
+]
+
+ALL_CASES = ENGINE_CASES + SOURCE_CASES + LABEL_CASES + FLAG_CASES + OUTPUT_CASES + NAME_CASES
+
+
+# -- the checks --------------------------------------------------------------------------------
+def listing(root: Path) -> set[str]:
+    """Every file and directory under ``root``, relative."""
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def output_paths(argv: list[str]) -> list[Path]:
+    """The paths the command was told to write."""
+    return [Path(argv[i + 1]) for i, a in enumerate(argv[:-1]) if a in OUTPUT_FLAGS]
+
+
+def run_cli(argv: list[str], capfd) -> tuple[int, str, str, float]:
+    """``main(argv)``: exit code, stdout, stderr and wall seconds. Stderr is captured at the
+    file-descriptor level, so C libraries' chatter counts too, and Python warnings (which
+    pytest would otherwise swallow, and a user would see) are appended to it."""
+    capfd.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        t0 = time.monotonic()
+        code = main(argv)
+        seconds = time.monotonic() - t0
+    out, err = capfd.readouterr()
+    err += "".join(f"{w.category.__name__}: {w.message}\n" for w in caught)
+    return code, out, err, seconds
+
+
+def assert_one_clear_line(code: int, out: str, err: str, fragments: tuple[str, ...]) -> None:
+    """Exit 2, one non-empty stderr line with every fragment, no traceback anywhere."""
+    assert "Traceback" not in out + err, err
+    assert code == 2, f"exit {code}; stderr:\n{err}"
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{err}"
+    for fragment in fragments:
+        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
+
+
+@pytest.mark.parametrize("bad", ALL_CASES)
+def test_bad_input_exits_2_with_one_line(bad: Case, inputs: Inputs, capfd):
+    inputs.fresh_out(bad.id)
+    argv = [inputs.format(token) for token in bad.args.split()]
+    outputs = [p for p in output_paths(argv) if not p.exists()]
+    before = listing(inputs.root)
+    code, out, err, seconds = run_cli(argv, capfd)
+    assert_one_clear_line(code, out, err, bad.fragments)
+    assert seconds < MAX_SECONDS, f"took {seconds:.1f} s"
+    assert [p for p in outputs if p.exists()] == [], "an output was left behind"
+    assert listing(inputs.root) == before, "files were left behind"
+
+
+def test_case_ids_are_unique():
+    ids = [p.id for p in ALL_CASES]
+    assert len(ids) == len(set(ids))
+
+
+# -- unreadable frames in a directory: skipped with a warning ---------------------------------
+def test_unreadable_frames_among_good_ones_are_skipped(inputs: Inputs, capfd):
+    """A frame directory with corrupt images among good ones: each bad file is skipped with
+    one warning line naming it, the good frames are segmented, exit 0."""
+    frames = inputs.root / "mixed_frames"
+    shutil.copytree(inputs.frames, frames)
+    names = sorted(p.name for p in frames.iterdir())
+    (frames / names[1]).write_bytes((frames / names[1]).read_bytes()[:3000])  # truncated
+    (frames / "zz_text.png").write_text("not an image\n")
+    result = inputs.out / "mixed.json"
+    code, out, err, seconds = run_cli(["run", "--device", "cpu", "--engine", str(inputs.engine),
+                                       "--source", str(frames), "--json", str(result)], capfd)
+    assert code == 0, err
+    assert "Traceback" not in out + err
+    warnings = [line for line in err.splitlines() if "skipping unreadable frame" in line]
+    assert len(warnings) == 2 and names[1] in warnings[0] and "zz_text.png" in warnings[1], err
+    assert json.loads(result.read_text())["frames"] == FRAMES - 1
+    assert seconds < MAX_SECONDS
+    result.unlink()
+    shutil.rmtree(frames)
+
+
+def test_a_video_cut_short_is_run_to_its_cut_with_a_note(inputs: Inputs, capfd):
+    """A video whose data stops early (a copy cut off mid-file): the frames before the cut
+    are segmented, exit 0, and the run says why it ended — FFmpeg's own complaints hidden."""
+    cut = inputs.root / "cut.mp4"
+    cut.write_bytes(inputs.clip.read_bytes()[:200_000])
+    result = inputs.out / "cut.json"
+    code, out, err, seconds = run_cli(["run", "--device", "cpu", "--engine", str(inputs.engine),
+                                       "--source", str(cut), "--json", str(result)], capfd)
+    assert code == 0, err
+    assert err.strip() == "" and "Traceback" not in out, err
+    run = json.loads(result.read_text())
+    assert 0 < run["frames"] < 100 and "video ended at frame" in run["ended_by"]
+    assert seconds < MAX_SECONDS
+    cut.unlink()
+    result.unlink()
+
+
+# -- item 4: pickles are never unpickled -------------------------------------------------------
+def save_payload(how: str, marker: Path, path: Path) -> Path:
+    """An :class:`Evil` payload written by ``pickle.dump`` or ``torch.save``."""
+    if how == "pickle":
+        path.write_bytes(pickle.dumps(Evil(marker)))
+    else:
+        torch.save({"net": Evil(marker)}, path)
+    return path
+
+
+@pytest.mark.parametrize("how", ["pickle", "torch.save"])
+def test_the_payload_is_live(how, tmp_path):
+    """Control: the payload does create its marker when it IS unpickled, so the tests below,
+    which require the marker to stay absent, are not vacuous."""
+    marker = tmp_path / "pwned"
+    path = save_payload(how, marker, tmp_path / "payload.bin")
+    if how == "pickle":
+        pickle.loads(path.read_bytes()).close()
+    else:
+        torch.load(path, weights_only=False)["net"].close()
+    assert marker.exists()
+
+
+def engine_command(cmd: str, inputs: Inputs, engine: Path) -> list[str]:
+    """``cmd`` (run, eval, bench, export) pointed at ``engine``."""
+    return {
+        "run": ["run", "--device", "cpu", "--source", str(inputs.frames), "--engine", str(engine)],
+        "eval": ["eval", "--device", "cpu", "--dataset", "camvid", "--data-root",
+                 str(inputs.camvid_small), "--engine", str(engine)],
+        "bench": ["bench", "--device", "cpu", "--iters", "1", "--engine", str(engine)],
+        "export": ["export", "--checkpoint", str(engine), "--out", str(inputs.out / "m.onnx")],
+    }[cmd]
+
+
+@pytest.mark.parametrize("how", ["pickle", "torch.save"])
+@pytest.mark.parametrize("suffix", [".pt", ".pth", ".safetensors", ".ckpt"])
+@pytest.mark.parametrize("cmd", ["run", "eval", "bench", "export"])
+def test_a_pickle_engine_is_never_unpickled(cmd, suffix, how, inputs: Inputs, tmp_path, capfd):
+    marker = tmp_path / "pwned"
+    engine = save_payload(how, marker, tmp_path / f"model{suffix}")
+    code, out, err, seconds = run_cli(engine_command(cmd, inputs, engine), capfd)
+    assert not marker.exists(), "the pickle was executed"
+    fragment = "not a readable safetensors" if suffix == ".safetensors" else "pickle files"
+    assert_one_clear_line(code, out, err, (fragment,))
+    assert seconds < MAX_SECONDS
+
+
+@pytest.mark.parametrize("how", ["pickle", "torch.save"])
+def test_train_resume_never_unpickles_code(how, inputs: Inputs, tmp_path, capfd):
+    """``train --resume`` reads train_state.pt with ``torch.load(weights_only=True)``: a
+    state carrying code is refused in one line and its code never runs."""
+    marker, run_dir = tmp_path / "pwned", tmp_path / "run"
+    run_dir.mkdir()
+    save_payload(how, marker, run_dir / "train_state.pt")
+    argv = TRAIN.replace("{out}/train", str(run_dir)).split() + ["--resume"]
+    before = listing(tmp_path)
+    code, out, err, seconds = run_cli([inputs.format(a) for a in argv], capfd)
+    assert not marker.exists(), "the pickle was executed"
+    assert_one_clear_line(code, out, err, ("--resume", "train_state.pt", "cannot be loaded"))
+    assert seconds < MAX_SECONDS
+    assert listing(tmp_path) == before
+
+
+@pytest.mark.parametrize("how", ["pickle", "torch.save"])
+@pytest.mark.parametrize("suffix", [".pth", ".pt"])
+def test_encoder_weights_never_unpickle_code(suffix, how, inputs: Inputs, tmp_path, capfd):
+    """``train --encoder-weights FILE.pth`` reads a state dict without running its code."""
+    marker = tmp_path / "pwned"
+    weights = save_payload(how, marker, tmp_path / f"encoder{suffix}")
+    argv = [inputs.format(a) for a in TRAIN.replace("{out}", str(tmp_path)).split()]
+    code, out, err, seconds = run_cli(argv + ["--encoder-weights", str(weights)], capfd)
+    assert not marker.exists(), "the pickle was executed"
+    assert_one_clear_line(code, out, err, ("cannot read encoder weights",))
+    assert not (tmp_path / "train").exists()
+    assert seconds < MAX_SECONDS
+
