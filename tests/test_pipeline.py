@@ -448,3 +448,18 @@ def test_cli_bad_input_exits_2(args, message, fake_clip, tmp_path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_default_engine_is_found_outside_an_editable_install(tmp_path, monkeypatch):
+    monkeypatch.setattr("rtseg.cli.commands_run.ENGINES_DIR", tmp_path / "site-packages-has-none")
+    monkeypatch.delenv("RTSEG_ENGINES", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(BadInput, match="no bundled model"):
+        default_engine()
+    (tmp_path / "engines").mkdir()
+    (tmp_path / "engines" / "m.safetensors").write_bytes(b"x")
+    assert default_engine() == tmp_path / "engines" / "m.safetensors"
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "n.safetensors").write_bytes(b"x")
+    monkeypatch.setenv("RTSEG_ENGINES", str(tmp_path / "elsewhere"))
+    assert default_engine() == tmp_path / "elsewhere" / "n.safetensors"

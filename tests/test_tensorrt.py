@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import onnx
 import pytest
+import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from rtseg.backends.tensorrt_backend import TensorRTBackend, sidecar_path, tensorrt_major
@@ -327,3 +328,18 @@ def test_tensorrt_rejects_a_file_that_is_not_a_plan(tmp_path):
     sidecar_path(plan).write_text(json.dumps(tiny_metadata().to_dict()))
     with pytest.raises(BadInput, match="not a TensorRT engine"):
         TensorRTBackend(plan)
+
+
+def test_device_index_is_honoured_and_checked(monkeypatch):
+    """Pure logic of choosing the GPU (torch's CUDA queries stubbed: no GPU here)."""
+    from rtseg.backends.tensorrt_backend import require_cuda
+
+    for name, value in (("is_available", lambda: True), ("init", lambda: None),
+                        ("device_count", lambda: 2), ("current_device", lambda: 0)):
+        monkeypatch.setattr(torch.cuda, name, value)
+    assert require_cuda("auto") == 0 and require_cuda("cuda") == 0
+    assert require_cuda("cuda:1") == 1
+    with pytest.raises(BadInput, match="has 2 CUDA GPU"):
+        require_cuda("cuda:2")
+    with pytest.raises(BadInput, match="cuda:N"):
+        require_cuda("cuda:x")

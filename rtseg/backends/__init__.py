@@ -39,7 +39,7 @@ def open_engine(path: Path | str, device: str = "auto", precision: str = "auto")
             raise BadInput(f"{path.name} is a TensorRT engine, which runs on an NVIDIA GPU only; "
                            "use --device auto/cuda, or the .onnx or .safetensors on the CPU")
         from rtseg.backends.tensorrt_backend import TensorRTBackend
-        return _fixed_precision(TensorRTBackend(path), precision, "rtseg build-engine")
+        return _fixed_precision(TensorRTBackend(path, device), precision, "rtseg build-engine")
     raise BadInput(f"unsupported engine {path.name}: expected .safetensors, .onnx, .plan or .engine")
 
 

@@ -51,13 +51,25 @@ def import_tensorrt() -> Any:
     return trt
 
 
-def require_cuda() -> int:
-    """Index of the current CUDA device; MissingDependency when torch sees no CUDA GPU."""
+def require_cuda(device: str = "auto") -> int:
+    """Index of the CUDA device ``device`` names (``auto``/``cuda``: the current one,
+    ``cuda:N``: N); MissingDependency when torch sees no CUDA GPU, BadInput for an index
+    this machine does not have."""
     if not torch.cuda.is_available():
         raise MissingDependency("no CUDA GPU is visible (torch.cuda.is_available() is False); "
                                 "TensorRT engines are built and run on an NVIDIA GPU")
     torch.cuda.init()  # create the primary context TensorRT will share with torch
-    return torch.cuda.current_device()
+    if not device.startswith("cuda:"):
+        return torch.cuda.current_device()
+    try:
+        index = int(device.split(":", 1)[1])
+    except ValueError:
+        raise BadInput(f"--device {device}: expected cuda:N with N a GPU index") from None
+    count = torch.cuda.device_count()
+    if not 0 <= index < count:
+        raise BadInput(f"--device {device}: this machine has {count} CUDA GPU(s), "
+                       f"cuda:0 to cuda:{count - 1}")
+    return index
 
 
 def make_trt_logger(trt: Any, sink: Callable[[str], None]) -> Any:
@@ -115,11 +127,18 @@ class TensorRTBackend(Backend):
 
     name = "tensorrt"
 
-    def __init__(self, path: str | Path, *, log: Callable[[str], None] | None = None):
+    def __init__(self, path: str | Path, device: str = "auto", *,
+                 log: Callable[[str], None] | None = None):
         path = Path(path)
         metadata, raw = load_sidecar(path)  # first: the cheapest, most specific check
         trt = import_tensorrt()
-        device_index = require_cuda()
+        device_index = require_cuda(device)
+        with torch.cuda.device(device_index):  # TensorRT binds the engine to the current GPU
+            self._load(path, trt, metadata, raw, device_index, log)
+
+    def _load(self, path: Path, trt, metadata, raw: dict, device_index: int,
+              log: Callable[[str], None] | None) -> None:
+        """Deserialise the plan and allocate buffers on ``device_index`` (the current GPU)."""
         gpu_name = torch.cuda.get_device_name(device_index)
         super().__init__(metadata, f"cuda:{device_index} ({gpu_name})", metadata.precision)
         self._trt = trt
@@ -214,6 +233,10 @@ class TensorRTBackend(Backend):
 
     def infer(self, frames: np.ndarray) -> np.ndarray:
         """Segment a batch: uint8 [N, H, W, 3] BGR → uint8 [N, H, W] class ids (numpy)."""
+        with torch.cuda.device(self._device_index):  # the calling thread may be on another GPU
+            return self._infer_numpy(frames)
+
+    def _infer_numpy(self, frames: np.ndarray) -> np.ndarray:
         self._require_open()
         frames = np.asarray(frames)
         self._check_frames(frames.shape, frames.dtype == np.uint8)
@@ -242,7 +265,10 @@ class TensorRTBackend(Backend):
         if not frames.is_cuda or frames.device.index != self._device_index:
             raise BadInput(f"infer_torch needs frames on cuda:{self._device_index}, "
                            f"got {frames.device}")
-        frames = frames.contiguous()  # TensorRT reads dense NHWC memory
+        with torch.cuda.device(self._device_index):
+            return self._infer_device(frames.contiguous())  # TensorRT reads dense NHWC
+
+    def _infer_device(self, frames: torch.Tensor) -> torch.Tensor:
         h, w = self.input_size
         out = torch.empty((frames.shape[0], h, w), dtype=torch.uint8, device=frames.device)
         self._stream.wait_stream(torch.cuda.current_stream(frames.device))

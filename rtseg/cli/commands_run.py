@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import sys
 import time
@@ -15,12 +16,26 @@ from rtseg.cli.common import (PRECISION_HELP, Device, Precision, app, ensure_out
                               ensure_parent, write_json)
 from rtseg.errors import BadInput, RtsegError
 
-ENGINES_DIR = Path(__file__).resolve().parents[2] / "engines"
+ENGINES_DIR = Path(__file__).resolve().parents[2] / "engines"  # the checkout's (pip install -e)
 NO_BUNDLED = "no bundled model yet: pass --engine FILE (train one with rtseg train)"
 
 
-def default_engine(directory: Path = ENGINES_DIR) -> Path:
-    """The bundled model: ``engines/default.safetensors``, else the only .safetensors there."""
+def engine_dirs() -> list[Path]:
+    """Where the bundled model is looked for, in order: ``$RTSEG_ENGINES``, the checkout's
+    ``engines/`` (editable installs), ``./engines`` (a plain ``pip install .`` run from the
+    checkout, whose site-packages copy has no engines/)."""
+    dirs = [Path(os.environ["RTSEG_ENGINES"])] if os.environ.get("RTSEG_ENGINES") else []
+    return dirs + [ENGINES_DIR, Path.cwd() / "engines"]
+
+
+def default_engine(directory: Path | None = None) -> Path:
+    """The bundled model: ``engines/default.safetensors``, else the only .safetensors there
+    (``directory``, or the first of :func:`engine_dirs` that holds any)."""
+    if directory is None:
+        held = [d for d in engine_dirs() if d.is_dir() and any(d.glob("*.safetensors"))]
+        if not held:
+            raise BadInput(NO_BUNDLED)
+        directory = held[0]
     default = directory / "default.safetensors"
     if default.is_file():
         return default
