@@ -139,3 +139,25 @@ def test_flops_count_a_convolution_exactly_and_scale_with_pixels():
     assert count_flops(conv, (10, 12)) == 2 * 3 * 8 * 9 * 10 * 12
     net = build_model("segnet_r50", 11)
     assert count_flops(net, (64, 128)) == pytest.approx(2 * count_flops(net, (64, 64)), rel=0.02)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_batchnorm_folding_keeps_the_logits(name):
+    from rtseg.models.fusion import fold_batchnorm
+
+    torch.manual_seed(0)
+    net = build_model(name, 11).eval()
+    for m in net.modules():  # non-trivial statistics, as after training
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        before = net(x)
+        batchnorms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+        folded = fold_batchnorm(net)
+        after = net(x)
+    assert folded >= 0.9 * batchnorms  # every conv→BN pair; a BN after a non-conv stays
+    assert torch.allclose(before, after, rtol=1e-3, atol=1e-3 * before.abs().max().item())
