@@ -152,27 +152,31 @@ def run_(
 
     from rtseg.backends import open_engine
     from rtseg.pipeline import Pipeline, open_source
+    from rtseg.pipeline.runner import forward_sigint
 
     quiet_opencv()
     status = StatusLine()
     with open_engine(engine, device.value, precision.value) as backend:
         src = open_source(source, fps, config.reconnect, status.message)
-        try:
-            result = Pipeline(src, backend, config, on_status=status,
-                              on_message=status.message).run()
-        except RtsegError as exc:  # a stage failed: the JSON still records the frames done
-            write_failed_run(json_path, engine, exc)
-            raise
-        finally:
-            status.end()
-    result = {"engine": str(engine), **result}
-    if json_path:
-        write_json(json_path, result)
+        pipeline = Pipeline(src, backend, config, on_status=status, on_message=status.message)
+        # From here until the JSON is written, Ctrl-C asks the pipeline to finish instead of
+        # raising: a press at any moment still leaves the video finalised and the JSON written.
+        with forward_sigint(pipeline.interrupt):
+            try:
+                result = pipeline.run()
+            except RtsegError as exc:  # a stage failed: the JSON still records the frames done
+                write_failed_run(json_path, engine, exc)
+                raise
+            finally:
+                status.end()
+            result = {"engine": str(engine), **result}
+            if json_path:
+                write_json(json_path, result)
     print_summary(result)
     for what, path in (("overlay video", output), ("masks", masks), ("run JSON", json_path)):
         if path is not None:
             print(f"{what}: {path}")
-    if result["interrupted"]:
+    if result["interrupted"] or pipeline.interrupted:  # a press just as the run ended counts
         print("interrupted", file=sys.stderr)
         raise typer.Exit(130)
 

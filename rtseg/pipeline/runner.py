@@ -16,6 +16,7 @@ sinks on its way out, so the mp4 is finalised however the run ends.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import signal
 import threading
@@ -86,6 +87,7 @@ class Pipeline:
         self.stats = RunStats()
         self.stop, self.stop_capture = threading.Event(), threading.Event()
         self.interrupted = False
+        self._presses = 0
         self._error: Optional[tuple[str, BaseException]] = None
         self._lock = threading.Lock()
         self.sinks: list[Sink] = []
@@ -172,6 +174,19 @@ class Pipeline:
         if self.on_status is not None:
             self.on_status(self.stats.snapshot(self.queue_depths()))
 
+    def interrupt(self) -> None:
+        """What Ctrl-C does: the first call stops capture and lets the frames in flight
+        finish (the result says ``interrupted``); the next stops every stage at once. Safe
+        to call from a signal handler (see :func:`forward_sigint`) or another thread."""
+        self._presses += 1
+        self.interrupted = True
+        self.stop_capture.set()
+        if self._presses == 1:
+            self.on_message("interrupted: finishing the frames in flight "
+                            "(Ctrl-C again to stop at once)")
+        else:
+            self.stop.set()
+
     def _wait(self, threads: Sequence[threading.Thread]) -> None:
         for t in threads:
             while t.is_alive():
@@ -190,20 +205,12 @@ class Pipeline:
         self.stats.start()
         start_all(threads)
         try:
-            presses = 0
             while True:
                 try:
                     self._wait(threads)
                     break
                 except KeyboardInterrupt:
-                    presses += 1
-                    self.interrupted = True
-                    self.stop_capture.set()
-                    if presses == 1:
-                        self.on_message("interrupted: finishing the frames in flight "
-                                        "(Ctrl-C again to stop at once)")
-                    else:
-                        self.stop.set()
+                    self.interrupt()
                 except BaseException as exc:  # a failing status callback: stop, join, re-raise
                     self._fail("status", exc)
                     for t in threads:
@@ -256,6 +263,22 @@ class Pipeline:
                    queue_max=dict(self.stats.queue_max),
                    queue_bounds={k: q.maxsize for k, q in self.queues.items()}, error=None)
         return out
+
+
+@contextlib.contextmanager
+def forward_sigint(on_interrupt: Callable[[], None]):
+    """Within the block, Ctrl-C calls ``on_interrupt()`` instead of raising KeyboardInterrupt,
+    so no press — early, mid-run or just as the run ends — can skip the code that finalises
+    the outputs (the CLI writes the run JSON inside it). Main thread only; elsewhere, where
+    Python delivers no signals, it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, lambda _signum, _frame: on_interrupt())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def start_all(threads: Sequence[threading.Thread]) -> None:
