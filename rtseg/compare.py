@@ -127,6 +127,17 @@ def compare(backends: Sequence[Backend], names: Sequence[str], dataset: str,
             "machine": machine(backends[0].device), "iters": iters, "warmup": warmup}
 
 
+def short_names(engines: Sequence[str]) -> list[str]:
+    """File names, with as many parent folders as it takes to tell them apart
+    (``runs/a/best.safetensors``, ``runs/b/best.safetensors`` → ``a/best.safetensors``, …)."""
+    parts = [Path(e).parts for e in engines]
+    for depth in range(1, max(len(p) for p in parts) + 1):
+        names = ["/".join(p[-depth:]) for p in parts]
+        if len(set(names)) == len(names):
+            return names
+    return [str(e) for e in engines]
+
+
 def _fps(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
@@ -139,16 +150,16 @@ def to_markdown(result: dict) -> str:
              "| engine | model | backend | precision | input | mIoU | Δ mIoU (pt) | "
              "agreement | FPS b1 | best FPS (batch) |",
              "|---|---|---|---|---|---:|---:|---:|---:|---:|"]
-    for r in rows:
+    names = short_names([r["engine"] for r in rows])
+    for name, r in zip(names, rows):
         h, w = r["input_size"]
-        lines.append(f"| `{Path(r['engine']).name}` | {r['model']} | {r['backend']} | "
+        lines.append(f"| `{name}` | {r['model']} | {r['backend']} | "
                      f"{r['precision']} | {h}×{w} | {r['miou']:.4f} | "
                      f"{r['miou_delta_points']:+.2f} | {100 * r['pixel_agreement']:.2f} % | "
                      f"{_fps(r['fps_batch1'])} | {r['best_fps']:.2f} ({r['best_batch']}) |")
-    names = list(rows[0]["per_class_iou"])
-    lines += ["", "| class | " + " | ".join(f"`{Path(r['engine']).name}`" for r in rows) + " |",
+    lines += ["", "| class | " + " | ".join(f"`{n}`" for n in names) + " |",
               "|---|" + "---:|" * len(rows)]
-    for cls in names:
+    for cls in rows[0]["per_class_iou"]:
         cells = [r["per_class_iou"].get(cls) for r in rows]
         lines.append(f"| {cls} | " + " | ".join("n/a" if c is None else f"{c:.3f}"
                                                  for c in cells) + " |")
@@ -165,11 +176,16 @@ def plot(result: dict, path: Path | str) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    for r in result["engines"]:
+    rows = result["engines"]
+    labels = short_names([r["engine"] for r in rows])
+    if len({r["model"] for r in rows}) == len(rows):  # one engine per model: name the models
+        labels = [r["model"] for r in rows]
+    if len({r["precision"] for r in rows}) > 1:
+        labels = [f"{label} {r['precision']}" for label, r in zip(labels, rows)]
+    for i, (label, r) in enumerate(zip(labels, rows)):
         ax.scatter(r["best_fps"], 100 * r["miou"], s=40)
-        ax.annotate(f"{Path(r['engine']).stem} ({r['precision']}, b{r['best_batch']})",
-                    (r["best_fps"], 100 * r["miou"]), textcoords="offset points",
-                    xytext=(5, 4), fontsize=8)
+        ax.annotate(f"{label} (b{r['best_batch']})", (r["best_fps"], 100 * r["miou"]),
+                    textcoords="offset points", xytext=(6, 6 if i % 2 == 0 else -12), fontsize=8)
     first = result["engines"][0]
     ax.set_xlabel(f"frames per second, best batch ({first['backend']} on {first['device']})")
     ax.set_ylabel(f"mIoU (%), {result['dataset']} {result['split']}")

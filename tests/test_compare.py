@@ -135,3 +135,13 @@ def test_cli_compare_bad_input_exits_2(args, message, engines, tmp_path, capsys)
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message.format(tmp=tmp_path) in err and len(err.strip().splitlines()) == 1
+
+
+def test_short_names_tell_engines_apart():
+    from rtseg.compare import short_names
+
+    assert short_names(["runs/a/best.safetensors", "runs/b/best.safetensors"]) == \
+        ["a/best.safetensors", "b/best.safetensors"]
+    assert short_names(["x/m.onnx", "y/n.onnx"]) == ["m.onnx", "n.onnx"]
+    assert short_names(["m.safetensors", "m.safetensors@bf16"]) == \
+        ["m.safetensors", "m.safetensors@bf16"]

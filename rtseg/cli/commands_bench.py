@@ -221,12 +221,14 @@ def print_comparison(result: dict) -> None:
     from rich.table import Table
 
     table = Table(title=f"{result['dataset']} {result['split']}, {result['images']} images "
-                        f"(Δ and agreement vs {Path(result['reference']).name})")
+                        f"(Δ and agreement vs the first)")
     for name in ("engine", "precision", "mIoU", "Δ pt", "agree %", "FPS b1", "best FPS"):
         table.add_column(name, justify="left" if name == "engine" else "right")
-    for r in result["engines"]:
+    from rtseg.compare import short_names
+
+    for name, r in zip(short_names([r["engine"] for r in result["engines"]]), result["engines"]):
         b1 = "-" if r["fps_batch1"] is None else f"{r['fps_batch1']:.2f}"
-        table.add_row(Path(r["engine"]).name, r["precision"], f"{r['miou']:.4f}",
+        table.add_row(name, r["precision"], f"{r['miou']:.4f}",
                       f"{r['miou_delta_points']:+.2f}", f"{100 * r['pixel_agreement']:.2f}",
                       b1, f"{r['best_fps']:.2f} (b{r['best_batch']})")
     Console(file=sys.stdout).print(table)
