@@ -6,7 +6,7 @@ the metadata and ``tests/test_bundled_model.py`` all quote the same number.
 
     python bench/bundle_model.py --checkpoint runs/segnet_r50/best.safetensors \
         --history runs/segnet_r50/history.json --data-root ../shared/data/camvid \
-        --out engines/segnet_r50_camvid.safetensors --hardware "2-core AMD EPYC CPU"
+        --out engines/unet_vgg16_camvid.safetensors --hardware "2-core AMD EPYC CPU"
 """
 
 from __future__ import annotations

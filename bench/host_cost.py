@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from rtseg.backends import open_engine
+from rtseg.cli.commands_run import default_engine
 from rtseg.pipeline import Overlay, preprocess
 from rtseg.pipeline.stages import upsample_labels
 
@@ -62,8 +63,7 @@ def measure(frame: np.ndarray, labels: np.ndarray, overlay: Overlay, plain: Over
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clip", default=str(HERE / "data" / "solidWhiteRight.mp4"))
-    parser.add_argument("--engine", default=str(HERE.parent / "engines" /
-                                                "segnet_r50_camvid.safetensors"))
+    parser.add_argument("--engine", default=None, help="default: the bundled model")
     parser.add_argument("--sizes", default="192x256,352x480,512x1024")
     parser.add_argument("--iters", type=int, default=300)
     parser.add_argument("--out", default=str(HERE / "results" / "host_cost"))
@@ -77,7 +77,7 @@ def main() -> int:
     if not ok:
         raise SystemExit(f"cannot read {args.clip}")
     frame = cv2.resize(frame, FRAME[::-1], interpolation=cv2.INTER_CUBIC)
-    with open_engine(args.engine, "cpu") as backend:
+    with open_engine(args.engine or default_engine(), "cpu") as backend:
         net_labels = backend.infer(preprocess(frame, backend.input_size)[None])[0]
         meta = backend.metadata
     overlay = Overlay(meta.palette, meta.class_names)
