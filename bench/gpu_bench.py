@@ -105,7 +105,6 @@ def measure(name: str, size: tuple[int, int], precision: str, batches: list[int]
               f"{row['eager_fps']:8.1f} FPS" + (f", graph {row['graph_fps']:8.1f} FPS"
                                                 if "graph_fps" in row else "")
               + f"  {row['tflops']:6.1f} TFLOP/s", flush=True)
-        del frames
     return rows
 
 

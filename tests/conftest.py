@@ -7,6 +7,7 @@ Without the data, tests that need it skip with a reason; with ``RTSEG_REQUIRE_DA
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,12 @@ def cityscapes_sample() -> Path:
 def dashcam_clip() -> Path:
     """The real 221-frame dashcam clip."""
     return _require("video/solidWhiteRight.mp4")
+
+
+@pytest.fixture()
+def no_thread_outlives_a_test():
+    """Fails the test if it leaves a thread running (pipeline modules use it for every test)."""
+    before = set(threading.enumerate())
+    yield
+    leftover = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+    assert not leftover, f"threads outlived the run: {leftover}"

@@ -23,7 +23,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -44,12 +43,8 @@ CONTRACT_KEYS = {"frames", "seconds", "fps", "dropped", "backend", "miou", "stag
                  "latency_ms"}
 
 
-@pytest.fixture(autouse=True)
-def no_thread_outlives_a_test():
-    before = set(threading.enumerate())
-    yield
-    leftover = [t for t in threading.enumerate() if t not in before and t.is_alive()]
-    assert not leftover, f"threads outlived the run: {leftover}"
+# Every pipeline thread must be joined by the time a run returns or raises.
+pytestmark = pytest.mark.usefixtures("no_thread_outlives_a_test")
 
 
 @pytest.fixture(scope="module")

@@ -63,12 +63,8 @@ def backend(engine_path):
         yield b
 
 
-@pytest.fixture(autouse=True)
-def no_thread_outlives_a_test():
-    before = set(threading.enumerate())
-    yield
-    leftover = [t for t in threading.enumerate() if t not in before and t.is_alive()]
-    assert not leftover, f"threads outlived the run: {leftover}"
+# Every pipeline thread must be joined by the time a run returns or raises.
+pytestmark = pytest.mark.usefixtures("no_thread_outlives_a_test")
 
 
 # --- fakes ----------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import typer
 
 from rtseg.cli.commands_run import default_engine
 from rtseg.cli.common import (PRECISION_HELP, Dataset, Device, Precision, Split, app,
-                              ensure_parent, log, write_json)
+                              ensure_parent, log, print_written, write_json)
 from rtseg.errors import BadInput
 from rtseg.files import atomic_write
 
@@ -210,9 +210,7 @@ def _compare(engines: list[str], dataset: Optional[Dataset], data_root: Path, sp
     if plot:
         plot_png(result, plot)
     print_comparison(result)
-    for what, path in (("JSON", json_path), ("Markdown", markdown), ("plot", plot)):
-        if path is not None:
-            print(f"{what}: {path}")
+    print_written([("JSON", json_path), ("Markdown", markdown), ("plot", plot)])
 
 
 def print_comparison(result: dict) -> None:

@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 
 from rtseg.cli.common import (PRECISION_HELP, Device, Precision, app, ensure_output_dir,
-                              ensure_parent, write_json)
+                              ensure_parent, print_written, write_json)
 from rtseg.errors import BadInput, RtsegError
 
 ENGINES_DIR = Path(__file__).resolve().parents[2] / "engines"  # the checkout's (pip install -e)
@@ -173,9 +173,7 @@ def run_(
             if json_path:
                 write_json(json_path, result)
     print_summary(result)
-    for what, path in (("overlay video", output), ("masks", masks), ("run JSON", json_path)):
-        if path is not None:
-            print(f"{what}: {path}")
+    print_written([("overlay video", output), ("masks", masks), ("run JSON", json_path)])
     if result["interrupted"] or pipeline.interrupted:  # a press just as the run ended counts
         print("interrupted", file=sys.stderr)
         raise typer.Exit(130)

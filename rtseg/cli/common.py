@@ -6,7 +6,7 @@ import os
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import typer
 
@@ -101,3 +101,10 @@ def _options(debug: bool = typer.Option(False, "--debug", help="Show tracebacks 
     DEBUG["on"] = debug
 
 
+
+
+def print_written(outputs: Sequence[tuple[str, Optional[Path]]]) -> None:
+    """``what: path`` on stdout for each output the user asked for, so they can find them."""
+    for what, path in outputs:
+        if path is not None:
+            print(f"{what}: {path}")
