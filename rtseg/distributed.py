@@ -65,6 +65,16 @@ def all_gather_objects(obj, info: DistInfo) -> list:
     return out
 
 
+def any_rank(flag: torch.Tensor, info: DistInfo) -> bool:
+    """True on every rank when ``flag`` (a bool tensor on this rank's device) is true on any
+    rank — so that one rank's failure stops all of them at the same step instead of leaving the
+    others waiting in the next collective."""
+    if info.enabled:
+        flag = flag.to(torch.int32)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag)
+
+
 def broadcast_tensor(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """Rank 0's tensor on every rank."""
     if info.enabled:

@@ -27,6 +27,7 @@ from rtseg.backends.torch_backend import TorchBackend, resolve_device
 from rtseg.data import (SegmentationDataset, TrainTransform, check_pair_sizes, find_pairs,
                         get_spec, read_label)
 from rtseg.data.classes import IMAGENET_MEAN, IMAGENET_STD, engine_metadata
+from rtseg.data.device_batches import DeviceBatches, decode_split
 from rtseg.data.transforms import seed_worker
 from rtseg.errors import BadInput
 from rtseg.files import write_json, write_via_temp
@@ -64,6 +65,9 @@ class TrainConfig:
     val_limit: int | None = None
     scale_range: tuple[float, float] = (0.75, 1.5)
     jitter: float = 0.3
+    data_on_device: bool = False               # decode once, keep and augment batches on the device
+    val_every: int = 1                         # validate every N epochs (and after the last)
+    time_budget_s: float | None = None         # fit the epoch count to this many seconds of training
     extra: dict = field(default_factory=dict)
 
 
@@ -111,16 +115,41 @@ def make_train_loader(pairs, cfg: TrainConfig, crop, input_size, ignore_index,
     return loader, sampler
 
 
+def amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
+    """The autocast dtype of a training step: bf16 where the device computes it natively (CPUs
+    asked with ``--amp``, CUDA GPUs of compute capability ≥ 8.0), fp16 on older GPUs (with a
+    GradScaler), None without ``amp``."""
+    if not amp:
+        return None
+    if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] < 8:
+        return torch.float16
+    return torch.bfloat16
+
+
+def planned_epochs(epochs: int, done: int, elapsed_s: float, budget_s: float | None) -> int:
+    """The epoch count that fits ``budget_s`` seconds of training at the pace of the ``done``
+    epochs so far (never below ``done``, never above ``epochs``)."""
+    if budget_s is None or done == 0:
+        return epochs
+    fit = int(budget_s / (elapsed_s / done))
+    return max(done, min(epochs, fit))
+
+
 def poly_lr(base_lr: float, step: int, total: int, power: float = 0.9) -> float:
     """Polynomial decay from ``base_lr`` to 0 over ``total`` steps."""
     return base_lr * (1.0 - min(step, total) / max(total, 1)) ** power
 
 
-def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
-                    optimizer: torch.optim.Optimizer, device: torch.device, amp: bool,
-                    base_lr: float, step: int, total_steps: int, show: bool,
+def train_one_epoch(model: nn.Module, loader, criterion: nn.Module,
+                    optimizer: torch.optim.Optimizer, device: torch.device,
+                    dtype: torch.dtype | None, scaler: torch.amp.GradScaler, base_lr: float,
+                    step: int, total_steps: int, info: ddp.DistInfo, show: bool,
                     desc: str) -> tuple[float, int]:
-    """One pass over ``loader``; returns (mean loss, global step after it)."""
+    """One pass over ``loader``; returns (mean loss, global step after it).
+
+    ``dtype``: the autocast dtype (None: full precision); ``scaler`` scales fp16 losses
+    (disabled otherwise). A non-finite loss on any rank stops every rank at the same step.
+    """
     model.train()
     losses = []
     bar = tqdm(loader, desc=desc, disable=not show, leave=False, dynamic_ncols=True)
@@ -129,19 +158,21 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
             group["lr"] = poly_lr(base_lr, step, total_steps)
         frames = frames.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             logits = model(frames)
         loss = criterion(logits.float(), labels)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss became {loss.item()} at step {step}; "
-                                     "lower --lr")
+        if ddp.any_rank(~torch.isfinite(loss.detach()), info):
+            raise FloatingPointError(f"training loss became non-finite ({loss.item()} on rank "
+                                     f"{info.rank}) at step {step}; lower --lr")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        losses.append(loss.detach())
         step += 1
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
-    return float(np.mean(losses)), step
+        if show:
+            bar.set_postfix(loss=f"{losses[-1].item():.3f}")
+    return float(torch.stack(losses).mean()), step
 
 
 class _LogitsOf(nn.Module):
@@ -172,8 +203,10 @@ def _metadata(cfg: TrainConfig, input_size, crop, world_size: int, device: torch
               amp: bool) -> EngineMetadata:
     spec = get_spec(cfg.dataset)
     recipe = {k: v for k, v in asdict(cfg).items() if k not in ("data_root", "out", "extra")}
+    dtype = amp_dtype(device, amp)
     recipe.update(crop=list(crop), input_size=list(input_size), world_size=world_size,
-                  device_type=device.type, amp="bf16" if amp else "off",
+                  device_type=device.type,
+                  amp={torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "off"),
                   optimizer="AdamW", schedule="poly(0.9) per step",
                   loss="cross-entropy, ENet class weights 1/ln(1.02+p)",
                   augmentation=f"scale {cfg.scale_range}, crop, hflip, jitter {cfg.jitter}")
@@ -239,6 +272,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = lambda s: None,
         torch.manual_seed(cfg.seed + info.rank)
         np.random.seed(cfg.seed + info.rank)
         amp = device.type == "cuda" if cfg.amp is None else cfg.amp
+        dtype = amp_dtype(device, amp)
         metadata = _metadata(cfg, input_size, crop, info.world_size, device, amp)
 
         segmenter = Segmenter(build_model(name, spec.num_classes, cfg.encoder_weights),
@@ -251,7 +285,9 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = lambda s: None,
         weights = ddp.broadcast_tensor(weights.to(device), info)
         criterion = nn.CrossEntropyLoss(weight=weights, ignore_index=spec.ignore_index)
         optimizer = torch.optim.AdamW(segmenter.parameters(), lr=cfg.lr,
-                                      weight_decay=cfg.weight_decay)
+                                      weight_decay=cfg.weight_decay,
+                                      fused=device.type == "cuda")
+        scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
         run_id = {"model": name, "dataset": spec.name, "num_classes": spec.num_classes}
         start_epoch, step, best, history = 0, 0, -1.0, []
@@ -273,51 +309,85 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = lambda s: None,
                 model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
             model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None)
-        loader, sampler = make_train_loader(train_pairs, cfg, crop, input_size,
-                                            spec.ignore_index, info, start_epoch)
-        total_steps = cfg.epochs * len(loader)
+        if cfg.data_on_device:
+            images, labels = decode_split(train_pairs, cfg.dataset, max(cfg.workers, 1))
+            loader = sampler = DeviceBatches(
+                images, labels, crop, input_size, spec.ignore_index, cfg.batch_size, device,
+                cfg.scale_range, cfg.jitter, cfg.seed, info.rank, info.world_size)
+            if len(loader) == 0:
+                raise BadInput(f"{len(images)} training images per process is fewer than one "
+                               f"batch of {cfg.batch_size}; lower --batch-size")
+        else:
+            loader, sampler = make_train_loader(train_pairs, cfg, crop, input_size,
+                                                spec.ignore_index, info, start_epoch)
+        epochs = cfg.epochs
+        total_steps = epochs * len(loader)
         if info.is_main:  # only now: bad input found above leaves no directory behind
             out.mkdir(parents=True, exist_ok=True)
             log(f"training {name} on {spec.name}: {len(train_pairs)} train / {len(val_pairs)} "
                 f"val images, crop {crop[0]}x{crop[1]}, input {input_size[0]}x{input_size[1]}, "
-                f"{info.world_size} process(es) on {device.type}, amp={'bf16' if amp else 'off'}")
+                f"{info.world_size} process(es) on {device.type}, "
+                f"amp={metadata.extra['recipe']['amp']}"
+                + (", batches made on the device" if cfg.data_on_device else ""))
 
-        for epoch in range(start_epoch, cfg.epochs):
-            if isinstance(sampler, DistributedSampler):
-                sampler.set_epoch(epoch)
-            t0 = time.perf_counter()
-            loss, step = train_one_epoch(model, loader, criterion, optimizer, device, amp,
-                                         cfg.lr, step, total_steps,
-                                         show_progress and info.is_main,
-                                         f"epoch {epoch + 1}/{cfg.epochs}")
-            train_seconds = time.perf_counter() - t0
-            losses = ddp.all_gather_objects(loss, info)
-            ddp.broadcast_buffers(segmenter, info)
-            matrix = validate(segmenter, metadata, val_pairs, cfg, device, info)
-            miou = matrix.miou()
-            entry = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_miou": miou,
-                     "val_pixel_accuracy": matrix.pixel_accuracy(),
-                     "lr": poly_lr(cfg.lr, step, total_steps), "train_seconds": train_seconds}
-            if info.enabled and epoch == start_epoch:
-                entry["rank_samples"] = ddp.all_gather_objects(
-                    [int(i) for i in iter(sampler)], info)
-            history.append(entry)
-            if info.is_main:
-                per_class = {n: (None if math.isnan(v) else float(v))
-                             for n, v in zip(spec.class_names, matrix.iou())}
-                meta = metadata.with_updates(val_miou=miou, epoch=epoch + 1,
-                                             per_class_iou=per_class)
-                save_checkpoint(out / "last.safetensors", segmenter, meta)
-                if miou > best or not (out / "best.safetensors").exists():
-                    best = max(miou, best)
-                    save_checkpoint(out / "best.safetensors", segmenter, meta)
-                _save_state(state_path, segmenter, optimizer, epoch + 1, step, best, history,
-                            run_id)
-                write_json(out / "history.json", {"model": name, "dataset": spec.name,
-                                                   "epochs": history})
-                log(f"epoch {epoch + 1}/{cfg.epochs}: loss {entry['loss']:.4f}, "
-                    f"val mIoU {miou:.4f} (best {best:.4f}), {train_seconds:.1f} s")
-            ddp.barrier(info)
-        return {"best_miou": best, "epochs": cfg.epochs, "out": str(out)}
+        train_seconds_total = sum(e.get("train_seconds", 0.0) for e in history)
+        cudnn_benchmark = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed shapes: autotune once
+        try:
+            epoch = start_epoch
+            while epoch < epochs:
+                if hasattr(sampler, "set_epoch"):
+                    sampler.set_epoch(epoch)
+                t0 = time.perf_counter()
+                loss, step = train_one_epoch(model, loader, criterion, optimizer, device, dtype,
+                                             scaler, cfg.lr, step, total_steps, info,
+                                             show_progress and info.is_main,
+                                             f"epoch {epoch + 1}/{epochs}")
+                train_seconds = time.perf_counter() - t0
+                train_seconds_total += train_seconds
+                epoch += 1
+                fitted = planned_epochs(cfg.epochs, epoch, train_seconds_total, cfg.time_budget_s)
+                fitted = int(ddp.broadcast_tensor(torch.tensor(fitted, device=device), info))
+                if fitted != epochs:
+                    if info.is_main:
+                        log(f"--time-budget {cfg.time_budget_s:.0f} s: {fitted} epochs fit "
+                            f"(at {train_seconds_total / (epoch - start_epoch or 1):.1f} s/epoch)")
+                    epochs, total_steps = fitted, fitted * len(loader)
+                losses = ddp.all_gather_objects(loss, info)
+                entry = {"epoch": epoch, "loss": float(np.mean(losses)),
+                         "lr": poly_lr(cfg.lr, step, total_steps),
+                         "train_seconds": train_seconds}
+                if info.enabled and epoch == start_epoch + 1 and isinstance(sampler,
+                                                                           DistributedSampler):
+                    entry["rank_samples"] = ddp.all_gather_objects(
+                        [int(i) for i in iter(sampler)], info)
+                if epoch % max(cfg.val_every, 1) and epoch < epochs:
+                    history.append(entry)
+                    continue
+                ddp.broadcast_buffers(segmenter, info)
+                matrix = validate(segmenter, metadata, val_pairs, cfg, device, info)
+                miou = matrix.miou()
+                entry.update(val_miou=miou, val_pixel_accuracy=matrix.pixel_accuracy())
+                history.append(entry)
+                if info.is_main:
+                    per_class = {n: (None if math.isnan(v) else float(v))
+                                 for n, v in zip(spec.class_names, matrix.iou())}
+                    meta = metadata.with_updates(val_miou=miou, epoch=epoch,
+                                                 per_class_iou=per_class)
+                    save_checkpoint(out / "last.safetensors", segmenter, meta)
+                    if miou > best or not (out / "best.safetensors").exists():
+                        best = max(miou, best)
+                        save_checkpoint(out / "best.safetensors", segmenter, meta)
+                    _save_state(state_path, segmenter, optimizer, epoch, step, best, history,
+                                run_id)
+                    write_json(out / "history.json", {"model": name, "dataset": spec.name,
+                                                       "epochs": history})
+                    log(f"epoch {epoch}/{epochs}: loss {entry['loss']:.4f}, "
+                        f"val mIoU {miou:.4f} (best {best:.4f}), {train_seconds:.1f} s")
+                ddp.barrier(info)
+        finally:
+            torch.backends.cudnn.benchmark = cudnn_benchmark
+        return {"best_miou": best, "epochs": epochs, "out": str(out),
+                "train_seconds": train_seconds_total}
     finally:
         ddp.shutdown(info)

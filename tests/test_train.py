@@ -148,3 +148,53 @@ def test_eval_json_path_that_is_a_directory_fails_before_any_work(tmp_path, caps
     code = main(["eval", "--engine", str(tmp_path / "missing.safetensors"), "--dataset",
                  "camvid", "--data-root", str(tmp_path), "--json", str(tmp_path)])
     assert code == 2 and "is a directory" in capsys.readouterr().err
+
+
+def test_batches_made_on_the_device_train_and_validate_every_n_epochs(camvid_root, tmp_path):
+    cfg = TrainConfig(model="unet_r50", dataset="camvid", data_root=camvid_root,
+                      out=tmp_path, epochs=3, batch_size=4, crop=(64, 96),
+                      input_size=(64, 96), train_limit=8, val_limit=2, workers=0,
+                      data_on_device=True, val_every=2)
+    result = train(cfg)
+    history = json.loads((tmp_path / "history.json").read_text())["epochs"]
+    assert [e["epoch"] for e in history] == [1, 2, 3]
+    assert ["val_miou" in e for e in history] == [False, True, True]  # every 2nd, and the last
+    meta = read_checkpoint_metadata(tmp_path / "best.safetensors")
+    assert meta.extra["val_miou"] == result["best_miou"]
+    assert meta.extra["recipe"]["data_on_device"] is True
+
+
+def test_a_time_budget_shrinks_the_epoch_count(camvid_root, tmp_path):
+    cfg = TrainConfig(model="unet_r50", dataset="camvid", data_root=camvid_root,
+                      out=tmp_path, epochs=50, batch_size=4, crop=(64, 96),
+                      input_size=(64, 96), train_limit=8, val_limit=2, workers=0,
+                      data_on_device=True, time_budget_s=0.01)
+    logs = []
+    result = train(cfg, log=logs.append)
+    assert result["epochs"] == 1  # one epoch is always trained, then the budget is spent
+    assert any("epochs fit" in line for line in logs), logs
+    history = json.loads((tmp_path / "history.json").read_text())["epochs"]
+    assert len(history) == 1 and "val_miou" in history[0]
+
+
+def test_planned_epochs_fit_the_budget_at_the_pace_so_far():
+    from rtseg.train import planned_epochs
+
+    assert planned_epochs(100, 0, 0.0, 60.0) == 100       # nothing measured yet
+    assert planned_epochs(100, 2, 4.0, 60.0) == 30        # 2 s/epoch → 30 epochs in 60 s
+    assert planned_epochs(100, 2, 0.2, 60.0) == 100       # never more than asked
+    assert planned_epochs(100, 5, 50.0, 20.0) == 5        # never fewer than done
+    assert planned_epochs(100, 2, 4.0, None) == 100
+
+
+def test_mixed_precision_dtype_follows_the_device():
+    import torch
+
+    from rtseg.train import amp_dtype
+
+    assert amp_dtype(torch.device("cpu"), False) is None
+    assert amp_dtype(torch.device("cpu"), True) is torch.bfloat16
+    if torch.cuda.is_available():
+        major = torch.cuda.get_device_capability()[0]
+        want = torch.bfloat16 if major >= 8 else torch.float16
+        assert amp_dtype(torch.device("cuda"), True) is want

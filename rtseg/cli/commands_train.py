@@ -29,17 +29,27 @@ def train(
     out: Path = typer.Option(Path("runs/train"), help="Output directory."),
     resume: bool = typer.Option(False, help="Continue from OUT/train_state.pt."),
     encoder_weights: str = typer.Option("none", help="none, imagenet or a local weights file."),
-    amp: Optional[bool] = typer.Option(None, help="bf16 autocast (default: on for CUDA)."),
+    amp: Optional[bool] = typer.Option(
+        None, help="Mixed precision: bf16 autocast (fp16 + loss scaling on GPUs older than "
+                   "compute capability 8.0); default on for CUDA."),
     workers: int = typer.Option(2, min=0, help="Data-loader processes."),
     seed: int = typer.Option(0),
     train_limit: Optional[int] = typer.Option(None, min=1, help="First N training images."),
     val_limit: Optional[int] = typer.Option(None, min=1, help="First N val images."),
+    data_on_device: bool = typer.Option(
+        False, help="Decode the training frames once, keep them on the device and augment "
+                    "whole batches there (GPU training: no data-loader bottleneck)."),
+    val_every: int = typer.Option(1, min=1, help="Validate every N epochs (and after the last)."),
+    time_budget: Optional[float] = typer.Option(
+        None, min=1.0, help="Seconds of training steps: the epoch count shrinks to fit "
+                            "(the poly schedule follows)."),
 ):
     """Train a model; writes OUT/best.safetensors, OUT/last.safetensors, history.json.
 
     Examples:
       1. rtseg train --model segnet_r50 --dataset camvid --data-root data/camvid --epochs 200
       2. torchrun --standalone --nproc_per_node 8 -m rtseg train --model unet_r50 ...
+      3. rtseg train ... --device cuda --data-on-device --batch-size 16 --time-budget 600
     """
     from rtseg.train import TrainConfig, train as run_training
 
@@ -48,7 +58,9 @@ def train(
                       input_size=parse_size(input_size, "--input-size"), lr=lr,
                       device=device.value, amp=amp, resume=resume,
                       encoder_weights=encoder_weights, seed=seed, workers=workers,
-                      train_limit=train_limit, val_limit=val_limit)
+                      train_limit=train_limit, val_limit=val_limit,
+                      data_on_device=data_on_device, val_every=val_every,
+                      time_budget_s=time_budget)
     result = run_training(cfg, log=log, show_progress=sys.stderr.isatty())
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"best val mIoU {result['best_miou']:.4f}; weights in {result['out']}/best.safetensors")

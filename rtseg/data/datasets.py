@@ -25,7 +25,8 @@ def get_spec(name: str) -> DatasetSpec:
 
 
 def camvid_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
-    """CamVid (SegNet layout): ``root/split/*.png`` with labels in ``root/{split}annot``."""
+    """CamVid (SegNet layout): ``root/split/*.png`` with labels in ``root/{split}annot`` (same
+    name; for JPEG frames, the same stem with ``.png``)."""
     image_dir, label_dir = root / split, root / f"{split}annot"
     if not image_dir.is_dir():
         raise BadInput(f"CamVid split not found: {image_dir} (expected {root}/{split}/*.png)")
@@ -33,6 +34,8 @@ def camvid_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
     pairs = []
     for image in images:
         label = label_dir / image.name
+        if not label.is_file():  # a JPEG frame keeps its label as a PNG of the same stem
+            label = label.with_suffix(".png")
         if not label.is_file():
             raise BadInput(f"CamVid label missing for {image.name}: expected {label}")
         pairs.append((image, label))

@@ -1,0 +1,202 @@
+"""Train the report's four models from scratch on CamVid on one GPU, within a time budget,
+and pack what comes back (histories, scores, the chosen weights split into parts).
+
+Every model goes through ``rtseg.train`` (the code behind ``rtseg train``) with one recipe:
+frames decoded once and augmented on the GPU (``--data-on-device``: random scale 0.75–1.5 of
+the 352×480 network input, random crop, flip, colour jitter), ENet class weights, AdamW with
+poly decay, bf16 autocast, channels_last, validation on the 101 val frames every
+``--val-every`` epochs (best checkpoint kept). The budget is shared out in proportion to each
+model's FLOPs, so the four train for about the same number of epochs; each one's epoch count
+is fitted to its share by ``--time-budget`` after its first epochs. A model whose run dies
+(out of memory, a non-finite loss) is reported and the others go on. Runs are resumable:
+an interrupted model restarts from its last validated epoch.
+
+    python bench/pack_camvid.py --src ../shared/data/camvid --out .gpu/camvid   # here
+    python bench/train_gpu.py --data-root .gpu/camvid --runs runs/gpu --budget 420 \\
+        --export "$OUT"                                   # on the GPU machine
+    python bench/train_gpu.py --runs runs/gpu --export "$OUT" --export-only --models unet_r50
+    python bench/train_gpu.py --dry-run --data-root ../shared/data/camvid --runs /tmp/dry
+
+``--export DIR`` writes ``DIR/train_gpu.tar.gz`` (summary, histories, logs) and the chosen
+weights as fp16 safetensors in parts of at most 15 MiB (``MODEL.safetensors.partNN``); the
+summary holds each file's sha256, and ``bench/join_parts.py`` joins and checks them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import platform
+import tarfile
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from rtseg.data import get_spec
+from rtseg.models import build_model, load_checkpoint, save_checkpoint
+from rtseg.models.flops import count_flops
+from rtseg.train import TrainConfig, train
+
+MODELS = ("segnet_r50", "unet_r50", "unet_vgg16", "segnet_vgg16")
+PART_BYTES = 15 * 2**20
+RETURN_BYTES = 60 * 2**20  # what one call may bring back (64 MiB), less the tarball's room
+
+
+def flops_shares(models: list[str], num_classes: int) -> dict[str, float]:
+    """Each model's share of the summed FLOPs per frame (counted at a small size: the ratio
+    between models does not depend on it)."""
+    flops = {m: count_flops(build_model(m, num_classes), (64, 96)) for m in models}
+    total = sum(flops.values())
+    return {m: f / total for m, f in flops.items()}
+
+
+def device_name(device: str) -> str:
+    """The GPU's name, or the CPU's architecture."""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"CPU ({platform.machine()})"
+
+
+def train_all(args) -> dict:
+    """Train every model of ``args.models`` in turn; the summary of what each one reached."""
+    spec = get_spec("camvid")
+    models = args.models.split(",")
+    shares = flops_shares(models, spec.num_classes)
+    summary = {"device": device_name(args.device), "torch": torch.__version__,
+               "budget_s": args.budget, "recipe": {
+                   "crop": list(args.crop), "input_size": list(args.input_size),
+                   "batch_size": args.batch_size, "lr": args.lr, "max_epochs": args.epochs,
+                   "val_every": args.val_every, "data_on_device": True, "amp": "bf16 on CUDA"},
+               "models": {}}
+    for name in models:
+        out = args.runs / name
+        budget = args.budget * shares[name]
+        cfg = TrainConfig(model=name, dataset="camvid", data_root=args.data_root, out=out,
+                          epochs=args.epochs, batch_size=args.batch_size, crop=args.crop,
+                          input_size=args.input_size, lr=args.lr, device=args.device,
+                          resume=(out / "train_state.pt").is_file(), seed=0,
+                          workers=args.workers, data_on_device=True, val_every=args.val_every,
+                          time_budget_s=budget, train_limit=args.train_limit,
+                          val_limit=args.val_limit)
+        t0 = time.perf_counter()
+        print(f"== {name}: budget {budget:.0f} s of training steps", flush=True)
+        try:
+            result = train(cfg, log=lambda s: print(f"   {s}", flush=True))
+            _, meta = load_checkpoint(out / "best.safetensors")
+            summary["models"][name] = {
+                "best_val_miou": result["best_miou"], "epochs": result["epochs"],
+                "best_epoch": meta.extra.get("epoch"),
+                "per_class_iou": meta.extra.get("per_class_iou"),
+                "train_seconds": round(result["train_seconds"], 1),
+                "wall_seconds": round(time.perf_counter() - t0, 1)}
+        except Exception as exc:  # one model's failure must not cost the others their run
+            traceback.print_exc()
+            summary["models"][name] = {"error": f"{type(exc).__name__}: {exc}",
+                                       "wall_seconds": round(time.perf_counter() - t0, 1)}
+        print(f"   {name}: {summary['models'][name]}", flush=True)
+        write_summary(args.runs, summary)
+    return summary
+
+
+def write_summary(runs: Path, summary: dict) -> None:
+    """``runs/summary.json``, replaced atomically."""
+    runs.mkdir(parents=True, exist_ok=True)
+    tmp = runs / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    os.replace(tmp, runs / "summary.json")
+
+
+def choose_exports(summary: dict) -> list[str]:
+    """The bundle candidate first (segnet_r50 when within 1 point of the best, else the best),
+    then the best if it is another model."""
+    scored = {m: r["best_val_miou"] for m, r in summary["models"].items() if "best_val_miou" in r}
+    if not scored:
+        return []
+    best = max(scored, key=scored.get)
+    first = "segnet_r50" if scored.get("segnet_r50", -1) >= scored[best] - 0.01 else best
+    return [first] + ([best] if best != first else [])
+
+
+def export(runs: Path, models: list[str], out: Path) -> None:
+    """Pack results into ``out``: the tarball and fp16 parts of as many ``models`` as fit."""
+    out.mkdir(parents=True, exist_ok=True)
+    summary_path = runs / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {"models": {}}
+    summary["exported"] = {}
+    room = RETURN_BYTES
+    for name in models:
+        best = runs / name / "best.safetensors"
+        if not best.is_file():
+            continue
+        segmenter, meta = load_checkpoint(best)
+        fp16 = runs / f"{name}.fp16.safetensors"
+        save_checkpoint(fp16, segmenter, meta, dtype=torch.float16)
+        data = fp16.read_bytes()
+        if len(data) > room:
+            print(f"{name}: {len(data) / 2**20:.1f} MiB does not fit in this call's "
+                  f"{room / 2**20:.1f} MiB; export it with --export-only --models {name}")
+            continue
+        room -= len(data)
+        parts = [data[i:i + PART_BYTES] for i in range(0, len(data), PART_BYTES)]
+        for i, part in enumerate(parts):
+            (out / f"{name}.safetensors.part{i:02d}").write_bytes(part)
+        summary["exported"][name] = {"sha256": hashlib.sha256(data).hexdigest(),
+                                     "bytes": len(data), "parts": len(parts)}
+        print(f"exported {name}: {len(data) / 2**20:.1f} MiB in {len(parts)} parts")
+    with tarfile.open(out / "train_gpu.tar.gz", "w:gz") as tar:
+        blob = json.dumps(summary, indent=2).encode()
+        info = tarfile.TarInfo("summary.json")
+        info.size = len(blob)
+        tar.addfile(info, io.BytesIO(blob))
+        for path in sorted(runs.glob("*/history.json")) + sorted(runs.glob("*.log")):
+            tar.add(path, arcname=str(path.relative_to(runs)))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-root", type=Path)
+    p.add_argument("--runs", type=Path, default=Path("runs/gpu"))
+    p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--budget", type=float, default=420.0,
+                   help="seconds of training steps for all models together")
+    p.add_argument("--epochs", type=int, default=1000, help="upper bound; the budget decides")
+    p.add_argument("--crop", default="256x352", help="training crop HxW")
+    p.add_argument("--input-size", default="352x480", help="network input HxW (validation)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--val-every", type=int, default=10)
+    p.add_argument("--workers", type=int, default=8)
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--train-limit", type=int)
+    p.add_argument("--val-limit", type=int)
+    p.add_argument("--export", type=Path, help="pack results and weights into this folder")
+    p.add_argument("--export-only", action="store_true", help="pack the runs, train nothing")
+    p.add_argument("--dry-run", action="store_true",
+                   help="CPU, tiny crops, 2 epochs, 8 frames: every code path in a minute")
+    args = p.parse_args()
+    if args.dry_run:
+        args.device, args.crop, args.batch_size, args.epochs = "cpu", "64x96", 4, 2
+        args.input_size = "64x96"
+        args.val_every, args.budget, args.workers = 1, 1e6, 2
+        args.train_limit, args.val_limit = 8, 2
+    args.crop = tuple(int(v) for v in args.crop.split("x"))
+    args.input_size = tuple(int(v) for v in args.input_size.split("x"))
+
+    if not args.export_only:
+        if args.data_root is None:
+            p.error("--data-root is required unless --export-only")
+        summary = train_all(args)
+        exports = choose_exports(summary)
+    else:
+        exports = args.models.split(",")
+    if args.export:
+        export(args.runs, exports, args.export)
+
+
+if __name__ == "__main__":
+    main()
