@@ -5,14 +5,14 @@ Every model goes through ``rtseg.train`` (the code behind ``rtseg train``) with 
 frames decoded once and augmented on the GPU (``--data-on-device``: random scale 0.75–1.5 of
 the 352×480 network input, random crop, flip, colour jitter), ENet class weights, AdamW with
 poly decay, bf16 autocast, channels_last, validation on the 101 val frames every
-``--val-every`` epochs (best checkpoint kept). The budget is shared out in proportion to each
-model's FLOPs, so the four train for about the same number of epochs; each one's epoch count
-is fitted to its share by ``--time-budget`` after its first epochs. A model whose run dies
+``--val-every`` epochs (best checkpoint kept). Each model gets the same share of the budget
+(the same GPU time: how much a model learns in a fixed time is part of the comparison), and
+its epoch count is fitted to that share by ``--time-budget`` as its epochs are timed. A model whose run dies
 (out of memory, a non-finite loss) is reported and the others go on. Runs are resumable:
 an interrupted model restarts from its last validated epoch.
 
     python bench/pack_camvid.py --src ../shared/data/camvid --out .gpu/camvid   # here
-    python bench/train_gpu.py --data-root .gpu/camvid --runs runs/gpu --budget 420 \\
+    python bench/train_gpu.py --data-root .gpu/camvid --runs runs/gpu --budget 320 \\
         --export "$OUT"                                   # on the GPU machine
     python bench/train_gpu.py --runs runs/gpu --export "$OUT" --export-only --models unet_r50
     python bench/train_gpu.py --dry-run --data-root ../shared/data/camvid --runs /tmp/dry
@@ -38,21 +38,12 @@ from pathlib import Path
 import torch
 
 from rtseg.data import get_spec
-from rtseg.models import build_model, load_checkpoint, save_checkpoint
-from rtseg.models.flops import count_flops
+from rtseg.models import load_checkpoint, save_checkpoint
 from rtseg.train import TrainConfig, train
 
 MODELS = ("segnet_r50", "unet_r50", "unet_vgg16", "segnet_vgg16")
 PART_BYTES = 15 * 2**20
 RETURN_BYTES = 60 * 2**20  # what one call may bring back (64 MiB), less the tarball's room
-
-
-def flops_shares(models: list[str], num_classes: int) -> dict[str, float]:
-    """Each model's share of the summed FLOPs per frame (counted at a small size: the ratio
-    between models does not depend on it)."""
-    flops = {m: count_flops(build_model(m, num_classes), (64, 96)) for m in models}
-    total = sum(flops.values())
-    return {m: f / total for m, f in flops.items()}
 
 
 def device_name(device: str) -> str:
@@ -66,7 +57,6 @@ def train_all(args) -> dict:
     """Train every model of ``args.models`` in turn; the summary of what each one reached."""
     spec = get_spec("camvid")
     models = args.models.split(",")
-    shares = flops_shares(models, spec.num_classes)
     summary = {"device": device_name(args.device), "torch": torch.__version__,
                "budget_s": args.budget, "recipe": {
                    "crop": list(args.crop), "input_size": list(args.input_size),
@@ -75,7 +65,7 @@ def train_all(args) -> dict:
                "models": {}}
     for name in models:
         out = args.runs / name
-        budget = args.budget * shares[name]
+        budget = args.budget / len(models)
         cfg = TrainConfig(model=name, dataset="camvid", data_root=args.data_root, out=out,
                           epochs=args.epochs, batch_size=args.batch_size, crop=args.crop,
                           input_size=args.input_size, lr=args.lr, device=args.device,
@@ -162,7 +152,7 @@ def main() -> None:
     p.add_argument("--data-root", type=Path)
     p.add_argument("--runs", type=Path, default=Path("runs/gpu"))
     p.add_argument("--models", default=",".join(MODELS))
-    p.add_argument("--budget", type=float, default=420.0,
+    p.add_argument("--budget", type=float, default=320.0,
                    help="seconds of training steps for all models together")
     p.add_argument("--epochs", type=int, default=1000, help="upper bound; the budget decides")
     p.add_argument("--crop", default="256x352", help="training crop HxW")

@@ -17,10 +17,11 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    launched: bool = False  # started by torchrun: a process group exists, even of one process
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.world_size > 1 or self.launched
 
     @property
     def is_main(self) -> bool:
@@ -29,16 +30,23 @@ class DistInfo:
 
 def init_from_env(device_type: str) -> DistInfo:
     """Join the process group torchrun describes in the environment (no-op when absent)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if "WORLD_SIZE" not in os.environ:
         return DistInfo()
-    info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    # Under torchrun the group is formed even for one process, so one GPU runs the same
+    # NCCL/DDP code path as eight.
+    info = DistInfo(int(os.environ.get("RANK", "0")), int(os.environ["WORLD_SIZE"]),
+                    int(os.environ.get("LOCAL_RANK", "0")), launched=True)
     if not dist.is_initialized():
         backend = "nccl" if device_type == "cuda" else "gloo"
         if device_type == "cuda":
             torch.cuda.set_device(info.local_rank)
         dist.init_process_group(backend=backend)
     return info
+
+
+def backend_name(info: DistInfo) -> str | None:
+    """The process group's backend (``nccl``, ``gloo``), None outside torchrun."""
+    return dist.get_backend() if info.enabled and dist.is_initialized() else None
 
 
 def shutdown(info: DistInfo) -> None:

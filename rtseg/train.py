@@ -126,12 +126,15 @@ def amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
     return torch.bfloat16
 
 
-def planned_epochs(epochs: int, done: int, elapsed_s: float, budget_s: float | None) -> int:
-    """The epoch count that fits ``budget_s`` seconds of training at the pace of the ``done``
-    epochs so far (never below ``done``, never above ``epochs``)."""
-    if budget_s is None or done == 0:
+def planned_epochs(epochs: int, done: int, elapsed_s: float, last_epoch_s: float,
+                   budget_s: float | None) -> int:
+    """The epoch count that fits ``budget_s`` seconds of training: the ``done`` epochs took
+    ``elapsed_s``, and the rest run at the pace of the latest one (the first epoch carries the
+    one-off autotuning, so an average would under-plan). Never below ``done``, never above
+    ``epochs``."""
+    if budget_s is None or done == 0 or last_epoch_s <= 0:
         return epochs
-    fit = int(budget_s / (elapsed_s / done))
+    fit = done + int(max(budget_s - elapsed_s, 0.0) / last_epoch_s)
     return max(done, min(epochs, fit))
 
 
@@ -199,12 +202,13 @@ def validate(segmenter: Segmenter, metadata: EngineMetadata, pairs: Sequence, cf
     return matrix
 
 
-def _metadata(cfg: TrainConfig, input_size, crop, world_size: int, device: torch.device,
+def _metadata(cfg: TrainConfig, input_size, crop, info: ddp.DistInfo, device: torch.device,
               amp: bool) -> EngineMetadata:
     spec = get_spec(cfg.dataset)
     recipe = {k: v for k, v in asdict(cfg).items() if k not in ("data_root", "out", "extra")}
     dtype = amp_dtype(device, amp)
-    recipe.update(crop=list(crop), input_size=list(input_size), world_size=world_size,
+    recipe.update(crop=list(crop), input_size=list(input_size), world_size=info.world_size,
+                  process_group=ddp.backend_name(info),
                   device_type=device.type,
                   amp={torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "off"),
                   optimizer="AdamW", schedule="poly(0.9) per step",
@@ -273,7 +277,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = lambda s: None,
         np.random.seed(cfg.seed + info.rank)
         amp = device.type == "cuda" if cfg.amp is None else cfg.amp
         dtype = amp_dtype(device, amp)
-        metadata = _metadata(cfg, input_size, crop, info.world_size, device, amp)
+        metadata = _metadata(cfg, input_size, crop, info, device, amp)
 
         segmenter = Segmenter(build_model(name, spec.num_classes, cfg.encoder_weights),
                               IMAGENET_MEAN, IMAGENET_STD).to(device)
@@ -346,12 +350,13 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = lambda s: None,
                 train_seconds = time.perf_counter() - t0
                 train_seconds_total += train_seconds
                 epoch += 1
-                fitted = planned_epochs(cfg.epochs, epoch, train_seconds_total, cfg.time_budget_s)
+                fitted = planned_epochs(cfg.epochs, epoch, train_seconds_total, train_seconds,
+                                        cfg.time_budget_s)
                 fitted = int(ddp.broadcast_tensor(torch.tensor(fitted, device=device), info))
                 if fitted != epochs:
                     if info.is_main:
                         log(f"--time-budget {cfg.time_budget_s:.0f} s: {fitted} epochs fit "
-                            f"(at {train_seconds_total / (epoch - start_epoch or 1):.1f} s/epoch)")
+                            f"(at {train_seconds:.2f} s/epoch)")
                     epochs, total_steps = fitted, fitted * len(loader)
                 losses = ddp.all_gather_objects(loss, info)
                 entry = {"epoch": epoch, "loss": float(np.mean(losses)),

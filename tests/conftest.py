@@ -65,3 +65,17 @@ def no_thread_outlives_a_test():
     yield
     leftover = [t for t in threading.enumerate() if t not in before and t.is_alive()]
     assert not leftover, f"threads outlived the run: {leftover}"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` skip, saying why, where PyTorch sees no CUDA GPU."""
+    gpu_tests = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_tests:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU: torch.cuda.is_available() is false")
+    for item in gpu_tests:
+        item.add_marker(skip)

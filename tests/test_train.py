@@ -177,14 +177,15 @@ def test_a_time_budget_shrinks_the_epoch_count(camvid_root, tmp_path):
     assert len(history) == 1 and "val_miou" in history[0]
 
 
-def test_planned_epochs_fit_the_budget_at_the_pace_so_far():
+def test_planned_epochs_fit_the_budget_at_the_latest_pace():
     from rtseg.train import planned_epochs
 
-    assert planned_epochs(100, 0, 0.0, 60.0) == 100       # nothing measured yet
-    assert planned_epochs(100, 2, 4.0, 60.0) == 30        # 2 s/epoch → 30 epochs in 60 s
-    assert planned_epochs(100, 2, 0.2, 60.0) == 100       # never more than asked
-    assert planned_epochs(100, 5, 50.0, 20.0) == 5        # never fewer than done
-    assert planned_epochs(100, 2, 4.0, None) == 100
+    assert planned_epochs(100, 0, 0.0, 0.0, 60.0) == 100       # nothing measured yet
+    # a slow first epoch (autotuning) does not shrink the plan: the rest run at 1 s/epoch
+    assert planned_epochs(100, 2, 11.0, 1.0, 60.0) == 2 + 49
+    assert planned_epochs(100, 2, 2.0, 0.1, 60.0) == 100       # never more than asked
+    assert planned_epochs(100, 5, 50.0, 10.0, 20.0) == 5       # never fewer than done
+    assert planned_epochs(100, 2, 4.0, 2.0, None) == 100
 
 
 def test_mixed_precision_dtype_follows_the_device():

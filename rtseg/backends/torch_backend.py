@@ -44,6 +44,10 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         raise BadInput(f"--precision {precision}: use auto, fp32, fp16 or bf16")
     if device.type == "cpu" and precision == "fp16":
         raise BadInput("--precision fp16 runs on CUDA only; on the CPU use bf16 (or fp32)")
+    if (device.type == "cuda" and precision == "bf16"
+            and torch.cuda.get_device_capability(device)[0] < 8):
+        raise BadInput("--precision bf16 needs a GPU of compute capability 8.0 or newer "
+                       "(Ampere, Hopper, ...); use fp16")
     if device.type == "cpu" and precision == "bf16" and not cpu_has_native_bf16():
         raise BadInput("--precision bf16: this CPU has no native bf16 (AVX-512 BF16 or AMX), "
                        "so it would run slower than fp32; use fp32")
