@@ -1,16 +1,17 @@
 """Build a TensorRT engine (``*.plan``) from an rtseg ONNX deploy graph.
 
 Follows NVIDIA's ``samples/python/efficientdet/build_engine.py`` (log every I/O tensor, report
-every parser error, one optimisation profile for the dynamic batch) with the TensorRT 10/11
-precision rules:
+every parser error, one optimisation profile for the dynamic batch, a timing cache).
 
-- TensorRT 10: an fp32 graph builds in fp16 through ``BuilderFlag.FP16`` (weak typing); an fp16
-  graph (``rtseg export --fp16``) is built ``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` so
-  TensorRT keeps the graph's own types. ``EXPLICIT_BATCH`` is not used: it is deprecated and
-  ignored in 10.0, networks are always explicit batch.
-- TensorRT 11: weak typing is gone (``BuilderFlag.FP16`` removed, every network strongly
-  typed), so the engine computes in the graph's precision and an fp16 engine needs an fp16
-  export.
+Every network is **strongly typed**: TensorRT keeps the graph's own types. TensorRT 10 needs
+``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` for that; TensorRT 11 builds nothing else (the
+flag is deprecated and ignored, ``BuilderFlag.FP16`` is gone). Weak typing (``BuilderFlag.FP16``
+on an fp32 graph, deprecated since 10.12) is never used: it lets TensorRT pick a precision per
+layer, so SegNet's pooled maximum and the window it is compared with (the unpooling mask's
+``Equal``) could be computed in different precisions and the mask come out wrong. So an fp16
+engine from an fp32 export is built from the graph converted to fp16 first
+(``rtseg.export.graph_to_fp16``, the same graph ``rtseg export --fp16`` writes); ``--fp32``
+builds the fp32 graph as it is. ``EXPLICIT_BATCH`` is not used (deprecated and ignored in 10.0).
 
 A plan only runs on the GPU model and TensorRT version it was built with; the sidecar
 ``<plan>.json`` records both.
@@ -31,14 +32,17 @@ import torch
 from rtseg.backends.tensorrt_backend import (
     INPUT_NAME,
     OUTPUT_NAME,
+    TRT_PIP_HINT,
     import_tensorrt,
-    make_trt_logger,
     require_cuda,
     sidecar_path,
     tensorrt_major,
+    trt_logger,
+    trt_messages,
 )
 from rtseg.backends.tensorrt_onnx_ops import tensorrt_compat_problems
 from rtseg.errors import BadInput, MissingDependency, RtsegError
+from rtseg.export import graph_to_fp16
 from rtseg.files import atomic_write, write_json
 from rtseg.metadata import EngineMetadata
 
@@ -46,7 +50,8 @@ PRECISIONS = ("fp16", "fp32")
 GiB = 1 << 30
 
 __all__ = ["BuildPlan", "build_engine", "check_io_tensors", "format_parser_errors",
-           "plan_build", "profile_shapes", "read_onnx_metadata", "sidecar_path"]
+           "load_timing_cache", "plan_build", "profile_shapes", "read_onnx_metadata",
+           "sidecar_path"]
 
 
 # -- pure helpers (no TensorRT needed) ---------------------------------------------------------
@@ -55,15 +60,19 @@ class BuildPlan:
     """How to configure TensorRT for one (TensorRT major, graph precision, request) triple."""
 
     creation_flags: tuple[str, ...]  # trt.NetworkDefinitionCreationFlag member names
-    builder_flags: tuple[str, ...]  # trt.BuilderFlag member names
+    builder_flags: tuple[str, ...]  # trt.BuilderFlag member names (none: strongly typed)
     precision: str  # what the engine computes in; goes into the sidecar
+    convert_to_fp16: bool = False  # build from graph_to_fp16(graph) instead of the graph
 
 
 def plan_build(trt_major: int, graph_precision: str, requested: str) -> BuildPlan:
     """Decide network/builder flags; BadInput for combinations TensorRT cannot honour.
 
+    Always strongly typed, so the engine computes in the precision of the graph it is given.
+
     >>> plan_build(10, "fp32", "fp16")
-    BuildPlan(creation_flags=(), builder_flags=('FP16',), precision='fp16')
+    BuildPlan(creation_flags=('STRONGLY_TYPED',), builder_flags=(), precision='fp16', \
+convert_to_fp16=True)
     """
     if requested not in PRECISIONS:
         raise BadInput(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
@@ -72,38 +81,32 @@ def plan_build(trt_major: int, graph_precision: str, requested: str) -> BuildPla
                        f"expected one of {', '.join(PRECISIONS)}")
     if trt_major < 10:
         raise MissingDependency(f"TensorRT {trt_major}.x is too old; rtseg needs TensorRT 10 "
-                                'or newer: pip install -U "rtseg[tensorrt]"')
+                                f"or newer. {TRT_PIP_HINT}")
     if graph_precision == "fp16" and requested == "fp32":
         raise BadInput("this ONNX graph was exported with --fp16, so it cannot give an fp32 "
                        "engine; export again without --fp16, or build with --fp16")
-    if trt_major >= 11:
-        # TensorRT 11: strongly typed always (the STRONGLY_TYPED flag is accepted but ignored,
-        # BuilderFlag.FP16 removed) - precision comes from the graph alone.
-        if requested == "fp16" and graph_precision == "fp32":
-            raise BadInput(f"TensorRT {trt_major} builds strongly typed networks only, so an "
-                           "fp16 engine needs an fp16 graph: run rtseg export --fp16 and build "
-                           "from that file (or build this one with --fp32)")
-        return BuildPlan((), (), graph_precision)
-    if graph_precision == "fp32" and requested == "fp16":
-        return BuildPlan((), ("FP16",), "fp16")  # TensorRT 10 weak typing picks fp16 kernels
-    # Graph types already say what we want: keep them (weak typing is deprecated since 10.12).
-    return BuildPlan(("STRONGLY_TYPED",), (), graph_precision)
+    # TensorRT 11+: strongly typed always; the flag is deprecated and ignored, so not passed.
+    creation = ("STRONGLY_TYPED",) if trt_major == 10 else ()
+    return BuildPlan(creation, (), requested,
+                     convert_to_fp16=graph_precision == "fp32" and requested == "fp16")
 
 
 def profile_shapes(input_size: tuple[int, int] | list[int], max_batch: int,
-                   opt_batch: int | None = None) -> dict[str, tuple[int, int, int, int]]:
+                   opt_batch: int = 1) -> dict[str, tuple[int, int, int, int]]:
     """min/opt/max shapes of ``frames`` for the optimisation profile.
 
+    ``opt_batch`` defaults to 1, the batch ``rtseg run`` sends: TensorRT picks its kernels for
+    the optimum shape.
+
     >>> profile_shapes((360, 480), 8)["opt"]
-    (4, 360, 480, 3)
+    (1, 360, 480, 3)
     """
     if int(max_batch) < 1:
         raise BadInput(f"--max-batch must be at least 1, got {max_batch}")
-    max_batch = int(max_batch)
-    opt = min(4, max_batch) if opt_batch is None else int(opt_batch)
+    max_batch, opt = int(max_batch), int(opt_batch)
     if not 1 <= opt <= max_batch:
-        raise BadInput(f"the optimisation batch must be between 1 and --max-batch "
-                       f"({max_batch}), got {opt}")
+        raise BadInput(f"--opt-batch must be between 1 and --max-batch ({max_batch}), "
+                       f"got {opt}")
     h, w = (int(v) for v in input_size)
     return {"min": (1, h, w, 3), "opt": (opt, h, w, 3), "max": (max_batch, h, w, 3)}
 
@@ -169,12 +172,14 @@ def read_onnx_metadata(onnx_path: str | Path) -> tuple[EngineMetadata, onnx.Mode
 
 # -- TensorRT glue -----------------------------------------------------------------------------
 def _dtype_name(trt: Any, dtype: Any) -> str:
+    if dtype == trt.DataType.UINT8:
+        return "uint8"
     try:
         import numpy as np
 
-        return np.dtype(trt.nptype(dtype)).name  # trt.nptype: TensorRT Python API, 8.x-10.x
-    except (TypeError, KeyError, ValueError):
-        return str(dtype)  # types numpy lacks (bf16, fp8)
+        return np.dtype(trt.nptype(dtype)).name  # trt.nptype: TensorRT Python API
+    except (AttributeError, TypeError, KeyError, ValueError):
+        return str(dtype)  # types numpy lacks (bf16, fp8), or no nptype in this TensorRT
 
 
 def _network_io(trt: Any, network: Any) -> tuple[list[TensorInfo], list[TensorInfo]]:
@@ -186,34 +191,45 @@ def _network_io(trt: Any, network: Any) -> tuple[list[TensorInfo], list[TensorIn
     return inputs, outputs
 
 
-def _load_timing_cache(config: Any, path: Path, log: Callable[[str], None]) -> None:
-    # create_timing_cache(bytes) / set_timing_cache(cache, ignore_mismatch): TensorRT 8.x-10.x
-    # Python API; an empty buffer creates an empty cache.
-    blob = b""
-    if path.is_file():
-        blob = path.read_bytes()
-        log(f"timing cache: loaded {path} ({len(blob)} bytes)")
+def load_timing_cache(config: Any, path: Path, log: Callable[[str], None]) -> None:
+    """Attach the timing cache stored at ``path`` to ``config``, or a fresh one.
+
+    ``IBuilderConfig.create_timing_cache(bytes)`` returns None (it does not raise) for a cache
+    it cannot read — a corrupt file, or one from another TensorRT version — and
+    ``set_timing_cache(cache, ignore_mismatch=False)`` returns False for one made on another
+    GPU. Either way the build goes on with an empty cache (``create_timing_cache(b"")``), which
+    is written back over the stale file afterwards, and one line says so.
+    """
+    blob = path.read_bytes() if path.is_file() else b""
     try:
-        cache = config.create_timing_cache(blob)
-    except Exception as e:  # a corrupt file must not stop the build; start afresh
-        log(f"timing cache: cannot read {path} ({e}); starting a new one")
-        cache = config.create_timing_cache(b"")
-    # ignore_mismatch=False: a cache from another GPU is refused rather than trusted; the
-    # call then returns False and we fall back to a fresh cache, overwritten after the build.
-    if not config.set_timing_cache(cache, ignore_mismatch=False):
-        log(f"timing cache: {path} was made on another GPU or TensorRT; starting a new one")
-        config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
+        cache = config.create_timing_cache(blob) if blob else None
+    except (RuntimeError, TypeError, ValueError):  # not documented, but handled the same way
+        cache = None
+    if blob and cache is None:
+        log(f"warning: timing cache {path} is stale or corrupt (another TensorRT version?); "
+            "starting a new one")
+    elif cache is not None and not config.set_timing_cache(cache, ignore_mismatch=False):
+        log(f"warning: timing cache {path} was made on another GPU; starting a new one")
+        cache = None
+    elif cache is not None:
+        log(f"timing cache: loaded {path} ({len(blob)} bytes)")
+        return
+    fresh = config.create_timing_cache(b"")
+    if fresh is None or not config.set_timing_cache(fresh, ignore_mismatch=False):
+        raise RtsegError("TensorRT could not create an empty timing cache")
 
 
 def build_engine(onnx_path: str | Path, out_path: str | Path, *, precision: str = "fp16",
-                 max_batch: int = 8, opt_batch: int | None = None, workspace_gb: float = 4.0,
+                 max_batch: int = 8, opt_batch: int = 1, workspace_gb: float = 4.0,
                  timing_cache: str | Path | None = None,
                  log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Build ``out_path`` (a TensorRT plan) and its sidecar ``<out_path>.json`` from an ONNX file.
 
     Args:
-        precision: "fp16" or "fp32", what the engine should compute in.
-        max_batch / opt_batch: the dynamic-batch profile (min 1; opt defaults to min(4, max)).
+        precision: "fp16" or "fp32", what the engine computes in. The network is strongly
+            typed; an fp16 engine from an fp32 graph is built from ``graph_to_fp16(graph)``.
+        max_batch / opt_batch: the dynamic-batch profile (min 1, optimum ``opt_batch``,
+            default 1: what ``rtseg run`` sends).
         workspace_gb: TensorRT's workspace memory-pool limit.
         timing_cache: file to reuse tactic timings from, updated after the build.
         log: print-like callable for progress and TensorRT warnings.
@@ -232,6 +248,12 @@ def build_engine(onnx_path: str | Path, out_path: str | Path, *, precision: str 
     trt_version = trt.__version__
     device_index = require_cuda()
     plan = plan_build(tensorrt_major(trt_version), meta.precision, precision)
+    onnx_bytes = None  # None: TensorRT parses the file itself
+    if plan.convert_to_fp16:
+        log("converting the fp32 graph to fp16 for a strongly typed fp16 engine "
+            "(rtseg export --fp16 gives the same graph)")
+        model = graph_to_fp16(onnx.load(str(onnx_path)))  # with any external weights
+        onnx_bytes = model.SerializeToString()
     compat = tensorrt_compat_problems(model)
     del model  # TensorRT parses its own copy; don't hold two in memory
     for problem in compat:
@@ -239,20 +261,68 @@ def build_engine(onnx_path: str | Path, out_path: str | Path, *, precision: str 
 
     gpu_name = torch.cuda.get_device_name(device_index)
     cc = ".".join(str(v) for v in torch.cuda.get_device_capability(device_index))
-    log(f"TensorRT {trt_version} on {gpu_name} (sm {cc}); {plan.precision} engine, "
-        f"flags: network {list(plan.creation_flags)}, builder {list(plan.builder_flags)}")
+    log(f"TensorRT {trt_version} on {gpu_name} (sm {cc}); strongly typed {plan.precision} "
+        f"engine from the {'converted fp16' if plan.convert_to_fp16 else meta.precision} graph")
+    with torch.cuda.device(device_index), trt_messages(log) as messages:
+        serialized, cache_blob, seconds = _build(trt, onnx_path, onnx_bytes, plan, meta,
+                                                 shapes, workspace_gb, timing_cache, compat,
+                                                 log, messages)
 
-    logger = make_trt_logger(trt, log)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    if cache_blob is not None:
+        cache_path = Path(timing_cache)
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(cache_path, cache_blob)
+        log(f"timing cache: saved {cache_path}")
+    atomic_write(out_path, memoryview(serialized))  # never a truncated plan
+    sidecar = sidecar_path(out_path)
+    side_meta = meta.with_updates(
+        precision=plan.precision,
+        strongly_typed=True,
+        graph_precision=meta.precision,
+        converted_to_fp16=plan.convert_to_fp16,
+        tensorrt_version=trt_version,
+        gpu_name=gpu_name,
+        compute_capability=cc,
+        max_batch=shapes["max"][0],
+        opt_batch=shapes["opt"][0],
+        built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        source_onnx=onnx_path.name,
+        portability=f"only for {gpu_name} (compute capability {cc}) with TensorRT "
+                    f"{trt_version}; rebuild for any other GPU or TensorRT version",
+    )
+    write_json(sidecar, side_meta.to_dict())
+    size = out_path.stat().st_size
+    log(f"wrote {out_path} ({size / 2**20:.1f} MiB) and {sidecar.name} in {seconds:.0f} s")
+    return {"plan": str(out_path), "sidecar": str(sidecar), "precision": plan.precision,
+            "tensorrt_version": trt_version, "gpu_name": gpu_name, "compute_capability": cc,
+            "max_batch": shapes["max"][0], "opt_batch": shapes["opt"][0],
+            "converted_to_fp16": plan.convert_to_fp16, "seconds": seconds,
+            "size_bytes": size}
+
+
+def _build(trt: Any, onnx_path: Path, onnx_bytes: bytes | None, plan: BuildPlan,
+           meta: EngineMetadata, shapes: dict, workspace_gb: float,
+           timing_cache: str | Path | None, compat: list[str], log: Callable[[str], None],
+           messages: Any) -> tuple[Any, bytes | None, float]:
+    """Parse, configure and build; returns (serialized plan, timing cache bytes, seconds).
+
+    Runs inside ``trt_messages``: TensorRT's errors during these calls land in ``messages``.
+    """
+    logger = trt_logger(trt)
     builder = trt.Builder(logger)
     flags = 0
     for name in plan.creation_flags:
         flags |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, name))
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
-    # parse_from_file also resolves external weights relative to the file, if any.
-    if not parser.parse_from_file(str(onnx_path)):
+    # parse_from_file also resolves external weights relative to the file; the converted
+    # graph is parsed from memory (its weights are inline).
+    parsed = (parser.parse_from_file(str(onnx_path)) if onnx_bytes is None
+              else parser.parse(onnx_bytes, str(onnx_path)))
+    if not parsed:
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise BadInput(format_parser_errors(onnx_path, errors, compat))
+        raise BadInput(format_parser_errors(onnx_path, errors or messages.errors, compat))
 
     inputs, outputs = _network_io(trt, network)
     for role, tensors in (("input", inputs), ("output", outputs)):
@@ -269,41 +339,18 @@ def build_engine(onnx_path: str | Path, out_path: str | Path, *, precision: str 
     config.add_optimization_profile(profile)
     log(f"profile '{INPUT_NAME}': min {list(shapes['min'])}, opt {list(shapes['opt'])}, "
         f"max {list(shapes['max'])}")
-    cache_path = Path(timing_cache) if timing_cache is not None else None
-    if cache_path is not None:
-        _load_timing_cache(config, cache_path, log)
+    if timing_cache is not None:
+        load_timing_cache(config, Path(timing_cache), log)
 
     log("building the engine (minutes for a large network)...")
     t0 = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
     seconds = time.perf_counter() - t0
     if serialized is None:
-        detail = "\n".join(logger.errors) or "no error message from TensorRT"
+        detail = "\n".join(messages.errors) or "no error message from TensorRT"
         raise RtsegError(f"TensorRT failed to build an engine from {onnx_path}:\n{detail}")
-
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    cache = config.get_timing_cache() if cache_path is not None else None
-    if cache is not None:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(cache_path, memoryview(cache.serialize()))
-        log(f"timing cache: saved {cache_path}")
-    atomic_write(out_path, memoryview(serialized))  # never a truncated plan
-    sidecar = sidecar_path(out_path)
-    side_meta = meta.with_updates(
-        precision=plan.precision,
-        tensorrt_version=trt_version,
-        gpu_name=gpu_name,
-        compute_capability=cc,
-        max_batch=shapes["max"][0],
-        opt_batch=shapes["opt"][0],
-        built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        source_onnx=onnx_path.name,
-        portability=f"only for {gpu_name} (compute capability {cc}) with TensorRT "
-                    f"{trt_version}; rebuild for any other GPU or TensorRT version",
-    )
-    write_json(sidecar, side_meta.to_dict())
-    size = out_path.stat().st_size
-    log(f"wrote {out_path} ({size / 2**20:.1f} MiB) and {sidecar.name} in {seconds:.0f} s")
-    return {"plan": str(out_path), "sidecar": str(sidecar), "precision": plan.precision,
-            "tensorrt_version": trt_version, "gpu_name": gpu_name, "compute_capability": cc,
-            "max_batch": shapes["max"][0], "seconds": seconds, "size_bytes": size}
+    cache_blob = None
+    if timing_cache is not None:
+        cache = config.get_timing_cache()
+        cache_blob = bytes(memoryview(cache.serialize())) if cache is not None else None
+    return serialized, cache_blob, seconds

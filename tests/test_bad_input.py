@@ -480,6 +480,10 @@ FLAG_CASES = [
     case("export-out-not-onnx", f"{EXPORT} --out {{out}}/m.txt", "must end in .onnx"),
     case("build-engine-max-batch-0", "build-engine --onnx {onnx_no_keys} --out {out}/m.plan "
          "--max-batch 0", "'--max-batch'"),
+    case("build-engine-opt-batch-0", "build-engine --onnx {onnx_no_keys} --out {out}/m.plan "
+         "--opt-batch 0", "--opt-batch 0 must be between 1 and --max-batch (8)"),
+    case("build-engine-opt-batch-above-max", "build-engine --onnx {onnx_no_keys} --out "
+         "{out}/m.plan --max-batch 4 --opt-batch 5", "--opt-batch 5", "--max-batch (4)"),
     case("build-engine-workspace-0", "build-engine --onnx {onnx_no_keys} --out {out}/m.plan "
          "--workspace 0", "--workspace must be positive"),
     case("build-engine-out-not-plan", "build-engine --onnx {onnx_no_keys} --out {out}/m.txt",

@@ -1,10 +1,20 @@
-"""TensorRT support: pure helpers and the ONNX pre-flight check run anywhere; the build/run
-round trip needs TensorRT and a CUDA GPU (``-m tensorrt``) and skips without them."""
+"""TensorRT support: pure helpers, the ONNX pre-flight check and the fp32 → fp16 graph
+conversion run anywhere; the build/run round trips need TensorRT and a CUDA GPU
+(``-m tensorrt``) and skip without them, saying why.
+
+Shapes: the tiny graphs are 16x16 and the real ones 64x96, so every frame of ``frames``
+(H*W*3 bytes) and of ``labels`` (H*W bytes) is a multiple of 256 bytes and the per-chunk
+pointers the backend hands ``set_tensor_address`` stay 256-byte aligned; one test feeds a
+deliberately misaligned view to check the backend's staging path.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import sys
+import threading
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -12,7 +22,15 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from rtseg.backends.tensorrt_backend import TensorRTBackend, sidecar_path, tensorrt_major
+from rtseg.backends import tensorrt_backend
+from rtseg.backends.tensorrt_backend import (
+    TensorRTBackend,
+    aligned,
+    sidecar_path,
+    tensorrt_major,
+    trt_logger,
+    trt_messages,
+)
 from rtseg.backends.tensorrt_onnx_ops import (
     OPSET_MAX,
     OPSET_MIN,
@@ -25,14 +43,17 @@ from rtseg.engine_build import (
     build_engine,
     check_io_tensors,
     format_parser_errors,
+    load_timing_cache,
     plan_build,
     profile_shapes,
     read_onnx_metadata,
 )
 from rtseg.errors import BadInput, MissingDependency
+from rtseg.export import export_onnx, float32_nodes, graph_to_fp16
 from rtseg.metadata import EngineMetadata
 
-H, W, CLASSES = 8, 12, 3
+H, W, CLASSES = 16, 16, 3  # 768 bytes a frame in, 256 out: 256-byte aligned chunks
+REAL_MODELS = ("segnet_vgg16", "unet_resnet18")  # a SegNet (unpooling mask) and a UNet
 
 
 def tiny_metadata(precision: str = "fp32") -> EngineMetadata:
@@ -43,7 +64,9 @@ def tiny_metadata(precision: str = "fp32") -> EngineMetadata:
 
 
 def contract_model(precision: str = "fp32", opset: int = 17) -> onnx.ModelProto:
-    """Smallest graph honouring the deploy contract: uint8 NHWC frames → uint8 labels."""
+    """Smallest graph honouring the deploy contract: uint8 NHWC frames → uint8 labels, with
+    the real export's int64 → float → uint8 cast of the argmax (TensorRT casts to uint8 only
+    from fp32/fp16)."""
     ftype = TensorProto.FLOAT16 if precision == "fp16" else TensorProto.FLOAT
     np_type = np.float16 if precision == "fp16" else np.float32
     rng = np.random.default_rng(0)
@@ -54,7 +77,9 @@ def contract_model(precision: str = "fp32", opset: int = 17) -> onnx.ModelProto:
         helper.make_node("Transpose", ["x"], ["nchw"], perm=[0, 3, 1, 2], name="nhwc_to_nchw"),
         helper.make_node("Conv", ["nchw", "w", "b"], ["logits"], name="head"),
         helper.make_node("ArgMax", ["logits"], ["ids"], axis=1, keepdims=0, name="argmax"),
-        helper.make_node("Cast", ["ids"], ["labels"], to=TensorProto.UINT8, name="to_uint8"),
+        helper.make_node("Cast", ["ids"], ["ids_float"], to=ftype, name="ids_to_float"),
+        helper.make_node("Cast", ["ids_float"], ["labels"], to=TensorProto.UINT8,
+                         name="to_uint8"),
     ]
     graph = helper.make_graph(
         nodes, "tiny",
@@ -89,35 +114,41 @@ def test_tensorrt_major():
 
 
 def test_profile_shapes():
-    shapes = profile_shapes((360, 480), 8)
-    assert shapes == {"min": (1, 360, 480, 3), "opt": (4, 360, 480, 3), "max": (8, 360, 480, 3)}
-    assert profile_shapes([32, 64], 2)["opt"] == (2, 32, 64, 3)  # opt capped by max
-    assert profile_shapes([32, 64], 8, opt_batch=1)["opt"] == (1, 32, 64, 3)
+    shapes = profile_shapes((360, 480), 8)  # optimised for batch 1: what rtseg run sends
+    assert shapes == {"min": (1, 360, 480, 3), "opt": (1, 360, 480, 3), "max": (8, 360, 480, 3)}
+    assert profile_shapes([32, 64], 8, opt_batch=4)["opt"] == (4, 32, 64, 3)
+    assert profile_shapes([32, 64], 2, opt_batch=2)["opt"] == (2, 32, 64, 3)
     with pytest.raises(BadInput, match="max-batch"):
         profile_shapes((32, 64), 0)
-    with pytest.raises(BadInput, match="between 1 and"):
+    with pytest.raises(BadInput, match="--opt-batch must be between 1 and --max-batch"):
         profile_shapes((32, 64), 4, opt_batch=5)
+    with pytest.raises(BadInput, match="--opt-batch"):
+        profile_shapes((32, 64), 4, opt_batch=0)
 
 
 @pytest.mark.parametrize("trt_major, graph, requested, expected", [
-    (10, "fp32", "fp16", BuildPlan((), ("FP16",), "fp16")),
+    # fp16 from an fp32 export: the graph is converted to fp16, the network strongly typed.
+    (10, "fp32", "fp16", BuildPlan(("STRONGLY_TYPED",), (), "fp16", convert_to_fp16=True)),
     (10, "fp16", "fp16", BuildPlan(("STRONGLY_TYPED",), (), "fp16")),
     (10, "fp32", "fp32", BuildPlan(("STRONGLY_TYPED",), (), "fp32")),
+    # TensorRT 11+: strongly typed always; the flag is deprecated and ignored, so not passed.
+    (11, "fp32", "fp16", BuildPlan((), (), "fp16", convert_to_fp16=True)),
     (11, "fp16", "fp16", BuildPlan((), (), "fp16")),
     (11, "fp32", "fp32", BuildPlan((), (), "fp32")),
     (12, "fp16", "fp16", BuildPlan((), (), "fp16")),
 ])
-def test_plan_build_per_tensorrt_version(trt_major, graph, requested, expected):
+def test_plan_build_is_strongly_typed_on_every_tensorrt(trt_major, graph, requested, expected):
     plan = plan_build(trt_major, graph, requested)
     assert plan == expected
-    assert "FP16" not in plan.builder_flags or trt_major == 10  # removed in TensorRT 11
+    assert plan.builder_flags == ()  # never BuilderFlag.FP16 (weak typing)
+    assert plan.precision == requested
 
 
 def test_plan_build_refuses_what_tensorrt_cannot_do():
-    with pytest.raises(BadInput, match="rtseg export --fp16"):
-        plan_build(11, "fp32", "fp16")  # TensorRT 11: strongly typed only
     with pytest.raises(BadInput, match="without --fp16"):
         plan_build(10, "fp16", "fp32")
+    with pytest.raises(BadInput, match="without --fp16"):
+        plan_build(11, "fp16", "fp32")
     with pytest.raises(BadInput, match="precision"):
         plan_build(10, "fp32", "int8")
     with pytest.raises(MissingDependency, match="TensorRT 10 or newer"):
@@ -254,7 +285,7 @@ def test_build_engine_without_tensorrt_says_how_to_install(tmp_path, monkeypatch
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # makes `import tensorrt` fail here
     path = tmp_path / "tiny.onnx"
     onnx.save(contract_model(), path)
-    with pytest.raises(MissingDependency, match=r'pip install "rtseg\[tensorrt\]"'):
+    with pytest.raises(MissingDependency, match=r'pip install "rtseg\[tensorrt-cu13\]"'):
         build_engine(path, tmp_path / "tiny.plan")
     assert not (tmp_path / "tiny.plan").exists()
 
@@ -271,28 +302,323 @@ def test_backend_without_tensorrt_says_how_to_install(tmp_path, monkeypatch):
     plan = tmp_path / "tiny.plan"
     plan.write_bytes(b"not really a plan")
     sidecar_path(plan).write_text(json.dumps(tiny_metadata().to_dict()))
-    with pytest.raises(MissingDependency, match="rtseg\\[tensorrt\\]"):
+    with pytest.raises(MissingDependency, match=r"rtseg\[tensorrt-cu12\]"):
         TensorRTBackend(plan)
+
+
+# -- timing cache, logger, alignment (pure logic; TensorRT stand-ins where needed) ---------------
+class FakeBuilderConfig:
+    """Stands in for ``trt.IBuilderConfig`` in the timing-cache logic only. Like TensorRT,
+    ``create_timing_cache`` returns None for bytes it cannot read (it does not raise) and
+    ``set_timing_cache`` returns False for a cache from another device."""
+
+    def __init__(self, readable: bool = True, same_gpu: bool = True):
+        self.readable, self.same_gpu = readable, same_gpu
+        self.created: list[bytes] = []
+        self.attached = None
+
+    def create_timing_cache(self, blob: bytes):
+        self.created.append(bytes(blob))
+        if blob and not self.readable:
+            return None
+        return ("cache", bytes(blob))
+
+    def set_timing_cache(self, cache, ignore_mismatch: bool) -> bool:
+        assert cache is not None, "a None cache reached set_timing_cache"
+        assert ignore_mismatch is False
+        if cache[1] and not self.same_gpu:
+            return False
+        self.attached = cache
+        return True
+
+
+@pytest.mark.parametrize("readable, same_gpu, warning", [
+    (False, True, "stale or corrupt"),  # e.g. after a TensorRT upgrade
+    (True, False, "another GPU"),
+])
+def test_an_unusable_timing_cache_is_replaced_by_a_fresh_one(tmp_path, readable, same_gpu,
+                                                            warning):
+    path = tmp_path / "m.plan.timing.cache"
+    path.write_bytes(b"\x00stale timing cache\x00")
+    config, logs = FakeBuilderConfig(readable, same_gpu), []
+    load_timing_cache(config, path, logs.append)
+    assert config.attached == ("cache", b"")  # a fresh, empty cache
+    assert config.created[-1] == b""
+    assert len(logs) == 1 and warning in logs[0] and "starting a new one" in logs[0]
+
+
+def test_a_good_timing_cache_is_loaded_and_a_missing_one_started(tmp_path):
+    path = tmp_path / "m.plan.timing.cache"
+    config, logs = FakeBuilderConfig(), []
+    load_timing_cache(config, path, logs.append)  # no file yet: fresh, nothing to warn about
+    assert config.attached == ("cache", b"") and logs == []
+    path.write_bytes(b"timings")
+    config, logs = FakeBuilderConfig(), []
+    load_timing_cache(config, path, logs.append)
+    assert config.attached == ("cache", b"timings")
+    assert len(logs) == 1 and "loaded" in logs[0] and "warning" not in logs[0]
+
+
+class _Severity:
+    INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = range(5)
+
+
+class _FakeILogger:
+    """``trt.ILogger``'s shape: a Severity enum and a base ``__init__``."""
+
+    Severity = _Severity
+
+    def __init__(self):
+        pass
+
+
+def test_one_process_wide_logger_attributes_errors_to_the_calling_block(monkeypatch, caplog):
+    fake_trt = type(sys)("fake_tensorrt")
+    fake_trt.ILogger = _FakeILogger
+    monkeypatch.setattr(tensorrt_backend, "_LOGGER", None)
+    logger = trt_logger(fake_trt)
+    assert trt_logger(fake_trt) is logger  # created once, kept for the process
+
+    seen: list[str] = []
+    with trt_messages(seen.append) as outer:
+        logger.log(_Severity.WARNING, "slow tactic")
+        logger.log(_Severity.INFO, "chatter")  # below WARNING: dropped
+        with trt_messages() as inner:  # the innermost block collects
+            logger.log(_Severity.ERROR, "engine A failed")
+        logger.log(_Severity.INTERNAL_ERROR, "engine B failed")
+    assert inner.errors == ["engine A failed"]
+    assert outer.errors == ["engine B failed"] and outer.detail() == "engine B failed"
+    assert seen == ["TensorRT warning: slow tactic", "TensorRT error: engine B failed"]
+
+    # Two threads (two engines) at once: each call gets its own errors.
+    barrier, results = threading.Barrier(2), {}
+
+    def call(name: str) -> None:
+        with trt_messages() as messages:
+            barrier.wait()
+            logger.log(_Severity.ERROR, f"error of {name}")
+            barrier.wait()
+        results[name] = messages.errors
+
+    threads = [threading.Thread(target=call, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {"a": ["error of a"], "b": ["error of b"]}
+
+    with caplog.at_level(logging.WARNING, logger="rtseg.tensorrt"):
+        logger.log(_Severity.ERROR, "nobody asked")  # outside every block: Python logging
+    assert "TensorRT error: nobody asked" in caplog.text
+
+
+def test_alignment_check_for_set_tensor_address():
+    buffer = torch.zeros(4096, dtype=torch.uint8)
+    k = (-buffer.data_ptr()) % 256  # first 256-byte boundary inside the buffer
+    assert aligned(buffer[k:]) and aligned(buffer[k + 256:])
+    assert not aligned(buffer[k + 1:]) and not aligned(buffer[k + 288:])
+    # The test shapes keep every chunk of a batch aligned: whole frames are 256-byte multiples.
+    assert (H * W * 3) % 256 == 0 and (H * W) % 256 == 0
+    assert (64 * 96 * 3) % 256 == 0 and (64 * 96) % 256 == 0
+
+
+def test_cli_build_engine_passes_and_checks_opt_batch(tmp_path, monkeypatch, capsys):
+    from rtseg import engine_build
+    from rtseg.cli import main
+
+    calls = []
+    monkeypatch.setattr(engine_build, "build_engine", lambda onnx_path, out, **kw: (
+        calls.append(kw) or {"plan": str(out), "precision": kw["precision"],
+                             "tensorrt_version": "10.x", "gpu_name": "test GPU"}))
+    onnx_path, plan = tmp_path / "tiny.onnx", tmp_path / "tiny.plan"
+    onnx.save(contract_model(), onnx_path)
+    assert main(["build-engine", "--onnx", str(onnx_path), "--out", str(plan)]) == 0
+    assert calls[-1]["opt_batch"] == 1 and calls[-1]["max_batch"] == 8  # the defaults
+    assert calls[-1]["precision"] == "fp16"
+    assert main(["build-engine", "--onnx", str(onnx_path), "--out", str(plan),
+                 "--max-batch", "4", "--opt-batch", "4"]) == 0
+    assert calls[-1]["opt_batch"] == 4
+    capsys.readouterr()
+    for bad in (["--opt-batch", "0"], ["--max-batch", "2", "--opt-batch", "3"]):
+        assert main(["build-engine", "--onnx", str(onnx_path), "--out", str(plan), *bad]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "--opt-batch" in err, err
+    assert len(calls) == 2
+
+
+# -- fp32 → fp16 conversion for strongly typed fp16 engines ------------------------------------
+def _cast_chain_after_argmax(model: onnx.ModelProto) -> list[int]:
+    """The ``to`` types of the Cast chain from ArgMax to ``labels``."""
+    consumers = {i: n for n in model.graph.node for i in n.input}
+    node = next(n for n in model.graph.node if n.op_type == "ArgMax")
+    chain = []
+    while node.output[0] != "labels":
+        node = consumers[node.output[0]]
+        assert node.op_type == "Cast", node.op_type
+        chain.append(next(a.i for a in node.attribute if a.name == "to"))
+    return chain
+
+
+def test_graph_to_fp16_of_the_contract_graph():
+    ort = pytest.importorskip("onnxruntime")
+    fp32 = contract_model("fp32")
+    fp16 = graph_to_fp16(fp32)
+    onnx.checker.check_model(fp16, full_check=True)
+    assert tensorrt_compat_problems(fp16) == [] and float32_nodes(fp16) == []
+    assert _cast_chain_after_argmax(fp16) == [TensorProto.FLOAT16, TensorProto.UINT8]
+    assert all(t.data_type == TensorProto.FLOAT16 for t in fp16.graph.initializer)
+    assert read_props(fp16)["precision"] == "fp16" and read_props(fp32)["precision"] == "fp32"
+    frames = np.random.default_rng(3).integers(0, 256, (4, H, W, 3), dtype=np.uint8)
+    runs = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+            .run(["labels"], {"frames": frames})[0] for m in (fp32, fp16)]
+    assert runs[1].dtype == np.uint8 and (runs[0] == runs[1]).mean() > 0.97
+
+
+def read_props(model: onnx.ModelProto) -> dict:
+    return {p.key: json.loads(p.value) for p in model.metadata_props}
+
+
+def test_graph_to_fp16_keeps_resize_scales_float32():
+    """Resize's scales are tensor(float) in ONNX: a constant feeding them stays float32, a
+    computed one gets a Cast back to float32."""
+    scales = numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")
+    half = numpy_helper.from_array(np.array([1, 1, 0.5, 0.5], np.float32), "half")
+    nodes = [
+        helper.make_node("Cast", ["frames"], ["x"], to=TensorProto.FLOAT),
+        helper.make_node("Transpose", ["x"], ["nchw"], perm=[0, 3, 1, 2]),
+        helper.make_node("Resize", ["nchw", "", "scales"], ["up"], mode="nearest"),
+        helper.make_node("Mul", ["scales", "half"], ["scales2"]),  # [1, 1, 1, 1], in fp16
+        helper.make_node("Resize", ["up", "", "scales2"], ["up2"], mode="nearest"),
+        helper.make_node("ArgMax", ["up2"], ["ids"], axis=1, keepdims=0),
+        helper.make_node("Cast", ["ids"], ["idsf"], to=TensorProto.FLOAT),
+        helper.make_node("Cast", ["idsf"], ["labels"], to=TensorProto.UINT8),
+    ]
+    graph = helper.make_graph(
+        nodes, "resize",
+        [helper.make_tensor_value_info("frames", TensorProto.UINT8, ["N", 4, 4, 3])],
+        [helper.make_tensor_value_info("labels", TensorProto.UINT8, ["N", 8, 8])],
+        initializer=[scales, half])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    fp16 = graph_to_fp16(model)
+    onnx.checker.check_model(fp16, full_check=True)
+    inits = {t.name: t.data_type for t in fp16.graph.initializer}
+    # "scales" also feeds the Mul, so it becomes fp16 and both Resizes read a Cast to fp32.
+    assert inits == {"scales": TensorProto.FLOAT16, "half": TensorProto.FLOAT16}
+    casts = [n for n in fp16.graph.node if "__fp32_for_" in n.output[0]]
+    assert len(casts) == 2 and all(n.op_type == "Cast" for n in casts)
+    assert float32_nodes(fp16) == [f"Cast {n.name}" for n in casts]  # only the scales
+    frames = np.random.default_rng(0).integers(0, 256, (2, 4, 4, 3), dtype=np.uint8)
+    ort = pytest.importorskip("onnxruntime")
+    got = ort.InferenceSession(fp16.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        ["labels"], {"frames": frames})[0]
+    assert got.shape == (2, 8, 8)
+    # A constant read by Resize alone stays float32 (exact), with no Cast.
+    nodes = nodes[:3] + [helper.make_node("ArgMax", ["up"], ["ids"], axis=1, keepdims=0),
+                         *nodes[-2:]]
+    graph = helper.make_graph(nodes, "resize", graph.input, graph.output, initializer=[scales])
+    fp16 = graph_to_fp16(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]))
+    assert {t.name: t.data_type for t in fp16.graph.initializer} == {"scales": TensorProto.FLOAT}
+    assert not [n for n in fp16.graph.node if "__fp32_for_" in n.output[0]]
+
+
+def test_graph_to_fp16_refuses_what_fp16_cannot_hold():
+    from rtseg.errors import RtsegError
+
+    model = contract_model("fp32")
+    big = numpy_helper.from_array(np.full((CLASSES, 3, 1, 1), 1e6, np.float32), "w")
+    model.graph.initializer[0].CopyFrom(big)
+    with pytest.raises(RtsegError, match="fp16 range"):
+        graph_to_fp16(model)
+    float_in = contract_model("fp32")
+    float_in.graph.input[0].type.tensor_type.elem_type = TensorProto.FLOAT
+    with pytest.raises(BadInput, match="uint8"):
+        graph_to_fp16(float_in)
+
+
+class RealGraphs:
+    """rtseg's own SegNet and UNet with real BN statistics and a classifier head fitted on
+    CamVid frames (``test_export.make_segmenter``), exported fp32 at 64x96 on first use."""
+
+    def __init__(self, folder: Path, camvid: Path):
+        self.folder, self.camvid = folder, camvid
+
+    def onnx(self, model: str) -> Path:
+        from test_export import camvid_metadata, make_segmenter
+
+        from rtseg.models import save_checkpoint
+
+        path = self.folder / model / f"{model}.onnx"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            checkpoint = path.with_suffix(".safetensors")
+            save_checkpoint(checkpoint, make_segmenter(model, self.camvid),
+                            camvid_metadata(model))
+            export_onnx(checkpoint, path)
+        return path
+
+
+@pytest.fixture(scope="module")
+def real_graphs(tmp_path_factory, camvid_root) -> RealGraphs:
+    return RealGraphs(tmp_path_factory.mktemp("real_graphs"), camvid_root)
+
+
+@pytest.fixture(scope="module")
+def camvid_frames(camvid_root) -> np.ndarray:
+    """8 real CamVid val frames at 64x96 (BGR uint8)."""
+    from test_export import load_frames
+
+    return load_frames(camvid_root, "val", 8, stride=12)[0]
+
+
+def _ort_labels(model: onnx.ModelProto | Path, frames: np.ndarray) -> np.ndarray:
+    ort = pytest.importorskip("onnxruntime")
+    source = str(model) if isinstance(model, Path) else model.SerializeToString()
+    session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
+    return session.run(["labels"], {"frames": frames})[0]
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("model", REAL_MODELS)
+def test_fp16_conversion_of_real_exports(model, real_graphs, camvid_frames):
+    fp32 = onnx.load(str(real_graphs.onnx(model)))
+    assert _cast_chain_after_argmax(fp32) == [TensorProto.FLOAT, TensorProto.UINT8]
+    fp16 = graph_to_fp16(fp32)
+    onnx.checker.check_model(fp16, full_check=True)
+    assert tensorrt_compat_problems(fp16) == []
+    assert float32_nodes(fp16) == []  # strongly typed TensorRT computes fp16 throughout
+    assert _cast_chain_after_argmax(fp16) == [TensorProto.FLOAT16, TensorProto.UINT8]
+    for value in (*fp16.graph.input, *fp16.graph.output):
+        assert value.type.tensor_type.elem_type == TensorProto.UINT8
+    assert read_props(fp16)["precision"] == "fp16"
+    if model.startswith("segnet"):  # the unpooling mask compares fp16 with fp16
+        types = {v.name: v.type.tensor_type.elem_type
+                 for v in onnx.shape_inference.infer_shapes(fp16).graph.value_info}
+        equals = [n for n in fp16.graph.node if n.op_type == "Equal"]
+        assert equals and all(types.get(i) == TensorProto.FLOAT16
+                              for n in equals for i in n.input)
+
+    expected, got = _ort_labels(fp32, camvid_frames), _ort_labels(fp16, camvid_frames)
+    agreement = float((got == expected).mean())
+    print(f"{model}: converted fp16 graph agrees with fp32 on {agreement:.4%} of pixels")
+    assert agreement >= 0.995, agreement
+    assert len(np.unique(expected)) >= 2  # the net segments: agreement is not trivial
 
 
 # -- the real thing (NVIDIA GPU + TensorRT) ----------------------------------------------------
 def _require_tensorrt_gpu():
     trt = pytest.importorskip("tensorrt", reason="TensorRT is not installed (NVIDIA GPU machines "
-                                                 'only: pip install "rtseg[tensorrt]")')
-    torch = pytest.importorskip("torch")
+                                                 'only: pip install "rtseg[tensorrt-cu13]" or '
+                                                 '"rtseg[tensorrt-cu12]")')
     if not torch.cuda.is_available():
         pytest.skip("TensorRT is installed but no CUDA GPU is visible")
-    return trt, torch
+    return trt
 
 
 @pytest.mark.tensorrt
 @pytest.mark.parametrize("graph_precision, requested", [
     ("fp32", "fp32"), ("fp32", "fp16"), ("fp16", "fp16")])
 def test_tensorrt_build_and_infer_match_onnxruntime(tmp_path, graph_precision, requested):
-    trt, torch = _require_tensorrt_gpu()
-    ort = pytest.importorskip("onnxruntime")
-    if tensorrt_major(trt.__version__) >= 11 and graph_precision != requested:
-        pytest.skip("TensorRT 11 builds the graph's own precision only")
+    trt = _require_tensorrt_gpu()
     onnx_path, plan = tmp_path / "tiny.onnx", tmp_path / "tiny.plan"
     onnx.save(contract_model(graph_precision), onnx_path)
     logs: list[str] = []
@@ -302,22 +628,99 @@ def test_tensorrt_build_and_infer_match_onnxruntime(tmp_path, graph_precision, r
     assert any("network input 'frames'" in line for line in logs)
     side = json.loads(sidecar_path(plan).read_text())
     assert side["precision"] == requested == summary["precision"]
-    assert side["tensorrt_version"] == trt.__version__ and side["max_batch"] == 2
+    assert side["strongly_typed"] is True
+    assert side["converted_to_fp16"] is (graph_precision != requested)
+    assert side["tensorrt_version"] == trt.__version__
+    assert side["max_batch"] == 2 and side["opt_batch"] == 1
     assert side["gpu_name"] == torch.cuda.get_device_name()
 
+    # The reference is the graph the engine was built from (converted when fp16 was asked).
+    built_from = contract_model(graph_precision)
+    if side["converted_to_fp16"]:
+        built_from = graph_to_fp16(built_from)
     frames = np.random.default_rng(2).integers(0, 256, (5, H, W, 3), dtype=np.uint8)
-    sess = ort.InferenceSession(contract_model("fp32").SerializeToString(),
-                                providers=["CPUExecutionProvider"])
-    (expected,) = sess.run(["labels"], {"frames": frames})
+    expected = _ort_labels(built_from, frames)
+    on_gpu = torch.from_numpy(frames).cuda()
+    raw = torch.zeros(frames.nbytes + 1, dtype=torch.uint8, device="cuda")
+    misaligned = raw[1:].view(frames.shape)  # starts 1 byte past the allocation
+    misaligned.copy_(on_gpu)
+    assert not aligned(misaligned)
     with TensorRTBackend(plan) as backend:
         assert backend.max_batch == 2 and backend.precision == requested
         assert backend.device.startswith("cuda:")
         got = backend.infer(frames)  # 5 frames through a max-batch-2 engine: 3 chunks
-        got_gpu = backend.infer_torch(torch.from_numpy(frames).cuda()).cpu().numpy()
+        got_gpu = backend.infer_torch(on_gpu).cpu().numpy()  # chunks at 2 * 768-byte offsets
+        got_staged = backend.infer_torch(misaligned).cpu().numpy()  # staged, not passed as is
     assert got.dtype == np.uint8 and got.shape == (5, H, W)
     np.testing.assert_array_equal(got, got_gpu)
+    np.testing.assert_array_equal(got, got_staged)
     # TF32/fp16 arithmetic may flip a near-tie argmax; the labels must still agree.
     assert (got == expected).mean() > 0.97
+
+
+@pytest.mark.tensorrt
+def test_tensorrt_build_survives_a_stale_timing_cache(tmp_path):
+    _require_tensorrt_gpu()
+    onnx_path, plan = tmp_path / "tiny.onnx", tmp_path / "tiny.plan"
+    cache = tmp_path / "tiny.timing.cache"
+    onnx.save(contract_model(), onnx_path)
+    junk = b"not a TensorRT timing cache" * 16
+    cache.write_bytes(junk)
+    logs: list[str] = []
+    build_engine(onnx_path, plan, precision="fp32", max_batch=1, timing_cache=cache,
+                 log=logs.append)
+    assert plan.is_file() and cache.read_bytes() != junk  # replaced by a real cache
+    assert sum("starting a new one" in line for line in logs) <= 1
+    logs.clear()
+    build_engine(onnx_path, plan, precision="fp32", max_batch=1, timing_cache=cache,
+                 log=logs.append)
+    assert any("timing cache: loaded" in line for line in logs), logs
+
+
+@pytest.mark.tensorrt
+@pytest.mark.realdata
+@pytest.mark.parametrize("model", REAL_MODELS)
+def test_tensorrt_engines_of_real_exports_agree_with_onnxruntime(model, tmp_path, real_graphs,
+                                                                 camvid_frames):
+    """The default flow: rtseg export (fp32), then build-engine --fp16 (default) and --fp32;
+    TensorRT's labels on real CamVid frames against ONNX Runtime's on the same graph."""
+    from rtseg.errors import StageError
+
+    _require_tensorrt_gpu()
+    onnx_path = real_graphs.onnx(model)
+    cache = tmp_path / "timing.cache"
+    plans = {}
+    for precision in ("fp16", "fp32"):
+        plans[precision] = tmp_path / f"{model}_{precision}.plan"
+        summary = build_engine(onnx_path, plans[precision], precision=precision, max_batch=4,
+                               timing_cache=cache)
+        side = json.loads(sidecar_path(plans[precision]).read_text())
+        assert side["precision"] == summary["precision"] == precision
+        assert side["strongly_typed"] is True
+        assert side["converted_to_fp16"] is (precision == "fp16")
+
+    fp32_graph = onnx.load(str(onnx_path))
+    reference = {"fp32": _ort_labels(fp32_graph, camvid_frames),
+                 "fp16": _ort_labels(graph_to_fp16(fp32_graph), camvid_frames)}
+    assert len(np.unique(reference["fp32"])) >= 2
+    # Both engines open at once, as rtseg bench --compare holds them.
+    with TensorRTBackend(plans["fp16"]) as b16, TensorRTBackend(plans["fp32"]) as b32:
+        got = {"fp16": b16.infer(camvid_frames), "fp32": b32.infer(camvid_frames)}  # 4 + 4
+        # An error on one engine is reported by that call, and the other engine runs on.
+        h, w = b16.input_size
+        too_many = torch.zeros((5, h, w, 3), dtype=torch.uint8, device="cuda")
+        labels = torch.zeros((5, h, w), dtype=torch.uint8, device="cuda")
+        with pytest.raises(StageError, match="rejected input shape"):
+            b16._enqueue(too_many, labels)  # past the profile's max batch of 4
+        np.testing.assert_array_equal(b32.infer(camvid_frames), got["fp32"])
+    assert not getattr(tensorrt_backend._calls, "stack", [])  # every block closed
+    for precision in ("fp32", "fp16"):
+        agreement = float((got[precision] == reference[precision]).mean())
+        versus_fp32 = float((got[precision] == reference["fp32"]).mean())
+        print(f"{model} {precision}: TensorRT agrees with ONNX Runtime on {agreement:.4%} "
+              f"(with fp32 ONNX Runtime on {versus_fp32:.4%})")
+        assert agreement >= 0.99, (precision, agreement)
+        assert versus_fp32 >= 0.98, (precision, versus_fp32)
 
 
 @pytest.mark.tensorrt

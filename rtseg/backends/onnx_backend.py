@@ -1,5 +1,15 @@
 """ONNX Runtime backend: an rtseg deploy graph (``*.onnx``) on the TensorRT, CUDA or CPU
-execution provider."""
+execution provider.
+
+On the TensorRT execution provider the ``frames`` input gets an explicit optimisation profile
+(``trt_profile_min_shapes`` / ``trt_profile_opt_shapes`` / ``trt_profile_max_shapes``, format
+``name:d0xd1x...``): batch 1 to ``TRT_PROFILE_MAX_BATCH``, optimised for batch 1 (what
+``rtseg run`` sends). Without it the provider builds an engine for the first batch size it
+sees and rebuilds — for seconds to minutes, mid-run — when a new one arrives (the last,
+partial batch of an eval). Larger batches are split. The engines and the timing cache are
+kept in ``$XDG_CACHE_HOME/rtseg/onnxruntime-tensorrt`` (``trt_engine_cache_enable``), keyed by
+the provider on the model and the profile.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +17,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
@@ -21,6 +32,52 @@ SHORT_NAMES = {"TensorrtExecutionProvider": "tensorrt", "CUDAExecutionProvider":
 # installation or a failing GPU, which stay internal errors).
 _BAD_MODEL_ERRORS = (ort_state.InvalidProtobuf, ort_state.InvalidArgument, ort_state.InvalidGraph,
                      ort_state.NoSuchFile, ort_state.NotImplemented)
+TRT_PROFILE_MAX_BATCH = 32  # largest batch of the TensorRT provider's profile; more is split
+TRT_PROFILE_OPT_BATCH = 1  # the pipeline's default batch
+
+
+def tensorrt_cache_dir() -> Path:
+    """Where the TensorRT execution provider keeps its engines and timing cache."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "rtseg",
+                "onnxruntime-tensorrt")
+
+
+def tensorrt_provider_options(device_id: int, input_size: tuple[int, int] | None, *,
+                              max_batch: int = TRT_PROFILE_MAX_BATCH,
+                              opt_batch: int = TRT_PROFILE_OPT_BATCH,
+                              cache_dir: Path | None = None) -> dict:
+    """Options of ONNX Runtime's ``TensorrtExecutionProvider`` for an rtseg deploy graph.
+
+    ``input_size`` (H, W) of ``frames`` gives the explicit profile ``frames:1xHxWx3`` ..
+    ``frames:{max_batch}xHxWx3`` (opt ``opt_batch``); None leaves the profile to the provider.
+
+    >>> tensorrt_provider_options(0, (64, 96), cache_dir=Path("/c"))["trt_profile_max_shapes"]
+    'frames:32x64x96x3'
+    """
+    if not 1 <= opt_batch <= max_batch:
+        raise ValueError(f"opt_batch {opt_batch} must be between 1 and max_batch {max_batch}")
+    cache = str(cache_dir or tensorrt_cache_dir())
+    options: dict = {"device_id": device_id,
+                     "trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
+                     "trt_timing_cache_enable": True, "trt_timing_cache_path": cache}
+    if input_size is not None:
+        h, w = (int(v) for v in input_size)
+        for key, batch in (("min", 1), ("opt", opt_batch), ("max", max_batch)):
+            options[f"trt_profile_{key}_shapes"] = f"{INPUT_NAME}:{batch}x{h}x{w}x3"
+    return options
+
+
+def graph_input_size(path: Path) -> tuple[int, int] | None:
+    """(H, W) of the ``frames`` input of the ONNX file at ``path``; None if it cannot tell."""
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - onnx raises DecodeError and friends; ORT says what's wrong
+        return None
+    for value in model.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        if value.name == INPUT_NAME and len(dims) == 4 and all(d.dim_value for d in dims[1:3]):
+            return int(dims[1].dim_value), int(dims[2].dim_value)
+    return None
 
 
 def physical_cores() -> int:
@@ -36,8 +93,12 @@ def physical_cores() -> int:
     return max(1, len(cores))
 
 
-def choose_providers(device: str, available: list[str] | None = None) -> list:
-    """Execution providers to try, best first, for ``device`` (auto, cpu, cuda, cuda:N)."""
+def choose_providers(device: str, available: list[str] | None = None, *,
+                     input_size: tuple[int, int] | None = None) -> list:
+    """Execution providers to try, best first, for ``device`` (auto, cpu, cuda, cuda:N).
+
+    ``input_size`` (H, W of ``frames``) gives the TensorRT provider its explicit profile.
+    """
     available = ort.get_available_providers() if available is None else available
     if device == "cpu":
         return ["CPUExecutionProvider"]
@@ -50,13 +111,11 @@ def choose_providers(device: str, available: list[str] | None = None) -> list:
     device_id = int(device.split(":", 1)[1]) if ":" in device else 0
     providers: list = []
     for name in gpu:
-        options = {"device_id": device_id}
         if name == "TensorrtExecutionProvider":
             # TensorRT builds an engine per session; keep it between runs (minutes saved).
-            cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "rtseg",
-                         "onnxruntime-tensorrt")
-            options.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(cache),
-                           trt_timing_cache_enable=True, trt_timing_cache_path=str(cache))
+            options = tensorrt_provider_options(device_id, input_size)
+        else:
+            options = {"device_id": device_id}
         providers.append((name, options))
     return providers + ["CPUExecutionProvider"]
 
@@ -87,9 +146,12 @@ class OnnxBackend(Backend):
         path = Path(path)
         if not path.is_file():
             raise BadInput(f"engine file not found: {path}")
+        providers = choose_providers(device)
+        if _names(providers)[0] == "TensorrtExecutionProvider":  # needs the profile's H, W
+            providers = choose_providers(device, input_size=graph_input_size(path))
         try:
             session = ort.InferenceSession(str(path), sess_options=session_options(threads),
-                                           providers=choose_providers(device))
+                                           providers=providers)
         except _BAD_MODEL_ERRORS as exc:
             raise BadInput(f"{path} is not a usable ONNX model: {_ort_message(exc)}") from None
         metadata = EngineMetadata.from_strings(
@@ -101,6 +163,8 @@ class OnnxBackend(Backend):
         super().__init__(metadata, SHORT_NAMES.get(used, used), metadata.precision)
         self.providers = session.get_providers()
         self.session = session
+        # The TensorRT provider's profile ends at TRT_PROFILE_MAX_BATCH: split larger batches.
+        self.max_batch = TRT_PROFILE_MAX_BATCH if used == "TensorrtExecutionProvider" else None
         self._check_io(path)
 
     def _check_io(self, path: Path) -> None:
@@ -120,10 +184,20 @@ class OnnxBackend(Backend):
         if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != (h, w, 3):
             raise BadInput(f"frames must be uint8 [N, {h}, {w}, 3], got {frames.dtype} "
                            f"{list(frames.shape)}")
+        if self.max_batch is None or len(frames) <= self.max_batch:
+            return self._run(frames)
+        return np.concatenate([self._run(frames[i:i + self.max_batch])
+                               for i in range(0, len(frames), self.max_batch)])
+
+    def _run(self, frames: np.ndarray) -> np.ndarray:
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(frames)})[0]
 
     def close(self) -> None:
         self.session = None
+
+
+def _names(providers: list) -> list[str]:
+    return [p[0] if isinstance(p, tuple) else p for p in providers]
 
 
 def _ort_message(exc: Exception) -> str:

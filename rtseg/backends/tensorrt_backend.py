@@ -4,12 +4,21 @@ Written to the TensorRT 10 name-based runtime API (``num_io_tensors``, ``get_ten
 ``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``), the pattern of NVIDIA's
 ``samples/python/common_runtime.py``. CUDA memory and the stream come from torch, so no
 cuda-python / pycuda is needed. Metadata lives in the sidecar ``<plan>.json``.
+
+TensorRT treats its logger as process-wide (the one given to the first Builder/Runtime is the
+one it uses), so rtseg has exactly one (``trt_logger``), and each call that can fail —
+build, deserialise, run — collects TensorRT's errors for itself with ``trt_messages``, so
+with several engines in one process (``rtseg bench --compare``) an error is quoted by the
+call that caused it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +29,10 @@ from rtseg.backends.base import Backend
 from rtseg.errors import BadInput, MissingDependency, StageError
 from rtseg.metadata import INPUT_NAME, OUTPUT_NAME, EngineMetadata
 
-TRT_PIP_HINT = ('TensorRT is not installed: on an NVIDIA GPU machine run '
-                'pip install "rtseg[tensorrt]"')
+TRT_PIP_HINT = ('on an NVIDIA GPU machine run pip install "rtseg[tensorrt-cu13]", or '
+                '"rtseg[tensorrt-cu12]" where torch.version.cuda is 12.x')
 MIN_TRT_MAJOR = 10  # the name-based I/O API and explicit-batch-only networks start at 10.0
+ADDRESS_ALIGNMENT = 256  # IExecutionContext::setTensorAddress: "at least 256-byte alignment"
 
 
 def sidecar_path(plan_path: str | Path) -> Path:
@@ -44,10 +54,10 @@ def import_tensorrt() -> Any:
     try:
         import tensorrt as trt
     except ImportError:
-        raise MissingDependency(TRT_PIP_HINT) from None
+        raise MissingDependency(f"TensorRT is not installed: {TRT_PIP_HINT}") from None
     if tensorrt_major(trt.__version__) < MIN_TRT_MAJOR:
         raise MissingDependency(f"TensorRT {trt.__version__} is too old; rtseg needs TensorRT "
-                                f'{MIN_TRT_MAJOR} or newer: pip install -U "rtseg[tensorrt]"')
+                                f"{MIN_TRT_MAJOR} or newer: {TRT_PIP_HINT}")
     return trt
 
 
@@ -72,29 +82,86 @@ def require_cuda(device: str = "auto") -> int:
     return index
 
 
-def make_trt_logger(trt: Any, sink: Callable[[str], None]) -> Any:
-    """A ``trt.ILogger`` that forwards warnings and errors to ``sink`` and keeps the errors.
+class TrtMessages:
+    """TensorRT's warnings and errors during one ``trt_messages`` block."""
 
-    Subclassing ``trt.ILogger`` with ``log(severity, msg)`` is the documented way to capture
-    TensorRT's messages (TensorRT Python API, ``ILogger``; 8.x–10.x). The errors are kept so
-    a failed build or deserialisation can quote them in the raised exception.
+    def __init__(self, sink: Callable[[str], None]):
+        self.sink = sink
+        self.errors: list[str] = []
+
+    def detail(self, last: int | None = None) -> str:
+        """The collected errors joined into one string (the ``last`` few, if given)."""
+        return "; ".join(self.errors[-last:] if last else self.errors)
+
+
+_calls = threading.local()  # .stack: the TrtMessages of this thread's open blocks
+_LOGGER: Any = None
+_LOGGER_LOCK = threading.Lock()
+_unclaimed = logging.getLogger("rtseg.tensorrt")  # messages outside any trt_messages block
+
+
+@contextmanager
+def trt_messages(sink: Callable[[str], None] | None = None) -> Iterator[TrtMessages]:
+    """Collect TensorRT's messages for the TensorRT calls made inside the block.
+
+    Warnings and errors go to ``sink`` (``log``-like) as ``TensorRT warning: ...`` lines;
+    errors are also kept in ``.errors`` so the caller can quote them in its exception.
+    Blocks are per thread and nest (the innermost collects).
+
+    Example::
+
+        with trt_messages(log) as messages:
+            engine = runtime.deserialize_cuda_engine(blob)
+        if engine is None:
+            raise BadInput(f"cannot load the plan: {messages.detail()}")
     """
-    severity = trt.ILogger.Severity
-    errors_at = (severity.INTERNAL_ERROR, severity.ERROR)
+    messages = TrtMessages(sink or _quiet)
+    stack = getattr(_calls, "stack", None)
+    if stack is None:
+        stack = _calls.stack = []
+    stack.append(messages)
+    try:
+        yield messages
+    finally:
+        stack.pop()
 
-    class _Logger(trt.ILogger):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-            self.errors: list[str] = []
 
-        def log(self, sev, msg):  # called by TensorRT for every message
-            if sev in errors_at:
-                self.errors.append(str(msg))
-                sink(f"TensorRT error: {msg}")
-            elif sev == severity.WARNING:
-                sink(f"TensorRT warning: {msg}")
+def _route(is_error: bool, msg: str) -> None:
+    """Hand one TensorRT warning/error to the innermost ``trt_messages`` block of this thread."""
+    stack = getattr(_calls, "stack", None)
+    text = f"TensorRT {'error' if is_error else 'warning'}: {msg}"
+    if not stack:
+        _unclaimed.warning(text)
+        return
+    if is_error:
+        stack[-1].errors.append(str(msg))
+    stack[-1].sink(text)
 
-    return _Logger()
+
+def trt_logger(trt: Any) -> Any:
+    """The process-wide ``trt.ILogger`` rtseg gives every Builder, Runtime and parser.
+
+    Created on first use and kept for the life of the process (TensorRT requires the logger
+    to outlive every object created with it). Subclassing ``trt.ILogger`` with
+    ``log(severity, msg)`` is the documented way to receive TensorRT's messages; the
+    implementation must be thread safe, which ``_route`` is (thread-local state only).
+    """
+    global _LOGGER
+    with _LOGGER_LOCK:
+        if _LOGGER is None:
+            severity = trt.ILogger.Severity
+            errors = (severity.INTERNAL_ERROR, severity.ERROR)
+
+            class _Logger(trt.ILogger):
+                def __init__(self) -> None:
+                    trt.ILogger.__init__(self)
+
+                def log(self, sev, msg):  # called by TensorRT for every message
+                    if sev in errors or sev == severity.WARNING:
+                        _route(sev in errors, str(msg))
+
+            _LOGGER = _Logger()
+        return _LOGGER
 
 
 def load_sidecar(plan_path: Path) -> tuple[EngineMetadata, dict[str, Any]]:
@@ -115,6 +182,20 @@ def load_sidecar(plan_path: Path) -> tuple[EngineMetadata, dict[str, Any]]:
 
 def _quiet(_msg: str) -> None:
     pass
+
+
+def _detail(messages: TrtMessages) -> str:
+    detail = messages.detail(last=3)
+    return f": {detail}" if detail else ""
+
+
+def aligned(tensor: torch.Tensor) -> bool:
+    """Whether TensorRT may read/write ``tensor`` in place: its first byte is 256-byte aligned.
+
+    ``set_tensor_address`` requires that alignment. Allocations from torch's CUDA allocator
+    are aligned, but a slice ``t[k:]`` starts ``k * frame_bytes`` further on.
+    """
+    return tensor.data_ptr() % ADDRESS_ALIGNMENT == 0
 
 
 class TensorRTBackend(Backend):
@@ -143,25 +224,29 @@ class TensorRTBackend(Backend):
         super().__init__(metadata, f"cuda:{device_index} ({gpu_name})", metadata.precision)
         self._trt = trt
         self._device_index = device_index
-        self._logger = make_trt_logger(trt, log or _quiet)
-        self._runtime = trt.Runtime(self._logger)
-        try:
-            self._engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
-        except RuntimeError as e:  # some versions raise instead of returning None
-            self._logger.errors.append(str(e))
-            self._engine = None
+        self._log = log or _quiet
+        self._context = None
+        with trt_messages(self._log) as messages:
+            self._runtime = trt.Runtime(trt_logger(trt))
+            try:
+                self._engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
+            except RuntimeError as e:  # some versions raise instead of returning None
+                messages.errors.append(str(e))
+                self._engine = None
+            if self._engine is not None:
+                self._context = self._engine.create_execution_context()
         if self._engine is None:
             built = f"TensorRT {raw.get('tensorrt_version', '?')} on {raw.get('gpu_name', '?')}"
             here = f"TensorRT {trt.__version__} on {gpu_name}"
-            detail = "; ".join(self._logger.errors)
+            detail = messages.detail()
             raise BadInput(f"{path} is not a TensorRT engine or was built with another TensorRT "
                            f"version/GPU (built with {built}, this machine has {here}); rebuild "
                            "it here with rtseg build-engine"
                            + (f". TensorRT: {detail}" if detail else ""))
-        self._context = self._engine.create_execution_context()
         if self._context is None:
+            detail = messages.detail()
             raise StageError(f"TensorRT could not create an execution context for {path} "
-                             "(out of GPU memory?)")
+                             "(out of GPU memory?)" + (f": {detail}" if detail else ""))
         self.io = self._describe_io()
         self.max_batch = self._check_io(path)
         h, w = self.input_size
@@ -213,17 +298,21 @@ class TensorRTBackend(Backend):
 
     # -- inference -------------------------------------------------------------------------
     def _enqueue(self, frames_dev: torch.Tensor, labels_dev: torch.Tensor) -> None:
-        """Queue one engine run on our stream; the tensors must stay alive until it syncs."""
+        """Queue one engine run on our stream; the tensors must stay alive until it syncs.
+
+        Both tensors must be dense and start 256-byte aligned (``aligned``).
+        """
         ctx = self._context
-        if not ctx.set_input_shape(INPUT_NAME, tuple(frames_dev.shape)):
-            raise StageError(f"TensorRT rejected input shape {list(frames_dev.shape)} "
-                             f"(engine max batch {self.max_batch})")
-        if not (ctx.set_tensor_address(INPUT_NAME, frames_dev.data_ptr())
-                and ctx.set_tensor_address(OUTPUT_NAME, labels_dev.data_ptr())):
-            raise StageError("TensorRT rejected a tensor address")
-        if not ctx.execute_async_v3(self._stream.cuda_stream):
-            detail = "; ".join(self._logger.errors[-3:])
-            raise StageError("TensorRT execute_async_v3 failed" + (f": {detail}" if detail else ""))
+        with trt_messages(self._log) as messages:
+            if not ctx.set_input_shape(INPUT_NAME, tuple(frames_dev.shape)):
+                raise StageError(f"TensorRT rejected input shape {list(frames_dev.shape)} "
+                                 f"(engine max batch {self.max_batch})"
+                                 + _detail(messages))
+            if not (ctx.set_tensor_address(INPUT_NAME, frames_dev.data_ptr())
+                    and ctx.set_tensor_address(OUTPUT_NAME, labels_dev.data_ptr())):
+                raise StageError("TensorRT rejected a tensor address" + _detail(messages))
+            if not ctx.execute_async_v3(self._stream.cuda_stream):
+                raise StageError("TensorRT execute_async_v3 failed" + _detail(messages))
 
     def _check_frames(self, shape: tuple[int, ...], dtype_ok: bool) -> None:
         h, w = self.input_size
@@ -272,9 +361,18 @@ class TensorRTBackend(Backend):
         h, w = self.input_size
         out = torch.empty((frames.shape[0], h, w), dtype=torch.uint8, device=frames.device)
         self._stream.wait_stream(torch.cuda.current_stream(frames.device))
-        for start in range(0, frames.shape[0], self.max_batch):
-            stop = min(start + self.max_batch, frames.shape[0])
-            self._enqueue(frames[start:stop], out[start:stop])
+        with torch.cuda.stream(self._stream):
+            for start in range(0, frames.shape[0], self.max_batch):
+                stop = min(start + self.max_batch, frames.shape[0])
+                src, dst = frames[start:stop], out[start:stop]
+                n = stop - start
+                # A chunk of a larger batch (or a caller's view) may start off the 256-byte
+                # alignment TensorRT requires: stage it through our own (aligned) buffers.
+                src_in = src if aligned(src) else self._dev_in[:n].copy_(src)
+                dst_out = dst if aligned(dst) else self._dev_out[:n]
+                self._enqueue(src_in, dst_out)
+                if dst_out is not dst:
+                    dst.copy_(dst_out)  # on our stream, before the staging buffer's reuse
         self._stream.synchronize()  # frames/out referenced until here, so never freed early
         return out
 

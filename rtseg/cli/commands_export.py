@@ -57,9 +57,12 @@ def build_engine(
     out: Path = typer.Option(..., help="TensorRT plan to write (.plan or .engine); the "
                                        "metadata goes to <out>.json."),
     fp16: bool = typer.Option(True, "--fp16/--fp32",
-                              help="Engine precision. An fp16 export builds fp16 only; "
-                                   "TensorRT 11 builds an fp32 export as fp32 only."),
+                              help="Engine precision (the network is strongly typed). An fp32 "
+                                   "export is converted to fp16 for --fp16; an fp16 export "
+                                   "builds fp16 only."),
     max_batch: int = typer.Option(8, min=1, help="Largest batch of the dynamic profile."),
+    opt_batch: int = typer.Option(1, help="Batch TensorRT optimises for, 1..--max-batch "
+                                          "(default 1: what rtseg run sends)."),
     workspace: float = typer.Option(4.0, min=0.0, help="TensorRT workspace limit in GB."),
 ):
     """Build a TensorRT engine for this GPU from an ONNX deploy graph.
@@ -68,7 +71,10 @@ def build_engine(
     Examples:
       1. rtseg build-engine --onnx segnet_r50.onnx --out segnet_r50.plan --fp16
       2. rtseg build-engine --onnx segnet_fp32.onnx --out segnet_fp32.plan --fp32 --max-batch 4
+      3. rtseg build-engine --onnx segnet.onnx --out segnet_b8.plan --max-batch 8 --opt-batch 8
     """
+    if not 1 <= opt_batch <= max_batch:
+        raise BadInput(f"--opt-batch {opt_batch} must be between 1 and --max-batch ({max_batch})")
     if out.suffix.lower() not in (".plan", ".engine"):
         raise BadInput(f"--out {out.name}: the file name must end in .plan or .engine")
     if not onnx_file.is_file():
@@ -77,7 +83,7 @@ def build_engine(
     from rtseg.engine_build import build_engine as run_build
 
     result = run_build(onnx_file, out, precision="fp16" if fp16 else "fp32",
-                       max_batch=max_batch, workspace_gb=workspace,
+                       max_batch=max_batch, opt_batch=opt_batch, workspace_gb=workspace,
                        timing_cache=out.with_name(out.name + ".timing.cache"), log=log)
     print(f"wrote {result['plan']} ({result['precision']}, TensorRT "
           f"{result['tensorrt_version']}, {result['gpu_name']})")
