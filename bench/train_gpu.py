@@ -17,7 +17,8 @@ an interrupted model restarts from its last validated epoch.
     python bench/train_gpu.py --runs runs/gpu --export "$OUT" --export-only --models unet_r50
     python bench/train_gpu.py --dry-run --data-root ../shared/data/camvid --runs /tmp/dry
 
-``--export DIR`` writes ``DIR/train_gpu.tar.gz`` (summary, histories, logs) and the chosen
+``--export DIR`` writes ``DIR/train_gpu.tar.gz`` (summary, histories, logs, each model's
+predictions of ``--picture-frames`` for bench/side_by_side.py) and the chosen
 weights as fp16 safetensors in parts of at most 15 MiB (``MODEL.safetensors.partNN``); the
 summary holds each file's sha256, and ``bench/join_parts.py`` joins and checks them.
 """
@@ -35,13 +36,18 @@ import time
 import traceback
 from pathlib import Path
 
+import cv2
+import numpy as np
 import torch
 
-from rtseg.data import get_spec
+from rtseg.backends import open_engine
+from rtseg.data import get_spec, read_image
+from rtseg.data.transforms import resize_frame, resize_labels
 from rtseg.models import load_checkpoint, save_checkpoint
 from rtseg.train import TrainConfig, train
 
 MODELS = ("segnet_r50", "unet_r50", "unet_vgg16", "segnet_vgg16")
+PICTURE_FRAMES = "0016E5_07959,0016E5_08093,0016E5_08159"  # first, busiest, last val frame
 PART_BYTES = 15 * 2**20
 RETURN_BYTES = 60 * 2**20  # what one call may bring back (64 MiB), less the tarball's room
 
@@ -78,6 +84,8 @@ def train_all(args) -> dict:
         try:
             result = train(cfg, log=lambda s: print(f"   {s}", flush=True))
             _, meta = load_checkpoint(out / "best.safetensors")
+            save_predictions(out / "best.safetensors", args.data_root,
+                             args.picture_frames.split(","), args.device)
             summary["models"][name] = {
                 "best_val_miou": result["best_miou"], "epochs": result["epochs"],
                 "best_epoch": meta.extra.get("epoch"),
@@ -91,6 +99,20 @@ def train_all(args) -> dict:
         print(f"   {name}: {summary['models'][name]}", flush=True)
         write_summary(args.runs, summary)
     return summary
+
+
+def save_predictions(weights: Path, data_root: Path, frames: list[str], device: str) -> None:
+    """``pred_NAME.png`` label maps of the val frames ``frames`` beside ``weights`` (a few KB
+    each), so bench/side_by_side.py can draw every model where only some weights travel."""
+    with open_engine(weights, device) as backend:
+        for name in frames:
+            path = data_root / "val" / f"{name}.png"
+            if not path.is_file():
+                continue
+            image = read_image(path)
+            labels = backend.infer(resize_frame(image, tuple(backend.input_size))[None])[0]
+            labels = resize_labels(np.ascontiguousarray(labels), image.shape[:2])
+            cv2.imwrite(str(weights.parent / f"pred_{name}.png"), labels)
 
 
 def write_summary(runs: Path, summary: dict) -> None:
@@ -143,7 +165,8 @@ def export(runs: Path, models: list[str], out: Path) -> None:
         info = tarfile.TarInfo("summary.json")
         info.size = len(blob)
         tar.addfile(info, io.BytesIO(blob))
-        for path in sorted(runs.glob("*/history.json")) + sorted(runs.glob("*.log")):
+        for path in (sorted(runs.glob("*/history.json")) + sorted(runs.glob("*/pred_*.png"))
+                     + sorted(runs.glob("*.log"))):
             tar.add(path, arcname=str(path.relative_to(runs)))
 
 
@@ -164,6 +187,8 @@ def main() -> None:
     p.add_argument("--device", default="cuda")
     p.add_argument("--train-limit", type=int)
     p.add_argument("--val-limit", type=int)
+    p.add_argument("--picture-frames", default=PICTURE_FRAMES,
+                   help="val frames whose predictions are saved for bench/side_by_side.py")
     p.add_argument("--export", type=Path, help="pack results and weights into this folder")
     p.add_argument("--export-only", action="store_true", help="pack the runs, train nothing")
     p.add_argument("--dry-run", action="store_true",

@@ -129,9 +129,9 @@ def amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
 def planned_epochs(epochs: int, done: int, elapsed_s: float, last_epoch_s: float,
                    budget_s: float | None) -> int:
     """The epoch count that fits ``budget_s`` seconds of training: the ``done`` epochs took
-    ``elapsed_s``, and the rest run at the pace of the latest one (the first epoch carries the
-    one-off autotuning, so an average would under-plan). Never below ``done``, never above
-    ``epochs``."""
+    ``elapsed_s``, and the rest run ``last_epoch_s`` each (the caller's recent pace: the first
+    epoch carries the one-off autotuning, so an average would under-plan). Never below
+    ``done``, never above ``epochs``."""
     if budget_s is None or done == 0 or last_epoch_s <= 0:
         return epochs
     fit = done + int(max(budget_s - elapsed_s, 0.0) / last_epoch_s)
@@ -335,6 +335,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = lambda s: None,
                 + (", batches made on the device" if cfg.data_on_device else ""))
 
         train_seconds_total = sum(e.get("train_seconds", 0.0) for e in history)
+        epoch_times: list[float] = []
+        logged_plan = cfg.epochs
         cudnn_benchmark = torch.backends.cudnn.benchmark
         torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed shapes: autotune once
         try:
@@ -349,14 +351,18 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = lambda s: None,
                                              f"epoch {epoch + 1}/{epochs}")
                 train_seconds = time.perf_counter() - t0
                 train_seconds_total += train_seconds
+                epoch_times.append(train_seconds)
                 epoch += 1
-                fitted = planned_epochs(cfg.epochs, epoch, train_seconds_total, train_seconds,
+                # pace: the median of the last few epochs, the first (autotuning) left out
+                pace = float(np.median(epoch_times[1:][-5:] or epoch_times))
+                fitted = planned_epochs(cfg.epochs, epoch, train_seconds_total, pace,
                                         cfg.time_budget_s)
                 fitted = int(ddp.broadcast_tensor(torch.tensor(fitted, device=device), info))
                 if fitted != epochs:
-                    if info.is_main:
+                    if info.is_main and abs(fitted - logged_plan) > 0.1 * logged_plan:
+                        logged_plan = fitted  # say so when the plan moves by more than 10 %
                         log(f"--time-budget {cfg.time_budget_s:.0f} s: {fitted} epochs fit "
-                            f"(at {train_seconds:.2f} s/epoch)")
+                            f"(at {pace:.2f} s/epoch)")
                     epochs, total_steps = fitted, fitted * len(loader)
                 losses = ddp.all_gather_objects(loss, info)
                 entry = {"epoch": epoch, "loss": float(np.mean(losses)),

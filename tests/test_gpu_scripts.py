@@ -1,0 +1,65 @@
+"""The prepared GPU scripts, dry-run on the CPU, so that minutes on a lent GPU go to measuring
+rather than to typos: bench/train_gpu.py (train, pack, join) and bench/gpu_check.sh."""
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(cmd, **env):
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": path, **env})
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    return proc
+
+
+@pytest.mark.slow
+def test_train_gpu_dry_run_trains_packs_and_the_parts_join(camvid_root, tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    run([sys.executable, "bench/train_gpu.py", "--dry-run", "--data-root", str(camvid_root),
+         "--runs", str(runs), "--models", "unet_r50", "--export", str(out)])
+    with tarfile.open(out / "train_gpu.tar.gz") as tar:
+        members = set(tar.getnames())
+        summary = json.load(tar.extractfile("summary.json"))
+    assert {"summary.json", "unet_r50/history.json"} <= members
+    assert sum(m.startswith("unet_r50/pred_") for m in members) == 3  # the picture's frames
+    result = summary["models"]["unet_r50"]
+    assert 0 <= result["best_val_miou"] <= 1 and result["epochs"] == 2, result
+    exported = summary["exported"]["unet_r50"]
+    parts = sorted(out.glob("unet_r50.safetensors.part*"))
+    assert len(parts) == exported["parts"] >= 2
+    assert all(p.stat().st_size <= 15 * 2**20 for p in parts)  # each under the 16 MiB limit
+
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    run([sys.executable, "bench/join_parts.py", "--parts", str(out), "--summary",
+         str(tmp_path / "summary.json"), "--out", str(tmp_path / "joined")])
+    from rtseg.models import read_checkpoint_metadata
+
+    meta = read_checkpoint_metadata(tmp_path / "joined" / "unet_r50.safetensors")
+    assert meta.model == "unet_r50" and meta.precision == "fp16"
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_runs_every_step(shared_data, tmp_path):
+    out = tmp_path / "check"
+    run(["bash", "bench/gpu_check.sh", "--dry-run", str(out)], PYTHON=sys.executable,
+        RTSEG_DATA=str(shared_data))
+    steps = dict(line.split("\t")[:2] for line in (out / "steps.tsv").read_text().splitlines())
+    assert steps == {"environment": "0", "gpu_tests": "0", "gpu_bench": "0", "pipeline": "0"}
+    for name in ("environment.json", "gpu_bench.json", "gpu_bench.md", "pipeline.json",
+                 "check.md", "gpu_tests.xml"):
+        assert (out / name).is_file(), name
+    bench = json.loads((out / "gpu_bench.json").read_text())
+    assert {r["model"] for r in bench["rows"]} == {"unet_vgg16", "unet_r50", "segnet_vgg16",
+                                                   "segnet_r50"}
+    pipeline = json.loads((out / "pipeline.json").read_text())
+    assert pipeline["pipeline_fps"] > 0 and pipeline["bound_by"]
+    assert "skipped" in (out / "gpu_tests.log").read_text()  # no CUDA here: gpu tests skip
