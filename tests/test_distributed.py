@@ -1,18 +1,12 @@
 """DDP plumbing on the CPU (gloo): one rank's failure is every rank's."""
 
-import socket
-
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from rtseg import distributed as ddp
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from helpers import free_port
 
 
 def _worker(rank: int, port: int, results) -> None:
@@ -30,7 +24,7 @@ def _worker(rank: int, port: int, results) -> None:
 
 def test_a_non_finite_loss_on_one_rank_stops_every_rank():
     results = mp.Manager().dict()
-    mp.spawn(_worker, args=(_free_port(), results), nprocs=2, join=True)
+    mp.spawn(_worker, args=(free_port(), results), nprocs=2, join=True)
     assert results[0] == results[1] == (True, False)
 
 

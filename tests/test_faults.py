@@ -38,6 +38,8 @@ from rtseg.pipeline import sinks
 from rtseg.pipeline.sinks import VideoSink
 from rtseg.pipeline.sources import LiveSource, ReconnectPolicy, Source, VideoFileSource
 
+from helpers import decoded_frames
+
 REPO = Path(__file__).resolve().parents[1]
 CONTRACT_KEYS = {"frames", "seconds", "fps", "dropped", "backend", "miou", "stage_ms",
                  "latency_ms"}
@@ -51,16 +53,6 @@ pytestmark = pytest.mark.usefixtures("no_thread_outlives_a_test")
 def engine_path(tmp_path_factory) -> Path:
     """A tiny untrained, seeded engine (64×96): fast on a CPU."""
     return untrained_engine("unet_resnet18", (64, 96), tmp_path_factory.mktemp("engine"))
-
-
-def decoded_frames(path: Path) -> int:
-    """How many frames OpenCV decodes from ``path`` (0 when it cannot be opened)."""
-    cap = cv2.VideoCapture(str(path))
-    count = 0
-    while cap.read()[0]:
-        count += 1
-    cap.release()
-    return count
 
 
 def run_cli(args: list, capfd) -> tuple[int, list[str]]:

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -31,6 +29,8 @@ from rtseg.evaluate import evaluate
 from rtseg.models import read_checkpoint_metadata
 from rtseg.scoring import eval_loader
 from rtseg.train import TrainConfig, train
+
+from helpers import decoded_frames, free_port
 
 pytestmark = pytest.mark.gpu
 
@@ -78,22 +78,6 @@ def child_env(**extra: str) -> dict:
     is not pip-installed (the GPU machine imports it through PYTHONPATH)."""
     path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
     return {**os.environ, "PYTHONPATH": path, **extra}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def count_frames(path: Path) -> int:
-    """Frames a video decodes to (read, not the container's possibly estimated count)."""
-    cap = cv2.VideoCapture(str(path))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    cap.release()
-    return n
 
 
 # Thresholds of pixel agreement with CPU fp32. fp16 (11-bit significand) flips only pixels
@@ -201,5 +185,5 @@ def test_run_on_cuda_writes_every_frame_and_the_contract_json(gpu_model, dashcam
     assert result["backend"] == "pytorch" and result["device"].startswith("cuda")
     assert result["miou"] is None and result["fps"] > 0 and result["seconds"] > 0
     assert 0 < result["latency_ms"]["p50"] <= result["latency_ms"]["p99"]
-    assert count_frames(dashcam_clip) == CLIP_FRAMES
-    assert count_frames(video) == CLIP_FRAMES
+    assert decoded_frames(dashcam_clip) == CLIP_FRAMES
+    assert decoded_frames(video) == CLIP_FRAMES
