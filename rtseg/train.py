@@ -23,11 +23,12 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
 from rtseg import distributed as ddp
-from rtseg.backends.torch_backend import TorchBackend, resolve_device
+from rtseg.backends.torch_backend import TorchBackend
 from rtseg.data import (SegmentationDataset, TrainTransform, check_pair_sizes, find_pairs,
                         get_spec, read_label)
 from rtseg.data.classes import IMAGENET_MEAN, IMAGENET_STD, engine_metadata
 from rtseg.data.device_batches import DeviceBatches, decode_split
+from rtseg.devices import amp_dtype, resolve_device
 from rtseg.data.transforms import seed_worker
 from rtseg.errors import BadInput
 from rtseg.files import write_json, write_via_temp
@@ -113,17 +114,6 @@ def make_train_loader(pairs, cfg: TrainConfig, crop, input_size, ignore_index,
         raise BadInput(f"{len(ds)} training images per process is fewer than one batch of "
                        f"{cfg.batch_size}; lower --batch-size")
     return loader, sampler
-
-
-def amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
-    """The autocast dtype of a training step: bf16 where the device computes it natively (CPUs
-    asked with ``--amp``, CUDA GPUs of compute capability ≥ 8.0), fp16 on older GPUs (with a
-    GradScaler), None without ``amp``."""
-    if not amp:
-        return None
-    if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] < 8:
-        return torch.float16
-    return torch.bfloat16
 
 
 def planned_epochs(epochs: int, done: int, elapsed_s: float, last_epoch_s: float,

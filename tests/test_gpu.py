@@ -20,7 +20,8 @@ import pytest
 import torch
 from torch import nn
 
-from rtseg.backends.torch_backend import DTYPES, TorchBackend
+from rtseg.backends.torch_backend import TorchBackend
+from rtseg.devices import DTYPES
 from rtseg.cli import main
 from rtseg.cli.commands_run import default_engine
 from rtseg.data import find_pairs

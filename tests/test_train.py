@@ -186,16 +186,3 @@ def test_planned_epochs_fit_the_budget_at_the_latest_pace():
     assert planned_epochs(100, 2, 2.0, 0.1, 60.0) == 100       # never more than asked
     assert planned_epochs(100, 5, 50.0, 10.0, 20.0) == 5       # never fewer than done
     assert planned_epochs(100, 2, 4.0, 2.0, None) == 100
-
-
-def test_mixed_precision_dtype_follows_the_device():
-    import torch
-
-    from rtseg.train import amp_dtype
-
-    assert amp_dtype(torch.device("cpu"), False) is None
-    assert amp_dtype(torch.device("cpu"), True) is torch.bfloat16
-    if torch.cuda.is_available():
-        major = torch.cuda.get_device_capability()[0]
-        want = torch.bfloat16 if major >= 8 else torch.float16
-        assert amp_dtype(torch.device("cuda"), True) is want

@@ -9,50 +9,10 @@ import numpy as np
 import torch
 
 from rtseg.backends.base import Backend
-from rtseg.errors import BadInput, MissingDependency
+from rtseg.devices import DTYPES, resolve_device, resolve_precision
 from rtseg.metadata import EngineMetadata
 from rtseg.models import Segmenter, load_checkpoint
 from rtseg.models.fusion import fold_batchnorm
-
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` → CUDA when available else CPU; ``cuda`` without a GPU → MissingDependency."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise MissingDependency("--device cuda asked for, but PyTorch sees no CUDA GPU here")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise MissingDependency(f"unknown device {device!r}; use auto, cpu or cuda")
-    return torch.device(device)
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether oneDNN runs bf16 natively here (AVX-512 BF16 or AMX), rather than emulating it."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` → fp16 on CUDA, fp32 on the CPU; BadInput for a precision the device lacks."""
-    if precision == "auto":
-        return "fp16" if device.type == "cuda" else "fp32"
-    if precision not in DTYPES:
-        raise BadInput(f"--precision {precision}: use auto, fp32, fp16 or bf16")
-    if device.type == "cpu" and precision == "fp16":
-        raise BadInput("--precision fp16 runs on CUDA only; on the CPU use bf16 (or fp32)")
-    if (device.type == "cuda" and precision == "bf16"
-            and torch.cuda.get_device_capability(device)[0] < 8):
-        raise BadInput("--precision bf16 needs a GPU of compute capability 8.0 or newer "
-                       "(Ampere, Hopper, ...); use fp16")
-    if device.type == "cpu" and precision == "bf16" and not cpu_has_native_bf16():
-        raise BadInput("--precision bf16: this CPU has no native bf16 (AVX-512 BF16 or AMX), "
-                       "so it would run slower than fp32; use fp32")
-    return precision
-
 
 class TorchBackend(Backend):
     """Runs a Segmenter in eager PyTorch, channels_last (oneDNN and cuDNN both prefer it).
