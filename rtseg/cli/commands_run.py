@@ -132,6 +132,19 @@ def run_(
     batch: int = typer.Option(1, help="Frames per inference call."),
     fps: Optional[float] = typer.Option(None, help="Frame rate of a frame directory (25)."),
     hud: bool = typer.Option(True, help="Draw FPS and stage times on the overlay."),
+    serve: Optional[str] = typer.Option(
+        None, metavar="[HOST:]PORT",
+        help="Watch live in a browser at http://HOST:PORT/ (overlay, FPS, stage times, mIoU). "
+             "HOST defaults to 127.0.0.1 (this machine only; over SSH: ssh -L PORT:localhost:"
+             "PORT); 0.0.0.0 is every interface; PORT 0 picks a free one."),
+    serve_token: Optional[str] = typer.Option(
+        None, envvar="RTSEG_SERVE_TOKEN",
+        help="With --serve: every request needs this token (?token=TOKEN or "
+             "Authorization: Bearer TOKEN); also read from $RTSEG_SERVE_TOKEN."),
+    serve_linger: Optional[float] = typer.Option(
+        None, metavar="SECONDS",
+        help="With --serve: once the source ends, keep showing the last frame and the final "
+             "numbers this long (default: until Ctrl-C)."),
 ):
     """Segment a video, frame directory, camera or stream live.
 
@@ -141,24 +154,44 @@ def run_(
       2. rtseg run --source camvid/val --labels camvid/valannot --json run.json
       3. rtseg run --source 0 --show --engine model.onnx
       4. rtseg run --source rtsp://camera.local/stream --masks masks/ --max-frames 1000
+      5. rtseg run --source drive.mp4 --serve 8080   (then open http://127.0.0.1:8080/)
     """
     from rtseg.pipeline import RunConfig
 
     config = RunConfig(labels=labels, output=output, masks=masks, show=show, alpha=alpha,
                        max_frames=max_frames, batch=batch, fps=fps, hud=hud)
     config.validate()
-    _check_paths(source, labels, output, masks, json_path, show)
+    _check_paths(source, labels, output, masks, json_path, show, serve is not None)
+    _check_serve_flags(serve, serve_token, serve_linger)
     engine = engine if engine is not None else default_engine()
+    status = StatusLine()
+    server = _open_server(serve, serve_token, status.message)  # binds now: a taken port fails here
+    with server if server is not None else contextlib.nullcontext():
+        interrupted, result = _run(source, engine, config, json_path, device, precision, fps,
+                                   status, server)
+        print_summary(result)
+        print_written([("overlay video", output), ("masks", masks), ("run JSON", json_path)])
+        if interrupted:
+            print("interrupted", file=sys.stderr)
+            raise typer.Exit(130)
+        if server is not None and serve_linger != 0:
+            _linger(server, result, serve_linger, status)
 
+
+def _run(source: str, engine: Path, config, json_path: Optional[Path], device: Device,
+         precision: Precision, fps: Optional[float], status: StatusLine, server) -> tuple:
+    """Open the engine and the source, run, write the JSON: (interrupted, run JSON)."""
     from rtseg.backends import open_engine
     from rtseg.pipeline import Pipeline, open_source
     from rtseg.pipeline.runner import forward_sigint
 
     quiet_opencv()
-    status = StatusLine()
     with open_engine(engine, device.value, precision.value) as backend:
         src = open_source(source, fps, config.reconnect, status.message)
-        pipeline = Pipeline(src, backend, config, on_status=status, on_message=status.message)
+        pipeline = Pipeline(src, backend, config, on_status=status, on_message=status.message,
+                            server=server)
+        if server is not None:
+            server.watch(pipeline, engine=str(engine))
         # From here until the JSON is written, Ctrl-C asks the pipeline to finish instead of
         # raising: a press at any moment still leaves the video finalised and the JSON written.
         with forward_sigint(pipeline.interrupt):
@@ -172,11 +205,53 @@ def run_(
             result = {"engine": str(engine), **result}
             if json_path:
                 write_json(json_path, result)
-    print_summary(result)
-    print_written([("overlay video", output), ("masks", masks), ("run JSON", json_path)])
-    if result["interrupted"] or pipeline.interrupted:  # a press just as the run ended counts
-        print("interrupted", file=sys.stderr)
-        raise typer.Exit(130)
+    # A press just as the run ended counts too.
+    return bool(result["interrupted"] or pipeline.interrupted), result
+
+
+def _check_serve_flags(serve: Optional[str], token: Optional[str],
+                       linger: Optional[float]) -> None:
+    if serve is None:
+        if linger is not None:
+            raise BadInput("--serve-linger needs --serve [HOST:]PORT")
+        if token is not None and os.environ.get("RTSEG_SERVE_TOKEN") != token:
+            raise BadInput("--serve-token needs --serve [HOST:]PORT")
+        return  # a token from $RTSEG_SERVE_TOKEN alone is simply not used
+    if linger is not None and linger < 0:
+        raise BadInput(f"--serve-linger {linger:g} must be 0 or more seconds")
+
+
+def _open_server(serve: Optional[str], token: Optional[str], say):
+    """The live page's server, bound and serving (before the engine loads, so the page is
+    up at once and a bad address fails before any work); None without --serve."""
+    if serve is None:
+        return None
+    from rtseg.pipeline.serve import LiveServer
+
+    server = LiveServer(serve, token=token, on_error=say)
+    warning = server.warning()
+    if warning:
+        say(warning)
+    say(f"live view: {server.url}  (overlay, FPS, stage times; Ctrl-C stops)")
+    return server.start()
+
+
+def _linger(server, result: dict, seconds: Optional[float], status: StatusLine) -> None:
+    """After the source ended: the page keeps the last frame and the final numbers until
+    Ctrl-C (or ``seconds``). The run is complete and its outputs are written, so Ctrl-C here
+    exits 0."""
+    import threading
+
+    from rtseg.pipeline.runner import forward_sigint
+
+    until = "Ctrl-C" if seconds is None else f"{seconds:g} s"
+    pressed = threading.Event()
+    with forward_sigint(pressed.set):  # a press at any moment from here on just stops serving
+        status.message(f"run ended ({result['ended_by']}): {server.url} shows the last frame "
+                       f"and the final numbers until {until}")
+        server.wait(seconds, stop=pressed)
+    if pressed.is_set():
+        status.message("stopped serving")
 
 
 def quiet_opencv() -> None:
@@ -201,14 +276,22 @@ def write_failed_run(json_path: Path | None, engine: Path, error: RtsegError) ->
 
 
 def _check_paths(source: str, labels: Optional[Path], output: Optional[Path],
-                 masks: Optional[Path], json_path: Optional[Path], show: bool) -> None:
+                 masks: Optional[Path], json_path: Optional[Path], show: bool,
+                 serve: bool = False) -> None:
     """The cheap checks, before an engine is loaded."""
+    from rtseg.errors import MissingDependency
     from rtseg.pipeline.scoring import check_labels
     from rtseg.pipeline.sinks import check_display
     from rtseg.pipeline.sources import is_stream_url
 
     if show:
-        check_display()
+        try:
+            check_display()
+        except MissingDependency as exc:
+            if not serve:
+                raise
+            raise MissingDependency(f"{exc}; --serve already shows the overlay in a browser: "
+                                    "drop --show") from None
 
     is_file_source = not (source.isdigit() or is_stream_url(source))
     if is_file_source and not Path(source).exists():

@@ -22,7 +22,7 @@ import signal
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from rtseg.backends import Backend, open_engine
 from rtseg.errors import BadInput, RtsegError, StageError
@@ -32,6 +32,9 @@ from rtseg.pipeline.sinks import MaskSink, Sink, VideoSink, WindowSink, close_al
 from rtseg.pipeline.sources import ReconnectPolicy, Source, capture_loop, open_source
 from rtseg.pipeline.stages import Overlay, batch_loop, infer_loop, overlay_loop
 from rtseg.pipeline.stats import RunStats
+
+if TYPE_CHECKING:
+    from rtseg.pipeline.serve import LiveServer
 
 StatusCallback = Callable[[dict], None]
 MessageCallback = Callable[[str], None]
@@ -73,14 +76,17 @@ class Pipeline:
     be set up). ``sinks`` are extra sinks
     after the ones the config asks for. ``on_status(snapshot)`` is called from the calling
     thread every ``status_interval`` seconds; ``on_message(text)`` gets warnings (stream
-    reconnects, Ctrl-C) from any thread.
+    reconnects, Ctrl-C) from any thread. ``server``: a
+    :class:`~rtseg.pipeline.serve.LiveServer` that shows this run live (it outlives the run,
+    showing the last frame and the final numbers: its owner closes it).
 
     >>> result = Pipeline(open_source("drive.mp4"), backend, RunConfig(output=Path("o.mp4"))).run()
     """
 
     def __init__(self, source: Source, backend: Backend, config: RunConfig | None = None,
                  sinks: Sequence[Sink] = (), on_status: StatusCallback | None = None,
-                 on_message: MessageCallback | None = None):
+                 on_message: MessageCallback | None = None,
+                 server: Optional["LiveServer"] = None):
         self.config = config = config or RunConfig()
         self.source, self.backend = source, backend
         self.on_status, self.on_message = on_status, on_message or (lambda _m: None)
@@ -94,6 +100,8 @@ class Pipeline:
         try:
             config.validate()
             self.scorer = self._scorer()
+            if server is not None:  # first: viewers see a frame before the file I/O
+                self.sinks.append(server.sink())
             if config.show:
                 self.sinks.append(WindowSink())
             if config.masks is not None:
@@ -115,6 +123,8 @@ class Pipeline:
         }
         self.overlay = Overlay(backend.metadata.palette, backend.metadata.class_names,
                                config.alpha, config.legend, config.hud)
+        if server is not None:
+            server.watch(self)
 
     def _scorer(self) -> Optional[LiveScorer]:
         labels = self.config.labels
@@ -297,12 +307,14 @@ def start_all(threads: Sequence[threading.Thread]) -> None:
 
 def run(source: str | Path | Source, engine: Backend | str | Path, device: str = "auto",
         precision: str = "auto", sinks: Sequence[Sink] = (), on_status: StatusCallback | None = None,
-        on_message: MessageCallback | None = None, **options) -> dict:
+        on_message: MessageCallback | None = None, server: Optional["LiveServer"] = None,
+        **options) -> dict:
     """The Python face of ``rtseg run``: segment ``source`` with ``engine``; the run JSON.
 
     ``source``: a path, camera index, URL or a Source. ``engine``: a loaded Backend or an
     engine file (opened on ``device`` in ``precision`` and closed afterwards). ``options`` are RunConfig's
     fields (``output``, ``masks``, ``labels``, ``alpha``, ``max_frames``, ``batch``, …).
+    ``server``: a :class:`~rtseg.pipeline.serve.LiveServer` to watch the run in a browser.
 
     >>> run("drive.mp4", "engines/default.safetensors", output="overlay.mp4")["fps"]
     """
@@ -315,7 +327,7 @@ def run(source: str | Path | Source, engine: Backend | str | Path, device: str =
     try:
         if not isinstance(source, Source):
             source = open_source(source, config.fps, config.reconnect, on_message)
-        return Pipeline(source, backend, config, sinks, on_status, on_message).run()
+        return Pipeline(source, backend, config, sinks, on_status, on_message, server).run()
     finally:
         if backend is not engine:
             backend.close()

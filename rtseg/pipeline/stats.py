@@ -92,6 +92,14 @@ class RunStats:
             return self.fps()
         return (len(times) - 1) / (times[-1] - times[0])
 
+    def recent_latency_ms(self) -> Optional[float]:
+        """Mean capture→written latency of the last few frames in milliseconds (None before
+        any): the latency curve of the live page."""
+        with self._lock:
+            n = min(RECENT, len(self._latency))
+            recent = [self._latency[-1 - i] for i in range(n)]
+        return 1000.0 * sum(recent) / n if n else None
+
     def latency_ms(self) -> dict[str, Optional[float]]:
         """p50 and p99 of capture→written latency in milliseconds."""
         with self._lock:

@@ -1,0 +1,291 @@
+"""``rtseg run --serve``: the live overlay and its numbers in any browser, over plain HTTP.
+
+Routes, all GET, none reading a path from the request or a file from disk:
+``/`` the page · ``/stream.mjpg`` the overlay as MJPEG (``multipart/x-mixed-replace``) ·
+``/snapshot.jpg`` the newest frame · ``/stats.json`` the run JSON's keys, live, plus
+``state``, ``fps_now``, ``latency_ms_now``, ``queues``, ``classes``, ``viewers``,
+``frame_size``, ``jpeg_encodes``, ``serve_cpu_s`` and ``history`` (the chart's last minute).
+
+This module holds what the page shows (:class:`LiveServer`: the address, the numbers, the
+life cycle); ``serve_http`` the HTTP side, ``liveframe`` the frame hand-off. It never
+touches the stage threads: the writer thread only swaps a reference, viewer threads encode
+and send.
+
+When the run ends, the page keeps the last frame and the final numbers (``state: ended``)
+until the server is closed (the CLI: Ctrl-C, or ``--serve-linger``).
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import math
+import socket
+import threading
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Callable, Optional
+from urllib.parse import parse_qs, quote, urlsplit
+
+from rtseg.errors import BadInput
+from rtseg.pipeline.liveframe import FrameSlot, ServeSink
+from rtseg.pipeline.serve_http import SEND_TIMEOUT_S, bind
+
+if TYPE_CHECKING:
+    from rtseg.pipeline.runner import Pipeline
+
+DEFAULT_HOST = "127.0.0.1"
+MAX_VIEWERS = 8  # MJPEG streams at once; the next one gets 503
+STATS_CACHE_S = 0.2  # /stats.json is computed at most this often, however many poll it
+HISTORY = (120, 0.5)  # samples kept for the chart, seconds between samples: the last minute
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``--serve [HOST:]PORT`` → (host, port): ``8080`` is 127.0.0.1:8080 (this machine
+    only), ``0.0.0.0:8080`` every interface, ``[::1]:8080`` IPv6, port 0 any free port."""
+    text = text.strip()
+    host, sep, port = text.rpartition(":")
+    if sep and host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise BadInput(f"--serve {text}: write an IPv6 address in brackets, e.g. [::1]:8080")
+    if sep and not host:
+        raise BadInput(f"--serve {text}: no host before ':'; give {port} (this machine only) "
+                       f"or 0.0.0.0:{port} (every interface)")
+    if not port.isdigit() or int(port) > 65535:
+        raise BadInput(f"--serve {text}: expected [HOST:]PORT with a port from 0 to 65535, "
+                       "e.g. 8080 or 0.0.0.0:8080")
+    return host or DEFAULT_HOST, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` (a name or an address) only ever means this machine."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(i[4][0].split("%")[0]).is_loopback
+                               for i in infos)
+
+
+def exposure_warning(host: str, port: int, token: Optional[str]) -> Optional[str]:
+    """The warning line for a bind other machines can reach (None on loopback)."""
+    if is_loopback(host):
+        return None
+    guard = ("every request needs the token (plain HTTP: it is not encrypted)"
+             if token else "anyone who can reach it can watch: add --serve-token")
+    return f"warning: --serve {host}:{port} is reachable from other machines; {guard}"
+
+
+class LiveServer:
+    """The HTTP server of the live page. Binds on construction (BadInput if it cannot:
+    port in use, unknown host), serves from :meth:`start` until :meth:`close`.
+
+    ``address``: ``"[HOST:]PORT"`` or ``(host, port)``; ``token``: required on every request
+    when set; ``max_viewers``: MJPEG streams at once (the next gets 503); ``send_timeout``:
+    seconds a viewer may take nothing before it is dropped; ``on_error(text)``: unexpected
+    errors of a request (a viewer leaving is not one).
+
+    >>> with LiveServer("8080", token="s3cret") as server:   # binds 127.0.0.1:8080
+    ...     print(server.url)
+    ...     result = run("drive.mp4", "engines/default.safetensors", server=server)
+    ...     server.wait()  # the last frame and the final numbers stay up until Ctrl-C
+    """
+
+    def __init__(self, address: str | tuple[str, int] = (DEFAULT_HOST, 0),
+                 token: Optional[str] = None, max_viewers: int = MAX_VIEWERS,
+                 slot: Optional[FrameSlot] = None, send_timeout: float = SEND_TIMEOUT_S,
+                 on_error: Optional[Callable[[str], None]] = None):
+        host, port = parse_address(address) if isinstance(address, str) else address
+        if token is not None and not token:
+            raise BadInput("--serve-token: the token is empty")
+        if max_viewers < 1:
+            raise BadInput("at least one viewer must be allowed")
+        self.host, self.token, self.max_viewers = host, token, max_viewers
+        self.send_timeout = send_timeout
+        self.loopback = is_loopback(host)
+        self.slot = slot or FrameSlot()
+        self.on_error = on_error or (lambda _m: None)
+        self.viewers = 0
+        self.cpu_seconds = 0.0  # CPU time of every request, streams (and their JPEGs) included
+        self._viewer_lock = threading.Lock()
+        self._pipeline: Optional["Pipeline"] = None
+        self._extra: dict = {}
+        self._history: deque = deque(maxlen=HISTORY[0])
+        self._stats: tuple[float, bytes] = (float("-inf"), b"")
+        self._stats_lock = threading.Lock()
+        self._closed = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._httpd = bind(host, port, self)
+        self.port = self._httpd.server_address[1]
+
+    # -- what the page shows ---------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        """The page's address (the token in the query when one is set)."""
+        host = socket.gethostname() if self.host in ("0.0.0.0", "::", "") else self.host
+        host = f"[{host}]" if ":" in host else host
+        query = f"?token={quote(self.token, safe='')}" if self.token else ""
+        return f"http://{host}:{self.port}/{query}"
+
+    def warning(self) -> Optional[str]:
+        """A line to print when the page can be reached from other machines, else None."""
+        return exposure_warning(self.host, self.port, self.token)
+
+    def sink(self) -> ServeSink:
+        """The sink that feeds the page (Pipeline adds it when given ``server=``)."""
+        return ServeSink(self.slot)
+
+    def watch(self, pipeline: "Pipeline", **extra) -> None:
+        """Take the live numbers from ``pipeline`` (``extra``: keys to add, e.g. ``engine``)."""
+        with self._stats_lock:
+            self._pipeline, self._extra = pipeline, dict(extra)
+            self._history.clear()
+            self._stats = (float("-inf"), b"")
+
+    def state(self) -> str:
+        """``starting`` (no frame yet), ``running`` or ``ended`` (the last frame stays)."""
+        if self._pipeline is None or self.slot.frames == 0 and not self.slot.ended:
+            return "starting"
+        return "ended" if self.slot.ended else "running"
+
+    def stats(self) -> dict:
+        """What ``/stats.json`` serves (computed now)."""
+        out: dict = {"state": self.state()}
+        pipeline = self._pipeline
+        if pipeline is not None:
+            out.update(self._extra)
+            out.update(pipeline.result())
+            meta = pipeline.backend.metadata
+            out.update(fps_now=pipeline.stats.recent_fps(),
+                       latency_ms_now=pipeline.stats.recent_latency_ms(),
+                       queues=pipeline.queue_depths(),
+                       classes=[{"name": n, "color": "#%02x%02x%02x" % tuple(c)}
+                                for n, c in zip(meta.class_names, meta.palette)])
+        size, samples = self.slot.size, list(self._history)
+        out.update(viewers=self.viewers, max_viewers=self.max_viewers,
+                   frame_size=list(size) if size else None, jpeg_encodes=self.slot.encodes,
+                   serve_cpu_s=self.cpu_seconds,
+                   history={key: [s[i] for s in samples]
+                            for i, key in enumerate(("t", "fps", "latency_ms"))})
+        return out
+
+    def stats_body(self) -> bytes:
+        """``stats()`` as JSON, shared by every poller for ``STATS_CACHE_S``."""
+        with self._stats_lock:
+            t, body = self._stats
+            if time.monotonic() - t >= STATS_CACHE_S:
+                body = json.dumps(_finite(self.stats()), separators=(",", ":")).encode()
+                self._stats = (time.monotonic(), body)
+            return body
+
+    def _sample_history(self) -> None:
+        """Every HISTORY[1] s while running: (seconds into the run, FPS, latency ms)."""
+        while not self._closed.wait(HISTORY[1]):
+            pipeline = self._pipeline
+            if pipeline is None or self.state() != "running" or pipeline.stats.t_start is None:
+                continue
+            s = pipeline.stats
+            self._history.append((round(time.perf_counter() - s.t_start, 2), s.recent_fps(),
+                                  s.recent_latency_ms()))
+
+    # -- life cycle -------------------------------------------------------------------------
+    def start(self) -> "LiveServer":
+        """Serve on background threads (never the pipeline's)."""
+        if not self._threads:
+            self._threads = [
+                threading.Thread(target=self._httpd.serve_forever, args=(0.1,),
+                                 name="rtseg-serve"),
+                threading.Thread(target=self._sample_history, name="rtseg-serve-history")]
+            for t in self._threads:
+                t.start()
+        return self
+
+    def wait(self, seconds: Optional[float] = None,
+             stop: Optional[threading.Event] = None) -> None:
+        """Block until ``seconds`` have passed (None: no limit), ``stop`` is set or the server
+        is closed (Ctrl-C raises KeyboardInterrupt here, unless the caller forwards it)."""
+        deadline = None if seconds is None else time.monotonic() + seconds
+        event = stop or self._closed
+        while not (self._closed.is_set() or event.is_set()):
+            left = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
+            if left <= 0:
+                return
+            event.wait(left)
+
+    def close(self) -> None:
+        """Disconnect every viewer, stop serving and join every server thread."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self.slot.close()
+        if self._threads:
+            self._httpd.shutdown()
+        self._httpd.drop_connections()
+        self._httpd.server_close()  # joins the connection threads
+        for t in self._threads:
+            t.join()
+
+    def __enter__(self) -> "LiveServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- used by the request handler ---------------------------------------------------------
+    def authorised(self, query: str, headers) -> bool:
+        """No token set, or the right one in ``?token=``, ``X-Rtseg-Token`` or a Bearer header."""
+        if self.token is None:
+            return True
+        given = parse_qs(query).get("token", [None])[-1] or headers.get("X-Rtseg-Token")
+        auth = headers.get("Authorization") or ""
+        if not given and auth.lower().startswith("bearer "):
+            given = auth[7:].strip()
+        return bool(given) and hmac.compare_digest(given.encode(), self.token.encode())
+
+    def host_allowed(self, host_header: Optional[str]) -> bool:
+        """On a loopback bind, a browser must have asked for a loopback name: a web page
+        cannot then reach the video through DNS rebinding."""
+        if not self.loopback or not host_header:
+            return True
+        try:
+            name = urlsplit(f"//{host_header}").hostname or ""
+        except ValueError:  # not a host at all ("[", say)
+            return False
+        if name in ("localhost", self.host.lower()) or name.endswith(".localhost"):
+            return True
+        try:
+            return ipaddress.ip_address(name).is_loopback
+        except ValueError:
+            return False
+
+    def viewer_enter(self) -> bool:
+        with self._viewer_lock:
+            if self.viewers >= self.max_viewers:
+                return False
+            self.viewers += 1
+            return True
+
+    def viewer_leave(self) -> None:
+        with self._viewer_lock:
+            self.viewers -= 1
+
+    def add_cpu(self, seconds: float) -> None:
+        with self._viewer_lock:
+            self.cpu_seconds += seconds
+
+
+def _finite(value):
+    """JSON that browsers parse: NaN and infinities become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
