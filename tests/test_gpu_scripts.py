@@ -25,16 +25,16 @@ def run(cmd, **env):
 def test_train_gpu_dry_run_trains_packs_and_the_parts_join(camvid_root, tmp_path):
     runs, out = tmp_path / "runs", tmp_path / "out"
     run([sys.executable, "bench/train_gpu.py", "--dry-run", "--data-root", str(camvid_root),
-         "--runs", str(runs), "--models", "unet_r50", "--export", str(out)])
+         "--runs", str(runs), "--models", "segnet_r50", "--export", str(out)])
     with tarfile.open(out / "train_gpu.tar.gz") as tar:
         members = set(tar.getnames())
         summary = json.load(tar.extractfile("summary.json"))
-    assert {"summary.json", "unet_r50/history.json"} <= members
-    assert sum(m.startswith("unet_r50/pred_") for m in members) == 3  # the picture's frames
-    result = summary["models"]["unet_r50"]
+    assert {"summary.json", "segnet_r50/history.json"} <= members
+    assert sum(m.startswith("segnet_r50/pred_") for m in members) == 3  # the picture's frames
+    result = summary["models"]["segnet_r50"]
     assert 0 <= result["best_val_miou"] <= 1 and result["epochs"] == 2, result
-    exported = summary["exported"]["unet_r50"]
-    parts = sorted(out.glob("unet_r50.safetensors.part*"))
+    exported = summary["exported"]["segnet_r50"]
+    parts = sorted(out.glob("segnet_r50.safetensors.part*"))
     assert len(parts) == exported["parts"] >= 2
     assert all(p.stat().st_size <= 15 * 2**20 for p in parts)  # each under the 16 MiB limit
 
@@ -43,8 +43,8 @@ def test_train_gpu_dry_run_trains_packs_and_the_parts_join(camvid_root, tmp_path
          str(tmp_path / "summary.json"), "--out", str(tmp_path / "joined")])
     from rtseg.models import read_checkpoint_metadata
 
-    meta = read_checkpoint_metadata(tmp_path / "joined" / "unet_r50.safetensors")
-    assert meta.model == "unet_r50" and meta.precision == "fp16"
+    meta = read_checkpoint_metadata(tmp_path / "joined" / "segnet_r50.safetensors")
+    assert meta.model == "segnet_r50" and meta.precision == "fp16"
 
 
 @pytest.mark.slow
