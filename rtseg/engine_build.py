@@ -13,6 +13,14 @@ engine from an fp32 export is built from the graph converted to fp16 first
 (``rtseg.export.graph_to_fp16``, the same graph ``rtseg export --fp16`` writes); ``--fp32``
 builds the fp32 graph as it is. ``EXPLICIT_BATCH`` is not used (deprecated and ignored in 10.0).
 
+An int8 engine comes from an int8 graph (``rtseg export --int8``): TensorRT's *explicit
+quantization* — its Q/DQ nodes say where int8 is computed, and the network is strongly typed
+like every other (TensorRT 10 "Explicit Quantization": "Use explicit quantization with Strong
+Typing. Precision-control build flags are not required and should not be specified"; TensorRT
+11 has no implicit quantization and no calibrators left). So no ``BuilderFlag.INT8`` and no
+calibrator: the layers between Q/DQ nodes keep the graph's fp32. An fp32 or fp16 graph
+cannot give an int8 engine, and an int8 graph gives nothing else.
+
 A plan only runs on the GPU model and TensorRT version it was built with; the sidecar
 ``<plan>.json`` records both.
 """
@@ -46,12 +54,12 @@ from rtseg.export import graph_to_fp16
 from rtseg.files import atomic_write, write_json
 from rtseg.metadata import EngineMetadata
 
-PRECISIONS = ("fp16", "fp32")
+PRECISIONS = ("fp16", "fp32", "int8")
 GiB = 1 << 30
 
-__all__ = ["BuildPlan", "build_engine", "check_io_tensors", "format_parser_errors",
-           "load_timing_cache", "plan_build", "profile_shapes", "read_onnx_metadata",
-           "sidecar_path"]
+__all__ = ["BuildPlan", "build_engine", "check_io_tensors", "check_precision",
+           "format_parser_errors", "graph_precision", "load_timing_cache", "plan_build",
+           "profile_shapes", "read_onnx_metadata", "sidecar_path"]
 
 
 # -- pure helpers (no TensorRT needed) ---------------------------------------------------------
@@ -68,27 +76,64 @@ class BuildPlan:
 def plan_build(trt_major: int, graph_precision: str, requested: str) -> BuildPlan:
     """Decide network/builder flags; BadInput for combinations TensorRT cannot honour.
 
-    Always strongly typed, so the engine computes in the precision of the graph it is given.
+    Always strongly typed, so the engine computes in the precision of the graph it is given;
+    an int8 Q/DQ graph gives an int8 engine the same way (explicit quantization: no
+    ``BuilderFlag.INT8``, no calibrator).
 
     >>> plan_build(10, "fp32", "fp16")
     BuildPlan(creation_flags=('STRONGLY_TYPED',), builder_flags=(), precision='fp16', \
 convert_to_fp16=True)
     """
-    if requested not in PRECISIONS:
-        raise BadInput(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
-    if graph_precision not in PRECISIONS:
-        raise BadInput(f"the ONNX metadata says precision {graph_precision!r}; "
-                       f"expected one of {', '.join(PRECISIONS)}")
+    requested = check_precision(graph_precision, requested)
     if trt_major < 10:
         raise MissingDependency(f"TensorRT {trt_major}.x is too old; rtseg needs TensorRT 10 "
                                 f"or newer. {TRT_PIP_HINT}")
-    if graph_precision == "fp16" and requested == "fp32":
-        raise BadInput("this ONNX graph was exported with --fp16, so it cannot give an fp32 "
-                       "engine; export again without --fp16, or build with --fp16")
     # TensorRT 11+: strongly typed always; the flag is deprecated and ignored, so not passed.
     creation = ("STRONGLY_TYPED",) if trt_major == 10 else ()
     return BuildPlan(creation, (), requested,
                      convert_to_fp16=graph_precision == "fp32" and requested == "fp16")
+
+
+def check_precision(graph_precision: str, requested: str) -> str:
+    """The engine precision for a graph of ``graph_precision`` asked to build ``requested``
+    (``auto``: int8 for an int8 Q/DQ graph, else fp16); BadInput for what cannot be built.
+    Pure, so the build's input faults are reported on machines without TensorRT.
+
+    >>> check_precision("int8", "auto"), check_precision("fp32", "auto")
+    ('int8', 'fp16')
+    """
+    if requested not in (*PRECISIONS, "auto"):
+        raise BadInput(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
+    if graph_precision not in PRECISIONS:
+        raise BadInput(f"the ONNX metadata says precision {graph_precision!r}; "
+                       f"expected one of {', '.join(PRECISIONS)}")
+    if requested == "auto":
+        return "int8" if graph_precision == "int8" else "fp16"
+    if graph_precision == "int8" and requested != "int8":
+        raise BadInput(f"this ONNX graph is int8 (Q/DQ nodes fix where int8 is computed), so "
+                       f"it cannot give an {requested} engine; build it without --fp16/--fp32, "
+                       "or build the fp32 export for a float engine")
+    if requested == "int8" and graph_precision != "int8":
+        raise BadInput(f"--int8 needs an int8 graph with Q/DQ nodes (this one's precision is "
+                       f"{graph_precision}); make one with rtseg export --int8 --calib SRC "
+                       "(TensorRT 11 has no implicit int8 calibration)")
+    if graph_precision == "fp16" and requested == "fp32":
+        raise BadInput("this ONNX graph was exported with --fp16, so it cannot give an fp32 "
+                       "engine; export again without --fp16, or build with --fp16")
+    return requested
+
+
+def graph_precision(onnx_path: str | Path) -> str | None:
+    """The ``precision`` in an ONNX file's metadata, or None when it cannot tell (the build
+    itself reports unreadable files and missing keys)."""
+    import json
+
+    try:
+        model = onnx.load(str(onnx_path), load_external_data=False)
+        value = {p.key: p.value for p in model.metadata_props}.get("precision")
+        return None if value is None else str(json.loads(value))
+    except Exception:  # noqa: BLE001 - onnx raises DecodeError and friends
+        return None
 
 
 def profile_shapes(input_size: tuple[int, int] | list[int], max_batch: int,
@@ -226,8 +271,10 @@ def build_engine(onnx_path: str | Path, out_path: str | Path, *, precision: str 
     """Build ``out_path`` (a TensorRT plan) and its sidecar ``<out_path>.json`` from an ONNX file.
 
     Args:
-        precision: "fp16" or "fp32", what the engine computes in. The network is strongly
-            typed; an fp16 engine from an fp32 graph is built from ``graph_to_fp16(graph)``.
+        precision: "fp16", "fp32", "int8" or "auto" (int8 for an int8 graph, else fp16), what
+            the engine computes in. The network is strongly typed; an fp16 engine from an fp32
+            graph is built from ``graph_to_fp16(graph)``; an int8 engine needs an int8 Q/DQ
+            graph (``rtseg export --int8``) and computes int8 where its Q/DQ nodes say.
         max_batch / opt_batch: the dynamic-batch profile (min 1, optimum ``opt_batch``,
             default 1: what ``rtseg run`` sends).
         workspace_gb: TensorRT's workspace memory-pool limit.
@@ -244,6 +291,7 @@ def build_engine(onnx_path: str | Path, out_path: str | Path, *, precision: str 
         raise BadInput(f"--workspace must be positive, got {workspace_gb}")
     meta, model = read_onnx_metadata(onnx_path)  # the input's faults first, on any machine
     shapes = profile_shapes(meta.input_size, max_batch, opt_batch)
+    precision = check_precision(meta.precision, precision)
     trt = import_tensorrt()
     trt_version = trt.__version__
     device_index = require_cuda()

@@ -16,6 +16,9 @@ and argmax are fp16 in the graph itself while ``frames``/``labels`` stay uint8 �
 strongly typed TensorRT network (TensorRT 11, or ``STRONGLY_TYPED`` in 10) needs.
 ``graph_to_fp16`` gives the same form from an fp32 deploy graph when only the ``.onnx`` is at
 hand (``rtseg build-engine --fp16`` on an fp32 export).
+
+``calib=Calibration(...)`` exports the fp32 graph and quantizes it to int8 Q/DQ, calibrated on
+real frames (``rtseg.quantize``); an existing fp32 ``.onnx`` can be quantized the same way.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from rtseg.files import atomic_write
 from rtseg.metadata import INPUT_NAME, OUTPUT_NAME, EngineMetadata
 from rtseg.models import Segmenter, load_checkpoint
 from rtseg.models.registry import check_input_size
+from rtseg.quantize import Calibration
 
 OPSET = 18
 _COMPARISONS = frozenset({"Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual"})
@@ -281,14 +285,57 @@ def _load(checkpoint: Path | str) -> tuple[Segmenter, EngineMetadata, Path]:
     return segmenter, metadata, checkpoint
 
 
+def _deploy_graph(checkpoint: Path | str, *, fp16: bool, size: tuple[int, int] | None,
+                  opset: int, calib: Calibration | None, log: Log,
+                  where: str = "") -> tuple[onnx.ModelProto, EngineMetadata]:
+    """The deploy graph to write: exported from a ``.safetensors`` checkpoint and, with
+    ``calib``, quantized to int8; or an fp32 ``.onnx`` quantized (``calib`` only). Every
+    check of the inputs — calibration frames included — runs before the slow export."""
+    from rtseg.quantize import load_fp32_graph, quantize_graph, read_calibration_frames
+
+    if calib is not None:
+        if fp16:
+            raise BadInput("--int8 and --fp16 exclude each other: the int8 graph keeps fp32 "
+                           "between its Q/DQ nodes (build-engine chooses the engine precision)")
+        calib.check()
+    if size is not None:
+        check_input_size(size)  # before the slow part
+    checkpoint = Path(checkpoint)
+    if calib is not None and checkpoint.suffix.lower() == ".onnx":
+        if size is not None:
+            raise BadInput("--size: a deploy graph's input size is fixed; export the "
+                           ".safetensors again to change it")
+        model, meta = load_fp32_graph(checkpoint)
+        frames = read_calibration_frames(calib, meta.input_size, log)
+        log(f"quantizing {checkpoint} ({meta.model}, {meta.input_size[0]}x"
+            f"{meta.input_size[1]}){where}")
+    else:
+        segmenter, metadata, checkpoint = _load(checkpoint)
+        h, w = check_input_size(size or metadata.input_size)
+        frames = None if calib is None else read_calibration_frames(calib, (h, w), log)
+        precision = "int8" if calib else "fp16" if fp16 else "fp32"
+        log(f"exporting {metadata.model} ({metadata.dataset}, {h}x{w}, {precision}) from "
+            f"{checkpoint}, opset {opset}{where}")
+        model, meta = segmenter_to_onnx(segmenter, metadata, fp16=fp16, size=(h, w),
+                                        opset=opset, extra={"exported_from": checkpoint.name})
+    if calib is not None:
+        model = quantize_graph(model, frames, calib, log)
+        meta = EngineMetadata.from_strings({p.key: p.value for p in model.metadata_props})
+    return model, meta
+
+
 def export_onnx(checkpoint: Path | str, out: Path | str, *, fp16: bool = False,
                 size: tuple[int, int] | None = None, opset: int = OPSET,
-                log: Log | None = None) -> EngineMetadata:
+                log: Log | None = None, calib: Calibration | None = None) -> EngineMetadata:
     """Write the deploy graph of a ``.safetensors`` checkpoint to ``out`` (one .onnx file).
+
+    ``calib`` quantizes it to int8 Q/DQ, calibrated on real frames; then ``checkpoint`` may
+    also be an fp32 ``.onnx`` deploy graph.
 
     Example::
 
         export_onnx("runs/segnet/best.safetensors", "segnet_fp16.onnx", fp16=True)
+        export_onnx("best.safetensors", "segnet_int8.onnx", calib=Calibration("frames/"))
 
     Returns the metadata stored in the file's ``metadata_props``.
     """
@@ -298,15 +345,9 @@ def export_onnx(checkpoint: Path | str, out: Path | str, *, fp16: bool = False,
         raise BadInput(f"--out {out.name}: the file name must end in .onnx")
     if not out.parent.is_dir():
         raise BadInput(f"--out {out}: directory {out.parent} does not exist")
-    if size is not None:
-        check_input_size(size)  # before the slow part
-    segmenter, metadata, checkpoint = _load(checkpoint)
-    h, w = check_input_size(size or metadata.input_size)
-    log(f"exporting {metadata.model} ({metadata.dataset}, {h}x{w}, "
-        f"{'fp16' if fp16 else 'fp32'}) from {checkpoint}, opset {opset}")
     t0 = time.perf_counter()
-    model, meta = segmenter_to_onnx(segmenter, metadata, fp16=fp16, size=(h, w), opset=opset,
-                                    extra={"exported_from": checkpoint.name})
+    model, meta = _deploy_graph(checkpoint, fp16=fp16, size=size, opset=opset, calib=calib,
+                                log=log)
     nbytes = _write_model(model, out)
     log(f"wrote {out} ({nbytes / 2**20:.1f} MiB, {len(model.graph.node)} nodes) in "
         f"{time.perf_counter() - t0:.1f} s")
@@ -355,24 +396,19 @@ instance_group [
 
 def export_triton_repo(checkpoint: Path | str, repo_dir: Path | str, fp16: bool = False,
                        size: tuple[int, int] | None = None, max_batch: int = 8,
-                       log: Log | None = None) -> Path:
+                       log: Log | None = None, calib: Calibration | None = None) -> Path:
     """Write a Triton model repository: ``DIR/<model>/config.pbtxt`` and
-    ``DIR/<model>/1/model.onnx``. Returns the model's directory."""
+    ``DIR/<model>/1/model.onnx`` (int8 Q/DQ with ``calib``, as ``export_onnx``). Returns the
+    model's directory."""
     log = log or (lambda _msg: None)
     repo_dir = Path(repo_dir)
     if repo_dir.exists() and not repo_dir.is_dir():
         raise BadInput(f"--triton-repo {repo_dir} exists and is not a directory")
     if int(max_batch) < 1:
         raise BadInput(f"--max-batch must be at least 1, got {max_batch}")
-    if size is not None:
-        check_input_size(size)
-    segmenter, metadata, checkpoint = _load(checkpoint)
-    h, w = check_input_size(size or metadata.input_size)
-    log(f"exporting {metadata.model} ({metadata.dataset}, {h}x{w}, "
-        f"{'fp16' if fp16 else 'fp32'}) from {checkpoint} into Triton repository {repo_dir}")
     t0 = time.perf_counter()
-    model, meta = segmenter_to_onnx(segmenter, metadata, fp16=fp16, size=(h, w),
-                                    extra={"exported_from": checkpoint.name})
+    model, meta = _deploy_graph(checkpoint, fp16=fp16, size=size, opset=OPSET, calib=calib,
+                                log=log, where=f" into Triton repository {repo_dir}")
     model_dir = repo_dir / meta.model
     (model_dir / "1").mkdir(parents=True, exist_ok=True)
     nbytes = _write_model(model, model_dir / "1" / "model.onnx")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import pickle
 import shutil
+import socket
 import string
 import struct
 import time
@@ -212,6 +213,51 @@ class Inputs:
         onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
         return path
 
+    def _tiny_deploy_graph(self, name: str, precision: str) -> Path:
+        """A valid rtseg deploy graph (uint8 frames -> argmax -> uint8 labels) with rtseg's
+        metadata at ``precision``; int8 puts a symmetric Q/DQ pair in it."""
+        import onnx
+        from onnx import TensorProto, helper, numpy_helper
+
+        from rtseg.data.classes import CAMVID, IMAGENET_MEAN, IMAGENET_STD
+        from rtseg.metadata import EngineMetadata
+
+        h, w = ENGINE_HW
+        nodes = [helper.make_node("Cast", ["frames"], ["x"], to=TensorProto.FLOAT)]
+        inits = []
+        if precision == "int8":
+            inits = [numpy_helper.from_array(np.array(1.0, np.float32), "s"),
+                     numpy_helper.from_array(np.array(0, np.int8), "zp")]
+            nodes += [helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["xq"]),
+                      helper.make_node("DequantizeLinear", ["xq", "s", "zp"], ["xd"])]
+        nodes += [helper.make_node("ArgMax", [nodes[-1].output[0]], ["ids"], axis=3,
+                                   keepdims=0),
+                  helper.make_node("Cast", ["ids"], ["labels"], to=TensorProto.UINT8)]
+        graph = helper.make_graph(
+            nodes, "tiny", [helper.make_tensor_value_info("frames", TensorProto.UINT8,
+                                                          ["N", h, w, 3])],
+            [helper.make_tensor_value_info("labels", TensorProto.UINT8, ["N", h, w])], inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+        meta = EngineMetadata(
+            model="tiny", num_classes=CAMVID.num_classes, class_names=list(CAMVID.class_names),
+            palette=[list(c) for c in CAMVID.palette], ignore_index=CAMVID.ignore_index,
+            input_size=[h, w], dataset="camvid", mean=list(IMAGENET_MEAN),
+            std=list(IMAGENET_STD), precision=precision)
+        helper.set_model_props(model, meta.to_strings())
+        path = self.root / name
+        onnx.save(model, path)
+        return path
+
+    @cached_property
+    def int8_onnx(self) -> Path:
+        """An rtseg deploy graph that is quantized already (Q/DQ, precision int8)."""
+        return self._tiny_deploy_graph("int8.onnx", "int8")
+
+    @cached_property
+    def fp32_onnx(self) -> Path:
+        """An rtseg fp32 deploy graph (no Q/DQ)."""
+        return self._tiny_deploy_graph("fp32.onnx", "fp32")
+
     # sources
     @cached_property
     def empty_mp4(self) -> Path:
@@ -278,6 +324,12 @@ class Inputs:
         for split in ("train", "val"):
             copy_pairs(self.camvid, split, root, FRAMES)
         return root
+
+    @cached_property
+    def busy_port(self) -> int:
+        """A loopback port a listening socket holds for the module's life (``--serve``)."""
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        return self._listener.getsockname()[1]
 
     @cached_property
     def frames(self) -> Path:
@@ -548,7 +600,64 @@ NAME_CASES = [
          "{out}/m.plan", "lacks metadata key(s)"),
 ]
 
-ALL_CASES = ENGINE_CASES + SOURCE_CASES + LABEL_CASES + FLAG_CASES + OUTPUT_CASES + NAME_CASES
+SERVE = f"{RUN} {RUN_OUT} --source {{frames}}"
+SERVE_CASES = [  # rtseg run --serve: every one before the engine loads or a frame is read
+    case("run-serve-not-a-port", f"{SERVE} --serve abc", "--serve abc", "[HOST:]PORT"),
+    case("run-serve-port-too-big", f"{SERVE} --serve 70000", "--serve 70000", "0 to 65535"),
+    case("run-serve-empty-host", f"{SERVE} --serve :8080", "no host before ':'",
+         "0.0.0.0:8080"),
+    case("run-serve-ipv6-without-brackets", f"{SERVE} --serve ::1:8080", "[::1]:8080"),
+    case("run-serve-unknown-host", f"{SERVE} --serve nosuchhost.invalid:8080", "unknown host"),
+    case("run-serve-not-this-machine", f"{SERVE} --serve 192.0.2.1:8080",
+         "192.0.2.1 is not an address of this machine"),
+    case("run-serve-port-in-use", f"{SERVE} --serve 127.0.0.1:{{busy_port}}", "is in use",
+         "pick another port"),
+    case("run-serve-with-show-headless", f"{SERVE} --serve 127.0.0.1:0 --show", "--show needs",
+         "drop --show"),
+    case("run-serve-linger-without-serve", f"{SERVE} --serve-linger 5",
+         "--serve-linger needs --serve"),
+    case("run-serve-linger-negative", f"{SERVE} --serve 127.0.0.1:0 --serve-linger -1",
+         "--serve-linger -1 must be 0 or more"),
+    case("run-serve-token-without-serve", f"{SERVE} --serve-token abc",
+         "--serve-token needs --serve"),
+]
+
+INT8 = f"{EXPORT} --out {{out}}/m.onnx --int8"
+INT8_CASES = [  # rtseg export --int8 and build-engine on int8 graphs: all before any export
+    case("export-int8-with-fp16", f"{INT8} --calib {{frames}} --fp16", "--int8 and --fp16"),
+    case("export-int8-without-calib", INT8, "--int8 needs --calib"),
+    case("export-calib-without-int8", f"{EXPORT} --out {{out}}/m.onnx --calib {{frames}}",
+         "--calib", "add --int8"),
+    case("export-int8-calib-missing", f"{INT8} --calib {{tmp}}/no_frames", "--calib",
+         "not found"),
+    case("export-int8-calib-empty-dir", f"{INT8} --calib {{empty_dir}}", "no frames"),
+    case("export-int8-calib-unreadable-frames", f"{INT8} --calib {{unreadable_frames}}",
+         "none of the 2 frames"),
+    case("export-int8-calib-empty-mp4", f"{INT8} --calib {{empty_mp4}}", "cannot open video"),
+    case("export-int8-calib-text-mp4", f"{INT8} --calib {{text_mp4}}", "cannot open video"),
+    case("export-int8-calib-too-few-frames", f"{INT8} --calib {{frames}}",
+         "only 3 frame(s)", "at least 8"),
+    case("export-int8-triton-calib-too-few-frames", f"{EXPORT} --triton-repo {{out}}/t "
+         "--int8 --calib {frames}", "only 3 frame(s)"),
+    case("export-int8-calib-frames-2", f"{INT8} --calib {{frames}} --calib-frames 2",
+         "--calib-frames 2", "at least 8"),
+    case("export-int8-calib-camera", f"{INT8} --calib 0", "not a camera"),
+    case("export-int8-calib-method-unknown", f"{INT8} --calib {{frames}} --calib-method kl",
+         "'--calib-method'"),
+    case("export-int8-already-quantized", "export --checkpoint {int8_onnx} --out {out}/m.onnx "
+         "--int8 --calib {frames}", "already quantized"),
+    case("export-onnx-without-int8", "export --checkpoint {fp32_onnx} --out {out}/m.onnx",
+         "expected a .safetensors file"),
+    case("build-engine-int8-graph-fp16", "build-engine --onnx {int8_onnx} --out {out}/m.plan "
+         "--fp16", "graph is int8", "cannot give an fp16 engine"),
+    case("build-engine-int8-from-fp32-graph", "build-engine --onnx {fp32_onnx} --out "
+         "{out}/m.plan --int8", "rtseg export --int8"),
+    case("build-engine-int8-and-fp32", "build-engine --onnx {int8_onnx} --out {out}/m.plan "
+         "--int8 --fp32", "--int8 and --fp32 exclude each other"),
+]
+
+ALL_CASES = (ENGINE_CASES + SOURCE_CASES + LABEL_CASES + FLAG_CASES + OUTPUT_CASES + NAME_CASES
+             + SERVE_CASES + INT8_CASES)
 
 
 # -- the checks --------------------------------------------------------------------------------

@@ -15,6 +15,10 @@ Restrictions we rely on (same file, "Restrictions" column):
 - ``Resize``: modes ``nearest`` and ``linear`` only; antialiasing not supported.
 - "UINT8 is only supported as network input or output tensor types" — which is exactly how the
   deploy graph uses it (``frames`` in, ``labels`` out).
+- ``QuantizeLinear``: "`y_zero_point` must be 0"; ``DequantizeLinear``: "`x_zero_point` must be
+  zero", quantized types INT8 (and FP8/INT4/FP4), not INT32 — so no quantized bias; TensorRT
+  folds a float bias into the int8 convolution. TensorRT quantization is symmetric ("Working
+  with Quantized Types"), and its Q/DQ scales are build-time constants.
 """
 
 from __future__ import annotations
@@ -130,14 +134,81 @@ def _uses_external_data(model: onnx.ModelProto) -> bool:
     return any(t.data_location == onnx.TensorProto.EXTERNAL for t in tensors)
 
 
+# Types TensorRT's Q/DQ layers quantize to (ONNX TensorProto names).
+QDQ_TYPES = frozenset({"INT8", "FLOAT8E4M3FN", "INT4", "FLOAT4E2M1"})
+
+
+def _constants(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
+    """Initializers and ``Constant`` node values of one graph, by name."""
+    found = {t.name: t for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant":
+            for a in node.attribute:
+                if a.name == "value" and a.type == onnx.AttributeProto.TENSOR:
+                    found[node.output[0]] = a.t
+    return found
+
+
+def _qdq_problems(graph: onnx.GraphProto) -> list[str]:
+    """Q/DQ nodes TensorRT's explicit quantization cannot take: a non-zero or non-constant
+    zero point, a non-constant or non-positive scale, a quantized type other than int8 / fp8 /
+    int4 / fp4 (uint8 only as network I/O; int32 — a quantized bias — never)."""
+    from onnx import numpy_helper
+
+    constants = _constants(graph)
+    q_type = {}  # quantized tensor name -> element type name
+    for node in graph.node:
+        if node.op_type == "QuantizeLinear" and node.domain in DEFAULT_DOMAINS:
+            zp = constants.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+            to = _attr(node, "output_dtype", 0)
+            elem = zp.data_type if zp is not None else (to or onnx.TensorProto.UINT8)
+            q_type[node.output[0]] = onnx.TensorProto.DataType.Name(elem)
+    problems = []
+    for node in graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear") or \
+                node.domain not in DEFAULT_DOMAINS:
+            continue
+        label = _node_label(node)
+        scale = constants.get(node.input[1]) if len(node.input) > 1 else None
+        if scale is None:
+            problems.append(f"{label}: its scale is not a constant; TensorRT needs Q/DQ "
+                            "scales at build time")
+        elif (numpy_helper.to_array(scale) <= 0).any():
+            problems.append(f"{label}: a scale is not positive")
+        if len(node.input) > 2 and node.input[2]:
+            zp = constants.get(node.input[2])
+            if zp is None or numpy_helper.to_array(zp).astype("int64").any():
+                problems.append(f"{label}: zero point is not a constant 0; TensorRT quantizes "
+                                "symmetrically (ActivationSymmetric/WeightSymmetric)")
+        if node.op_type == "QuantizeLinear":
+            elem = q_type[node.output[0]]
+        else:
+            x = node.input[0]
+            elem = (onnx.TensorProto.DataType.Name(constants[x].data_type) if x in constants
+                    else q_type.get(x))
+            if elem is None and len(node.input) > 2 and node.input[2] in constants:
+                elem = onnx.TensorProto.DataType.Name(constants[node.input[2]].data_type)
+        if elem == "INT32":
+            problems.append(f"{label}: dequantizes int32 (a quantized bias); TensorRT takes "
+                            "8-bit and smaller types only — keep the bias float "
+                            "(QuantizeBias=False)")
+        elif elem is not None and elem not in QDQ_TYPES:
+            verb = "quantizes to" if node.op_type == "QuantizeLinear" else "dequantizes"
+            problems.append(f"{label}: {verb} {elem.lower()}; TensorRT takes int8 (fp8, int4, "
+                            "fp4) Q/DQ, uint8 only as a network input or output")
+    return problems
+
+
 def tensorrt_compat_problems(model: onnx.ModelProto, *, opset_min: int = OPSET_MIN,
                              opset_max: int = OPSET_MAX) -> list[str]:
     """Human-readable reasons TensorRT 10's ONNX parser would reject ``model``.
 
     Checks the default-domain opset against TensorRT's range, operators against the support
-    matrix (with the MaxPool-indices and Resize restrictions), custom domains (they need a
-    TensorRT plugin) and external weights (rtseg deploys one self-contained file). An empty
-    list means "expected to parse", not a guarantee: the parser on the build machine decides.
+    matrix (with the MaxPool-indices and Resize restrictions), Q/DQ nodes against explicit
+    quantization's rules (symmetric, int8, constant scales, no int32 bias), custom domains
+    (they need a TensorRT plugin) and external weights (rtseg deploys one self-contained
+    file). An empty list means "expected to parse", not a guarantee: the parser on the build
+    machine decides.
 
     Example::
 
@@ -160,4 +231,5 @@ def tensorrt_compat_problems(model: onnx.ModelProto, *, opset_min: int = OPSET_M
                                 "which TensorRT can only run through a plugin")
             continue
         problems.extend(_node_problems(node))
+    problems.extend(_qdq_problems(model.graph))
     return problems

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -9,11 +10,20 @@ import typer
 
 from rtseg.cli.common import app, ensure_parent, log, parse_size
 from rtseg.errors import BadInput
+from rtseg.quantize import DEFAULT_FRAMES, DEFAULT_METHOD, MIN_FRAMES, Calibration
+
+
+class CalibMethod(str, Enum):
+    """How int8 calibration finds each activation's range (see rtseg.quantize)."""
+    minmax = "minmax"
+    percentile = "percentile"
+    entropy = "entropy"
 
 
 @app.command()
 def export(
-    checkpoint: Path = typer.Option(..., help="Trained weights (.safetensors)."),
+    checkpoint: Path = typer.Option(..., help="Trained weights (.safetensors); with --int8 "
+                                              "also an fp32 deploy graph (.onnx)."),
     out: Optional[Path] = typer.Option(None, help="ONNX file to write (one self-contained file)."),
     triton_repo: Optional[Path] = typer.Option(
         None, help="Write a Triton model repository here instead: DIR/<model>/config.pbtxt "
@@ -23,6 +33,18 @@ def export(
                                                   "checkpoint's input_size)."),
     max_batch: Optional[int] = typer.Option(
         None, min=1, help="Triton max_batch_size (--triton-repo only; default 8)."),
+    int8: bool = typer.Option(False, "--int8", help="int8 graph with Q/DQ nodes (TensorRT "
+                              "explicit quantization; ONNX Runtime's integer kernels on CPUs), "
+                              "calibrated on --calib."),
+    calib: Optional[str] = typer.Option(
+        None, help="Calibration frames for --int8: a frame folder or a video file (real frames "
+                   "of the scenes the model will see), resized as the pipeline resizes them."),
+    calib_frames: Optional[int] = typer.Option(
+        None, help=f"Frames to calibrate on, spread over --calib (default {DEFAULT_FRAMES}, "
+                   f"at least {MIN_FRAMES})."),
+    calib_method: Optional[CalibMethod] = typer.Option(
+        None, help=f"Activation ranges: minmax, percentile or entropy (default "
+                   f"{DEFAULT_METHOD}, which kept the most mIoU on CamVid)."),
 ):
     """Export trained weights as the ONNX deploy graph: uint8 BGR frames in, class ids out.
 
@@ -31,9 +53,12 @@ def export(
       1. rtseg export --checkpoint runs/segnet_r50/best.safetensors --out segnet_r50.onnx
       2. rtseg export --checkpoint best.safetensors --out segnet_fp16.onnx --fp16
       3. rtseg export --checkpoint best.safetensors --triton-repo models/ --fp16
+      4. rtseg export --checkpoint best.safetensors --out segnet_int8.onnx --int8 --calib drive.mp4
+      5. rtseg export --checkpoint segnet_fp32.onnx --out segnet_int8.onnx --int8 --calib frames/
     """
     from rtseg.export import export_onnx, export_triton_repo
 
+    calibration = _calibration(int8, fp16, calib, calib_frames, calib_method)
     if (out is None) == (triton_repo is None):
         raise BadInput("give exactly one of --out FILE.onnx or --triton-repo DIR")
     if out is not None and max_batch is not None:
@@ -42,13 +67,34 @@ def export(
     hw = parse_size(size, "--size")
     if out is not None:
         ensure_parent(out, "--out")
-        meta = export_onnx(checkpoint, out, fp16=fp16, size=hw, log=log)
+        meta = export_onnx(checkpoint, out, fp16=fp16, size=hw, log=log, calib=calibration)
         print(f"wrote {out} ({meta.model}, {meta.precision}, "
               f"{meta.input_size[0]}x{meta.input_size[1]})")
     else:
         model_dir = export_triton_repo(checkpoint, triton_repo, fp16=fp16, size=hw,
-                                       max_batch=max_batch or 8, log=log)
+                                       max_batch=max_batch or 8, log=log, calib=calibration)
         print(f"wrote Triton model {model_dir.name} in {triton_repo}")
+
+
+def _calibration(int8: bool, fp16: bool, source: Optional[str], frames: Optional[int],
+                 method: Optional[CalibMethod]) -> Optional[Calibration]:
+    """The --int8 flags as a Calibration (None without --int8); BadInput for combinations that
+    cannot work, checked before any file is read."""
+    if not int8:
+        given = [flag for flag, value in (("--calib", source), ("--calib-frames", frames),
+                                          ("--calib-method", method)) if value is not None]
+        if given:
+            raise BadInput(f"{given[0]} calibrates an int8 graph; add --int8")
+        return None
+    if fp16:
+        raise BadInput("--int8 and --fp16 exclude each other: the int8 graph keeps fp32 "
+                       "between its Q/DQ nodes (build-engine chooses the engine precision)")
+    if source is None:
+        raise BadInput("--int8 needs --calib SRC: a frame folder or a video of real frames")
+    calibration = Calibration(source, DEFAULT_FRAMES if frames is None else frames,
+                              (method or CalibMethod(DEFAULT_METHOD)).value)
+    calibration.check()
+    return calibration
 
 
 @app.command("build-engine")
@@ -56,10 +102,12 @@ def build_engine(
     onnx_file: Path = typer.Option(..., "--onnx", help="Deploy graph from rtseg export."),
     out: Path = typer.Option(..., help="TensorRT plan to write (.plan or .engine); the "
                                        "metadata goes to <out>.json."),
-    fp16: bool = typer.Option(True, "--fp16/--fp32",
-                              help="Engine precision (the network is strongly typed). An fp32 "
-                                   "export is converted to fp16 for --fp16; an fp16 export "
-                                   "builds fp16 only."),
+    fp16: Optional[bool] = typer.Option(
+        None, "--fp16/--fp32", help="Engine precision (the network is strongly typed; default "
+                                    "fp16, int8 for an int8 graph). An fp32 export is converted "
+                                    "to fp16 for --fp16; an fp16 export builds fp16 only."),
+    int8: bool = typer.Option(False, "--int8", help="int8 engine from an int8 Q/DQ graph "
+                              "(rtseg export --int8; what such a graph builds by default)."),
     max_batch: int = typer.Option(8, min=1, help="Largest batch of the dynamic profile."),
     opt_batch: int = typer.Option(1, help="Batch TensorRT optimises for, 1..--max-batch "
                                           "(default 1: what rtseg run sends)."),
@@ -72,6 +120,7 @@ def build_engine(
       1. rtseg build-engine --onnx segnet_r50.onnx --out segnet_r50.plan --fp16
       2. rtseg build-engine --onnx segnet_fp32.onnx --out segnet_fp32.plan --fp32 --max-batch 4
       3. rtseg build-engine --onnx segnet.onnx --out segnet_b8.plan --max-batch 8 --opt-batch 8
+      4. rtseg build-engine --onnx segnet_int8.onnx --out segnet_int8.plan   # explicit int8
     """
     if not 1 <= opt_batch <= max_batch:
         raise BadInput(f"--opt-batch {opt_batch} must be between 1 and --max-batch ({max_batch})")
@@ -79,10 +128,19 @@ def build_engine(
         raise BadInput(f"--out {out.name}: the file name must end in .plan or .engine")
     if not onnx_file.is_file():
         raise BadInput(f"--onnx {onnx_file}: file not found")
+    if int8 and fp16 is not None:
+        raise BadInput(f"--int8 and --{'fp16' if fp16 else 'fp32'} exclude each other")
     ensure_parent(out, "--out")
     from rtseg.engine_build import build_engine as run_build
+    from rtseg.engine_build import graph_precision
 
-    result = run_build(onnx_file, out, precision="fp16" if fp16 else "fp32",
+    if int8:
+        precision = "int8"
+    elif fp16 is None:  # the default: what the graph is made for
+        precision = "int8" if graph_precision(onnx_file) == "int8" else "fp16"
+    else:
+        precision = "fp16" if fp16 else "fp32"
+    result = run_build(onnx_file, out, precision=precision,
                        max_batch=max_batch, opt_batch=opt_batch, workspace_gb=workspace,
                        timing_cache=out.with_name(out.name + ".timing.cache"), log=log)
     print(f"wrote {result['plan']} ({result['precision']}, TensorRT "
