@@ -50,9 +50,10 @@ from rtseg.metadata import INPUT_NAME
 
 # How the activation ranges are found. The default is the one that keeps the mIoU on CamVid
 # val for every model tried (bench/int8_cpu.py, bench/results/int8_*.md; CamVid train frames):
-# entropy lost at most 0.03 point (bundled unet_vgg16 -0.03, segnet_r50 at 352x480 +0.06),
-# min-max up to 9.6 and percentile up to 4.4 — segnet_r50 has activation outliers that stretch
-# a min-max range. On unet_vgg16 entropy kept -0.36 with 64 frames and -0.03 with 128.
+# with 128 frames entropy lost 0.03 point on both the bundled unet_vgg16 (192x256) and
+# segnet_r50 (352x480); with 64 frames min-max lost up to 9.6 and percentile up to 4.4 —
+# segnet_r50 has activation outliers that stretch a min-max range (entropy: +0.06). More frames
+# help entropy: unet_vgg16 kept -0.36 with 64 frames, -0.03 with 128.
 METHODS = ("minmax", "percentile", "entropy")
 DEFAULT_METHOD = "entropy"
 DEFAULT_FRAMES = 128
