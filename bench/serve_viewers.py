@@ -28,7 +28,6 @@ import os
 import queue
 import select
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -88,10 +87,10 @@ class Chromium:
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         os.close(hi_r)
         os.close(hi_w)
-        self._buffer, self._next_id, self.session = b"", 0, None
+        self._buffer, self._next_id, self.target = b"", 0, None
         try:
             target = self.call("Target.createTarget", url="about:blank")["targetId"]
-            self.session = self.call("Target.attachToTarget", targetId=target,
+            self.target = self.call("Target.attachToTarget", targetId=target,
                                      flatten=True)["sessionId"]
         except BaseException:
             self.close()
@@ -101,8 +100,8 @@ class Chromium:
         """Send one command (to the page once attached) and wait for its answer."""
         self._next_id += 1
         message = {"id": self._next_id, "method": method, "params": params}
-        if self.session is not None and not method.startswith("Target."):
-            message["sessionId"] = self.session
+        if self.target is not None and not method.startswith("Target."):
+            message["sessionId"] = self.target
         os.write(self._to_browser, json.dumps(message).encode() + b"\0")
         deadline = time.monotonic() + self.timeout
         while True:

@@ -24,7 +24,8 @@ from rtseg.cli import main
 from rtseg.data import find_pairs, read_image, read_label
 from rtseg.data.classes import CAMVID, IMAGENET_MEAN, IMAGENET_STD
 from rtseg.errors import BadInput, MissingDependency
-from rtseg.export import OPSET, export_onnx, float32_nodes, triton_config
+from rtseg.export import OPSET, export_onnx, triton_config
+from rtseg.fp16_graph import float32_nodes
 from rtseg.metadata import REQUIRED_KEYS, EngineMetadata
 from rtseg.models import MODELS, Segmenter, build_model, save_checkpoint
 

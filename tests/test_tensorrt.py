@@ -49,7 +49,8 @@ from rtseg.engine_build import (
     read_onnx_metadata,
 )
 from rtseg.errors import BadInput, MissingDependency
-from rtseg.export import export_onnx, float32_nodes, graph_to_fp16
+from rtseg.export import export_onnx
+from rtseg.fp16_graph import float32_nodes, graph_to_fp16
 from rtseg.metadata import EngineMetadata
 
 H, W, CLASSES = 16, 16, 3  # 768 bytes a frame in, 256 out: 256-byte aligned chunks
