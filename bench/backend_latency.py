@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 
 from rtseg.backends import open_engine
-from rtseg.bench import bench, machine, untrained_engine
-from rtseg.export import export_onnx
+from rtseg.bench import bench, machine
+from rtseg.engines import untrained_engine
+from rtseg.deploy.export import export_onnx
 from rtseg.models import MODELS
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from rtseg.backends import open_engine
-from rtseg.evaluate import evaluate
+from rtseg.scoring.evaluate import evaluate
 from rtseg.models import load_checkpoint, save_checkpoint
 
 

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from rtseg.backends import open_engine
-from rtseg.cli.commands_run import default_engine
+from rtseg.engines import default_engine
 from rtseg.pipeline import Overlay, preprocess
 from rtseg.pipeline.stages import upsample_labels
 

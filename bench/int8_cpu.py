@@ -2,7 +2,7 @@
 and the live pipeline with the int8 engine — one process run, any checkpoint.
 
 1. The checkpoint is exported to the fp32 deploy graph and quantized once per calibration
-   method (``rtseg.export.export_onnx(..., calib=...)``, what ``rtseg export --int8`` runs),
+   method (``rtseg.deploy.export.export_onnx(..., calib=...)``, what ``rtseg export --int8`` runs),
    on ``--calib-frames`` frames of ``--calib`` (CamVid *train* by default: the scores below
    are on val, so calibration never sees a scored frame).
 2. fp32 and every int8 graph are scored together on all labelled frames of the split
@@ -38,9 +38,9 @@ import numpy as np
 from rtseg.backends import open_engine
 from rtseg.bench import bench, machine, on_worker, time_engine
 from rtseg.compare import score_together, split_frames
-from rtseg.export import export_onnx
+from rtseg.deploy.export import export_onnx
 from rtseg.files import atomic_write, write_json
-from rtseg.quantize import DEFAULT_FRAMES, DEFAULT_METHOD, METHODS, Calibration
+from rtseg.deploy.quantize import DEFAULT_FRAMES, DEFAULT_METHOD, METHODS, Calibration
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("RTSEG_DATA", REPO.parent / "shared" / "data"))
@@ -138,7 +138,7 @@ def markdown(report: dict) -> str:
                          f"{extra.get('seconds', 0):.1f} | {extra.get('mib', 0):.1f} |")
         lines += ["", f"Best mIoU on this checkpoint: **{report['best']}**. Speed and the "
                   f"pipeline below use **{report['chosen']}**, the default of `rtseg export "
-                  f"--int8` (chosen over all checkpoints tried: `rtseg/quantize.py`).", ""]
+                  f"--int8` (chosen over all checkpoints tried: `rtseg/deploy/quantize.py`).", ""]
     if sp:
         lines += [f"## Speed, batch 1, engine alone — median of {report['rounds']} alternating "
                   f"rounds × {report['iters']} calls", "",

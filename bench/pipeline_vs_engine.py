@@ -26,7 +26,8 @@ import tempfile
 from pathlib import Path
 
 from rtseg.backends import open_engine
-from rtseg.bench import bench, to_markdown, untrained_engine
+from rtseg.bench import bench, to_markdown
+from rtseg.engines import untrained_engine
 
 REPO = Path(__file__).resolve().parents[1]
 

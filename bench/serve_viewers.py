@@ -431,7 +431,7 @@ def main() -> None:
     parser.add_argument("--only-screenshot", action="store_true")
     args = parser.parse_args()
 
-    from rtseg.cli.commands_run import default_engine
+    from rtseg.engines import default_engine
     from rtseg.files import write_json
 
     engine = args.engine or default_engine()

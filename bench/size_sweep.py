@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from rtseg.backends.torch_backend import TorchBackend
-from rtseg.evaluate import evaluate
+from rtseg.scoring.evaluate import evaluate
 from rtseg.models import load_checkpoint
 
 

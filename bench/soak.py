@@ -31,7 +31,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rtseg.backends import Backend, open_engine
-from rtseg.bench import machine, untrained_engine
+from rtseg.bench import machine
+from rtseg.engines import untrained_engine
 from rtseg.files import write_json
 from rtseg.pipeline import Pipeline, RunConfig, Sink, Source
 from rtseg.pipeline.sinks import decodable_frames

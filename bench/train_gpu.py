@@ -1,7 +1,7 @@
 """Train the report's four models from scratch on CamVid on one GPU, within a time budget,
 and pack what comes back (histories, scores, the chosen weights split into parts).
 
-Every model goes through ``rtseg.train`` (the code behind ``rtseg train``) with one recipe:
+Every model goes through ``rtseg.training.train`` (the code behind ``rtseg train``) with one recipe:
 frames decoded once and augmented on the GPU (``--data-on-device``: random scale 0.75–1.5 of
 the 352×480 network input, random crop, flip, colour jitter), ENet class weights, AdamW with
 poly decay, bf16 autocast, channels_last, validation on the 101 val frames every
@@ -44,7 +44,7 @@ from rtseg.backends import open_engine
 from rtseg.data import get_spec, read_image
 from rtseg.data.transforms import resize_frame, resize_labels
 from rtseg.models import load_checkpoint, save_checkpoint
-from rtseg.train import TrainConfig, train
+from rtseg.training.train import TrainConfig, train
 
 MODELS = ("segnet_r50", "unet_r50", "unet_vgg16", "segnet_vgg16")
 PICTURE_FRAMES = "0016E5_07959,0016E5_08093,0016E5_08159"  # first, busiest, last val frame

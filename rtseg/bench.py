@@ -256,20 +256,3 @@ def to_markdown(result: dict) -> str:
                   for stage, v in result["stage_ms"].items()]
         lines.append(f"| bound by | {result['bound_by']} |")
     return "\n".join(lines) + "\n"
-
-
-def untrained_engine(model: str, size: tuple[int, int], directory: Path | str,
-                     dataset: str = "camvid", seed: int = 0) -> Path:
-    """A seeded, untrained engine file: the speed of a trained ``model``, not its accuracy."""
-    import torch
-
-    from rtseg.data import get_spec
-    from rtseg.data.classes import engine_metadata
-    from rtseg.models import Segmenter, build_model, save_checkpoint
-
-    spec = get_spec(dataset)
-    torch.manual_seed(seed)
-    meta = engine_metadata(model, spec, size)
-    segmenter = Segmenter(build_model(model, spec.num_classes), meta.mean, meta.std)
-    name = f"{model}_{size[0]}x{size[1]}.safetensors"
-    return save_checkpoint(Path(directory) / name, segmenter, meta)

@@ -25,10 +25,10 @@ from rtseg.bench import POOL, machine, on_worker, time_engine, validate
 from rtseg.data import SegmentationDataset, find_pairs, get_spec
 from rtseg.data.transforms import resize_frame
 from rtseg.errors import BadInput, MissingDependency
-from rtseg.evaluate import check_engine_matches
+from rtseg.scoring.evaluate import check_engine_matches
 from rtseg.files import write_via_temp
-from rtseg.metrics import ConfusionMatrix
-from rtseg.scoring import predict_full_size
+from rtseg.scoring.confusion import ConfusionMatrix
+from rtseg.scoring.loop import predict_full_size
 
 Progress = Callable[[str], None]
 

@@ -157,7 +157,7 @@ class Inputs:
     # engines
     @cached_property
     def engine(self) -> Path:
-        from rtseg.bench import untrained_engine
+        from rtseg.engines import untrained_engine
 
         return untrained_engine(ENGINE_MODEL, ENGINE_HW, self._dir("engines"))
 
@@ -383,10 +383,10 @@ def inputs(tmp_path_factory, request) -> Inputs:
     """The module's inputs; the heavy imports happen here, not inside a timed case."""
     import rtseg.backends.onnx_backend
     import rtseg.backends.torch_backend
-    import rtseg.engine_build
-    import rtseg.export
+    import rtseg.deploy.engine_build
+    import rtseg.deploy.export
     import rtseg.pipeline
-    import rtseg.train  # noqa: F401
+    import rtseg.training.train  # noqa: F401
 
     return Inputs(tmp_path_factory.mktemp("bad_input"), request)
 

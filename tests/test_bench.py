@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from rtseg.backends import Backend
-from rtseg.bench import bench, to_markdown, untrained_engine, validate
+from rtseg.bench import bench, to_markdown, validate
+from rtseg.engines import untrained_engine
 from rtseg.cli import main
 from rtseg.data import get_spec
 from rtseg.data.classes import IMAGENET_MEAN, IMAGENET_STD

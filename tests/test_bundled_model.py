@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from rtseg.backends import open_engine
-from rtseg.cli.commands_run import default_engine
-from rtseg.evaluate import evaluate
+from rtseg.engines import default_engine
+from rtseg.scoring.evaluate import evaluate
 from rtseg.metadata import REQUIRED_KEYS
 from rtseg.models import read_checkpoint_metadata
 

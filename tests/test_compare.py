@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from rtseg.backends import Backend, open_engine
-from rtseg.bench import untrained_engine
+from rtseg.engines import untrained_engine
 from rtseg.cli import main
 from rtseg.compare import compare, plot, to_markdown
 from rtseg.data import SegmentationDataset, find_pairs, get_spec
 from rtseg.data.classes import engine_metadata
 from rtseg.data.transforms import resize_frame, resize_labels
-from rtseg.evaluate import evaluate
+from rtseg.scoring.evaluate import evaluate
 
 INPUT = (64, 96)
 LIMIT = 6

@@ -4,7 +4,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from rtseg import distributed as ddp
+from rtseg.training import distributed as ddp
 
 from helpers import free_port
 

@@ -24,8 +24,9 @@ from rtseg.cli import main
 from rtseg.data import find_pairs, read_image, read_label
 from rtseg.data.classes import CAMVID, IMAGENET_MEAN, IMAGENET_STD
 from rtseg.errors import BadInput, MissingDependency
-from rtseg.export import OPSET, export_onnx, triton_config
-from rtseg.fp16_graph import float32_nodes
+from rtseg.deploy.export import OPSET, export_onnx
+from rtseg.deploy.triton import triton_config
+from rtseg.deploy.fp16_graph import float32_nodes
 from rtseg.metadata import REQUIRED_KEYS, EngineMetadata
 from rtseg.models import MODELS, Segmenter, build_model, save_checkpoint
 
@@ -36,7 +37,7 @@ MIN_AGREEMENT = {"fp32": 0.999, "fp16": 0.995}
 
 
 def camvid_metadata(model: str) -> EngineMetadata:
-    """What ``rtseg train`` writes for CamVid (see ``rtseg.train._metadata``), at 64x96."""
+    """What ``rtseg train`` writes for CamVid (see ``rtseg.training.train._metadata``), at 64x96."""
     return EngineMetadata(
         model=model, num_classes=CAMVID.num_classes, class_names=list(CAMVID.class_names),
         palette=[list(c) for c in CAMVID.palette], ignore_index=CAMVID.ignore_index,
@@ -163,7 +164,7 @@ def test_onnx_agrees_with_pytorch_on_camvid_frames(model, precision, exports, va
 def test_eval_miou_of_weights_and_both_onnx_agree(model, exports, camvid_root):
     """`rtseg eval` on the same val frames: .safetensors, fp32 .onnx and fp16 .onnx within
     0.005 mIoU of each other."""
-    from rtseg.evaluate import evaluate
+    from rtseg.scoring.evaluate import evaluate
 
     scores = {}
     for name, path in (("weights", exports.checkpoint(model)),
@@ -246,7 +247,7 @@ def test_fp16_graph_computes_in_fp16_between_uint8_ends(model, exports):
 @pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("model", list(MODELS))
 def test_graphs_pass_the_tensorrt_preflight(model, precision, exports):
-    ops = pytest.importorskip("rtseg.backends.tensorrt_onnx_ops")
+    ops = pytest.importorskip("rtseg.deploy.tensorrt_ops")
     graph_model = onnx.load(str(exports.onnx(model, precision)))
     assert ops.tensorrt_compat_problems(graph_model) == []
     # Stricter than the pre-flight: the oldest TensorRT 10 parser (opsets 9-20).
@@ -405,7 +406,7 @@ def test_cli_export_bad_input(exports, tmp_path, capsys):
 
 
 def test_cli_build_engine_passes_the_contract_flags(exports, tmp_path, monkeypatch):
-    engine_build = pytest.importorskip("rtseg.engine_build")
+    engine_build = pytest.importorskip("rtseg.deploy.engine_build")
     calls = []
 
     def fake_build(onnx_path, out_path, **kwargs):

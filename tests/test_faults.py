@@ -32,7 +32,7 @@ import pytest
 import rtseg.pipeline
 from rtseg.backends import open_engine
 from rtseg.backends.torch_backend import TorchBackend
-from rtseg.bench import untrained_engine
+from rtseg.engines import untrained_engine
 from rtseg.cli import main
 from rtseg.pipeline import sinks
 from rtseg.pipeline.sinks import VideoSink

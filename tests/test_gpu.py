@@ -23,13 +23,13 @@ from torch import nn
 from rtseg.backends.torch_backend import TorchBackend
 from rtseg.devices import DTYPES
 from rtseg.cli import main
-from rtseg.cli.commands_run import default_engine
+from rtseg.engines import default_engine
 from rtseg.data import find_pairs
 from rtseg.errors import BadInput
-from rtseg.evaluate import evaluate
+from rtseg.scoring.evaluate import evaluate
 from rtseg.models import read_checkpoint_metadata
-from rtseg.scoring import eval_loader
-from rtseg.train import TrainConfig, train
+from rtseg.scoring.loop import eval_loader
+from rtseg.training.train import TrainConfig, train
 
 from helpers import decoded_frames, free_port
 

@@ -16,13 +16,13 @@ import pytest
 from onnx import numpy_helper
 
 from rtseg.backends.onnx_backend import OnnxBackend
-from rtseg.backends.tensorrt_onnx_ops import tensorrt_compat_problems
+from rtseg.deploy.tensorrt_ops import tensorrt_compat_problems
 from rtseg.cli import main
 from rtseg.errors import BadInput
-from rtseg.export import OPSET, export_onnx
+from rtseg.deploy.export import OPSET, export_onnx
 from rtseg.metadata import REQUIRED_KEYS, EngineMetadata
 from rtseg.models import save_checkpoint
-from rtseg.quantize import (MIN_FRAMES, Calibration, float_boundary_convs, is_quantized,
+from rtseg.deploy.quantize import (MIN_FRAMES, Calibration, float_boundary_convs, is_quantized,
                             quantize_graph, read_calibration_frames)
 from test_export import H, W, camvid_metadata, load_frames, make_segmenter
 
@@ -325,7 +325,7 @@ def test_bench_compare_shows_int8_beside_fp32_fp16_and_bf16(graphs, camvid_root,
 
 # -- build-engine: precision rules (pure; the build itself needs TensorRT) -----------------------
 def test_int8_graphs_build_int8_engines_only():
-    from rtseg.engine_build import check_precision, plan_build
+    from rtseg.deploy.engine_build import check_precision, plan_build
 
     assert check_precision("int8", "auto") == "int8" and check_precision("fp32", "auto") == "fp16"
     for trt_major, flags in ((10, ("STRONGLY_TYPED",)), (11, ())):
@@ -341,7 +341,7 @@ def test_int8_graphs_build_int8_engines_only():
 
 @pytest.mark.realdata
 def test_cli_build_engine_builds_an_int8_graph_as_int8(graphs, tmp_path, monkeypatch, capsys):
-    from rtseg import engine_build
+    from rtseg.deploy import engine_build
 
     calls = []
     monkeypatch.setattr(engine_build, "build_engine", lambda onnx_path, out, **kw: (

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from rtseg.metrics import ConfusionMatrix
+from rtseg.scoring.confusion import ConfusionMatrix
 
 
 def brute_force(target, pred, n, ignore):

@@ -21,11 +21,11 @@ import torch
 
 from rtseg.backends import Backend, open_engine
 from rtseg.cli import main
-from rtseg.cli.commands_run import NO_BUNDLED, default_engine
+from rtseg.engines import NO_BUNDLED, default_engine
 from rtseg.data import get_spec
 from rtseg.data.classes import IMAGENET_MEAN, IMAGENET_STD
 from rtseg.errors import BadInput, MissingDependency, StageError
-from rtseg.evaluate import evaluate
+from rtseg.scoring.evaluate import evaluate
 from rtseg.metadata import EngineMetadata
 from rtseg.models import Segmenter, build_model, save_checkpoint
 from rtseg.pipeline import MaskSink, Overlay, Pipeline, RunConfig, Sink, Source, run
@@ -363,7 +363,7 @@ def test_max_frames_and_status_callback():
 
 def test_cityscapes_frames_are_scored_against_their_label_ids(cityscapes_sample, tmp_path):
     from rtseg.data import read_label
-    from rtseg.metrics import ConfusionMatrix
+    from rtseg.scoring.confusion import ConfusionMatrix
 
     frames = cityscapes_sample / "leftImg8bit" / "val" / "frankfurt"
     backend = FakeBackend(dataset="cityscapes")
@@ -449,7 +449,7 @@ def test_cli_bad_input_exits_2(args, message, fake_clip, tmp_path, capsys):
 
 
 def test_default_engine_is_found_outside_an_editable_install(tmp_path, monkeypatch):
-    monkeypatch.setattr("rtseg.cli.commands_run.ENGINES_DIR", tmp_path / "site-packages-has-none")
+    monkeypatch.setattr("rtseg.engines.ENGINES_DIR", tmp_path / "site-packages-has-none")
     monkeypatch.delenv("RTSEG_ENGINES", raising=False)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(BadInput, match="no bundled model"):

@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 from rtseg.backends import Backend
-from rtseg.bench import untrained_engine
+from rtseg.engines import untrained_engine
 from rtseg.cli import main
 from rtseg.data import get_spec
 from rtseg.data.classes import engine_metadata

@@ -31,14 +31,14 @@ from rtseg.backends.tensorrt_backend import (
     trt_logger,
     trt_messages,
 )
-from rtseg.backends.tensorrt_onnx_ops import (
+from rtseg.deploy.tensorrt_ops import (
     OPSET_MAX,
     OPSET_MIN,
     SUPPORTED_OPS,
     UNSUPPORTED_OPS,
     tensorrt_compat_problems,
 )
-from rtseg.engine_build import (
+from rtseg.deploy.engine_build import (
     BuildPlan,
     build_engine,
     check_io_tensors,
@@ -49,8 +49,8 @@ from rtseg.engine_build import (
     read_onnx_metadata,
 )
 from rtseg.errors import BadInput, MissingDependency
-from rtseg.export import export_onnx
-from rtseg.fp16_graph import float32_nodes, graph_to_fp16
+from rtseg.deploy.export import export_onnx
+from rtseg.deploy.fp16_graph import float32_nodes, graph_to_fp16
 from rtseg.metadata import EngineMetadata
 
 H, W, CLASSES = 16, 16, 3  # 768 bytes a frame in, 256 out: 256-byte aligned chunks
@@ -424,7 +424,7 @@ def test_alignment_check_for_set_tensor_address():
 
 
 def test_cli_build_engine_passes_and_checks_opt_batch(tmp_path, monkeypatch, capsys):
-    from rtseg import engine_build
+    from rtseg.deploy import engine_build
     from rtseg.cli import main
 
     calls = []

@@ -10,7 +10,7 @@ import pytest
 
 from rtseg.cli import main
 from rtseg.models import MODELS, read_checkpoint_metadata
-from rtseg.train import TrainConfig, train
+from rtseg.training.train import TrainConfig, train
 
 TINY = ["--epochs", "1", "--batch-size", "4", "--crop", "64x64", "--input-size", "64x64",
         "--train-limit", "8", "--val-limit", "4", "--workers", "0"]
@@ -178,7 +178,7 @@ def test_a_time_budget_shrinks_the_epoch_count(camvid_root, tmp_path):
 
 
 def test_planned_epochs_fit_the_budget_at_the_latest_pace():
-    from rtseg.train import planned_epochs
+    from rtseg.training.train import planned_epochs
 
     assert planned_epochs(100, 0, 0.0, 0.0, 60.0) == 100       # nothing measured yet
     # a slow first epoch (autotuning) does not shrink the plan: the rest run at 1 s/epoch

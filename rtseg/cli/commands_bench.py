@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from rtseg.cli.commands_run import default_engine
+from rtseg.engines import default_engine
 from rtseg.cli.common import (PRECISION_HELP, Dataset, Device, Precision, Split, app,
                               ensure_parent, log, print_written, write_json)
 from rtseg.errors import BadInput

@@ -10,11 +10,11 @@ import typer
 
 from rtseg.cli.common import app, ensure_parent, log, parse_size
 from rtseg.errors import BadInput
-from rtseg.quantize import DEFAULT_FRAMES, DEFAULT_METHOD, MIN_FRAMES, Calibration
+from rtseg.deploy.quantize import DEFAULT_FRAMES, DEFAULT_METHOD, MIN_FRAMES, Calibration
 
 
 class CalibMethod(str, Enum):
-    """How int8 calibration finds each activation's range (see rtseg.quantize)."""
+    """How int8 calibration finds each activation's range (see rtseg.deploy.quantize)."""
     minmax = "minmax"
     percentile = "percentile"
     entropy = "entropy"
@@ -56,7 +56,8 @@ def export(
       4. rtseg export --checkpoint best.safetensors --out segnet_int8.onnx --int8 --calib drive.mp4
       5. rtseg export --checkpoint segnet_fp32.onnx --out segnet_int8.onnx --int8 --calib frames/
     """
-    from rtseg.export import export_onnx, export_triton_repo
+    from rtseg.deploy.export import export_onnx
+    from rtseg.deploy.triton import export_triton_repo
 
     calibration = _calibration(int8, fp16, calib, calib_frames, calib_method)
     if (out is None) == (triton_repo is None):
@@ -131,8 +132,8 @@ def build_engine(
     if int8 and fp16 is not None:
         raise BadInput(f"--int8 and --{'fp16' if fp16 else 'fp32'} exclude each other")
     ensure_parent(out, "--out")
-    from rtseg.engine_build import build_engine as run_build
-    from rtseg.engine_build import graph_precision
+    from rtseg.deploy.engine_build import build_engine as run_build
+    from rtseg.deploy.engine_build import graph_precision
 
     if int8:
         precision = "int8"

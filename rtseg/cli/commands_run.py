@@ -14,39 +14,8 @@ import typer
 
 from rtseg.cli.common import (PRECISION_HELP, Device, Precision, app, ensure_output_dir,
                               ensure_parent, print_written, write_json)
+from rtseg.engines import default_engine
 from rtseg.errors import BadInput, RtsegError
-
-ENGINES_DIR = Path(__file__).resolve().parents[2] / "engines"  # the checkout's (pip install -e)
-NO_BUNDLED = "no bundled model yet: pass --engine FILE (train one with rtseg train)"
-
-
-def engine_dirs() -> list[Path]:
-    """Where the bundled model is looked for, in order: ``$RTSEG_ENGINES``, the checkout's
-    ``engines/`` (editable installs), ``./engines`` (a plain ``pip install .`` run from the
-    checkout, whose site-packages copy has no engines/)."""
-    dirs = [Path(os.environ["RTSEG_ENGINES"])] if os.environ.get("RTSEG_ENGINES") else []
-    return dirs + [ENGINES_DIR, Path.cwd() / "engines"]
-
-
-def default_engine(directory: Path | None = None) -> Path:
-    """The bundled model: ``engines/default.safetensors``, else the only .safetensors there
-    (``directory``, or the first of :func:`engine_dirs` that holds any)."""
-    if directory is None:
-        held = [d for d in engine_dirs() if d.is_dir() and any(d.glob("*.safetensors"))]
-        if not held:
-            raise BadInput(NO_BUNDLED)
-        directory = held[0]
-    default = directory / "default.safetensors"
-    if default.is_file():
-        return default
-    found = sorted(directory.glob("*.safetensors")) if directory.is_dir() else []
-    if len(found) == 1:
-        return found[0]
-    if not found:
-        raise BadInput(NO_BUNDLED)
-    raise BadInput(f"several models in {directory} ({', '.join(p.name for p in found)}): pass "
-                   "--engine FILE, or name the bundled one default.safetensors")
-
 
 class StatusLine:
     """The live status line on stderr: rewritten in place on a terminal, else every 5 s."""
@@ -280,7 +249,7 @@ def _check_paths(source: str, labels: Optional[Path], output: Optional[Path],
                  serve: bool = False) -> None:
     """The cheap checks, before an engine is loaded."""
     from rtseg.errors import MissingDependency
-    from rtseg.pipeline.scoring import check_labels
+    from rtseg.scoring.live import check_labels
     from rtseg.pipeline.sinks import check_display
     from rtseg.pipeline.sources import is_stream_url
 

@@ -51,7 +51,7 @@ def train(
       2. torchrun --standalone --nproc_per_node 8 -m rtseg train --model unet_r50 ...
       3. rtseg train ... --device cuda --data-on-device --batch-size 16 --time-budget 600
     """
-    from rtseg.train import TrainConfig, train as run_training
+    from rtseg.training.train import TrainConfig, train as run_training
 
     cfg = TrainConfig(model=model, dataset=dataset.value, data_root=data_root, out=out,
                       epochs=epochs, batch_size=batch_size, crop=parse_size(crop, "--crop"),
@@ -81,7 +81,7 @@ def eval_(
 ):
     """Score an engine on a labelled split (mIoU, per-class IoU, pixel accuracy)."""
     from rtseg.backends import open_engine
-    from rtseg.evaluate import evaluate
+    from rtseg.scoring.evaluate import evaluate
 
     ensure_parent(json_path, "--json")
     with open_engine(engine, device.value, precision.value) as backend:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence
 from rtseg.backends import Backend, open_engine
 from rtseg.errors import BadInput, RtsegError, StageError
 from rtseg.pipeline.queues import Stopped, drain
-from rtseg.pipeline.scoring import LiveScorer
+from rtseg.scoring.live import LiveScorer
 from rtseg.pipeline.sinks import MaskSink, Sink, VideoSink, WindowSink, close_all, write_loop
 from rtseg.pipeline.sources import ReconnectPolicy, Source, capture_loop, open_source
 from rtseg.pipeline.stages import Overlay, batch_loop, infer_loop, overlay_loop

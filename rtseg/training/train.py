@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
-from rtseg import distributed as ddp
+from rtseg.training import distributed as ddp
 from rtseg.backends.torch_backend import TorchBackend
 from rtseg.data import (SegmentationDataset, TrainTransform, check_pair_sizes, find_pairs,
                         get_spec, read_label)
@@ -33,10 +33,10 @@ from rtseg.data.transforms import seed_worker
 from rtseg.errors import BadInput
 from rtseg.files import write_json, write_via_temp
 from rtseg.metadata import EngineMetadata
-from rtseg.metrics import ConfusionMatrix
+from rtseg.scoring.confusion import ConfusionMatrix
 from rtseg.models import Segmenter, build_model, canonical_name, save_checkpoint
 from rtseg.models.registry import check_input_size
-from rtseg.scoring import eval_loader, score
+from rtseg.scoring.loop import eval_loader, score
 
 STATE_FILE = "train_state.pt"
 STATE_KEYS = ("net", "optimizer", "epoch", "step", "best_miou", "history")

@@ -12,8 +12,8 @@ import numpy as np
 from rtseg.backends import Backend
 from rtseg.data import check_pair_sizes, find_pairs, get_spec
 from rtseg.errors import BadInput
-from rtseg.metrics import ConfusionMatrix
-from rtseg.scoring import eval_loader, score
+from rtseg.scoring.confusion import ConfusionMatrix
+from rtseg.scoring.loop import eval_loader, score
 from rtseg.visualize import colorize, palette_lut, side_by_side
 
 

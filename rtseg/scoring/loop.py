@@ -11,7 +11,7 @@ import torch
 from rtseg.backends import Backend
 from rtseg.data import EvalTransform, SegmentationDataset
 from rtseg.data.transforms import resize_labels
-from rtseg.metrics import ConfusionMatrix
+from rtseg.scoring.confusion import ConfusionMatrix
 
 
 def eval_loader(pairs: Sequence, dataset: str, input_size: tuple[int, int], batch_size: int,

@@ -1,4 +1,4 @@
-"""Trained weights → the ONNX deploy graph (and a Triton model repository around it).
+"""Trained weights → the ONNX deploy graph (``rtseg.deploy.triton`` puts a Triton model repository around it).
 
 The graph is ``Segmenter.forward``: uint8 ``frames`` [N, H, W, 3] BGR → uint8 ``labels``
 [N, H, W], N dynamic, H and W fixed. Exported with the ``torch.export``-based exporter
@@ -18,7 +18,7 @@ strongly typed TensorRT network (TensorRT 11, or ``STRONGLY_TYPED`` in 10) needs
 hand (``rtseg build-engine --fp16`` on an fp32 export).
 
 ``calib=Calibration(...)`` exports the fp32 graph and quantizes it to int8 Q/DQ, calibrated on
-real frames (``rtseg.quantize``); an existing fp32 ``.onnx`` can be quantized the same way.
+real frames (``rtseg.deploy.quantize``); an existing fp32 ``.onnx`` can be quantized the same way.
 """
 
 from __future__ import annotations
@@ -36,11 +36,11 @@ from rtseg import __version__ as rtseg_version
 from rtseg.backends import PICKLE_SUFFIXES
 from rtseg.errors import BadInput, RtsegError
 from rtseg.files import atomic_write
-from rtseg.fp16_graph import drop_exact_upcasts
+from rtseg.deploy.fp16_graph import drop_exact_upcasts
 from rtseg.metadata import INPUT_NAME, OUTPUT_NAME, EngineMetadata
 from rtseg.models import Segmenter, load_checkpoint
 from rtseg.models.registry import check_input_size
-from rtseg.quantize import Calibration
+from rtseg.deploy.quantize import Calibration
 
 OPSET = 18
 
@@ -94,7 +94,7 @@ def segmenter_to_onnx(segmenter: Segmenter, metadata: EngineMetadata, *, fp16: b
     return model, meta
 
 
-def _write_model(model: onnx.ModelProto, out: Path) -> int:
+def write_model(model: onnx.ModelProto, out: Path) -> int:
     """Serialise into one self-contained file, atomically; returns its size in bytes."""
     data = model.SerializeToString()  # protobuf refuses > 2 GiB; our models are < 200 MB
     atomic_write(out, data)
@@ -112,13 +112,13 @@ def _load(checkpoint: Path | str) -> tuple[Segmenter, EngineMetadata, Path]:
     return segmenter, metadata, checkpoint
 
 
-def _deploy_graph(checkpoint: Path | str, *, fp16: bool, size: tuple[int, int] | None,
-                  opset: int, calib: Calibration | None, log: Log,
-                  where: str = "") -> tuple[onnx.ModelProto, EngineMetadata]:
+def deploy_graph(checkpoint: Path | str, *, fp16: bool, size: tuple[int, int] | None,
+                 opset: int, calib: Calibration | None, log: Log,
+                 where: str = "") -> tuple[onnx.ModelProto, EngineMetadata]:
     """The deploy graph to write: exported from a ``.safetensors`` checkpoint and, with
     ``calib``, quantized to int8; or an fp32 ``.onnx`` quantized (``calib`` only). Every
     check of the inputs — calibration frames included — runs before the slow export."""
-    from rtseg.quantize import load_fp32_graph, quantize_graph, read_calibration_frames
+    from rtseg.deploy.quantize import load_fp32_graph, quantize_graph, read_calibration_frames
 
     if calib is not None:
         if fp16:
@@ -173,73 +173,9 @@ def export_onnx(checkpoint: Path | str, out: Path | str, *, fp16: bool = False,
     if not out.parent.is_dir():
         raise BadInput(f"--out {out}: directory {out.parent} does not exist")
     t0 = time.perf_counter()
-    model, meta = _deploy_graph(checkpoint, fp16=fp16, size=size, opset=opset, calib=calib,
+    model, meta = deploy_graph(checkpoint, fp16=fp16, size=size, opset=opset, calib=calib,
                                 log=log)
-    nbytes = _write_model(model, out)
+    nbytes = write_model(model, out)
     log(f"wrote {out} ({nbytes / 2**20:.1f} MiB, {len(model.graph.node)} nodes) in "
         f"{time.perf_counter() - t0:.1f} s")
     return meta
-
-
-def triton_config(metadata: EngineMetadata, max_batch: int = 8, name: str | None = None) -> str:
-    """``config.pbtxt`` text (a Triton ``ModelConfig``) for an rtseg deploy graph.
-
-    Dims exclude the batch dimension, which Triton adds because ``max_batch_size > 0``.
-    """
-    if int(max_batch) < 1:
-        raise BadInput(f"--max-batch must be at least 1, got {max_batch}")
-    h, w = (int(v) for v in metadata.input_size)
-    name = name or metadata.model
-    return f"""\
-# Written by rtseg export: {metadata.model} trained on {metadata.dataset}, {metadata.precision}.
-# frames: uint8 BGR [N, {h}, {w}, 3]; labels: uint8 class ids [N, {h}, {w}]
-# (class names and palette are in the model's ONNX metadata_props).
-name: "{name}"
-backend: "onnxruntime"
-max_batch_size: {int(max_batch)}
-input [
-  {{
-    name: "{INPUT_NAME}"
-    data_type: TYPE_UINT8
-    dims: [ {h}, {w}, 3 ]
-  }}
-]
-output [
-  {{
-    name: "{OUTPUT_NAME}"
-    data_type: TYPE_UINT8
-    dims: [ {h}, {w} ]
-  }}
-]
-dynamic_batching {{ }}
-instance_group [
-  {{
-    count: 1
-    kind: KIND_AUTO
-  }}
-]
-"""
-
-
-def export_triton_repo(checkpoint: Path | str, repo_dir: Path | str, fp16: bool = False,
-                       size: tuple[int, int] | None = None, max_batch: int = 8,
-                       log: Log | None = None, calib: Calibration | None = None) -> Path:
-    """Write a Triton model repository: ``DIR/<model>/config.pbtxt`` and
-    ``DIR/<model>/1/model.onnx`` (int8 Q/DQ with ``calib``, as ``export_onnx``). Returns the
-    model's directory."""
-    log = log or (lambda _msg: None)
-    repo_dir = Path(repo_dir)
-    if repo_dir.exists() and not repo_dir.is_dir():
-        raise BadInput(f"--triton-repo {repo_dir} exists and is not a directory")
-    if int(max_batch) < 1:
-        raise BadInput(f"--max-batch must be at least 1, got {max_batch}")
-    t0 = time.perf_counter()
-    model, meta = _deploy_graph(checkpoint, fp16=fp16, size=size, opset=OPSET, calib=calib,
-                                log=log, where=f" into Triton repository {repo_dir}")
-    model_dir = repo_dir / meta.model
-    (model_dir / "1").mkdir(parents=True, exist_ok=True)
-    nbytes = _write_model(model, model_dir / "1" / "model.onnx")
-    atomic_write(model_dir / "config.pbtxt", triton_config(meta, max_batch))
-    log(f"wrote {model_dir}/config.pbtxt and 1/model.onnx ({nbytes / 2**20:.1f} MiB) in "
-        f"{time.perf_counter() - t0:.1f} s")
-    return model_dir

@@ -15,7 +15,7 @@ import numpy as np
 from rtseg.data import get_spec, png_size, read_label
 from rtseg.data.datasets import IMAGE_SUFFIXES
 from rtseg.errors import BadInput
-from rtseg.metrics import ConfusionMatrix
+from rtseg.scoring.confusion import ConfusionMatrix
 from rtseg.pipeline.sources import Frame
 
 

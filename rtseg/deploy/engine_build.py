@@ -10,7 +10,7 @@ on an fp32 graph, deprecated since 10.12) is never used: it lets TensorRT pick a
 layer, so SegNet's pooled maximum and the window it is compared with (the unpooling mask's
 ``Equal``) could be computed in different precisions and the mask come out wrong. So an fp16
 engine from an fp32 export is built from the graph converted to fp16 first
-(``rtseg.fp16_graph.graph_to_fp16``, the same graph ``rtseg export --fp16`` writes); ``--fp32``
+(``rtseg.deploy.fp16_graph.graph_to_fp16``, the same graph ``rtseg export --fp16`` writes); ``--fp32``
 builds the fp32 graph as it is. ``EXPLICIT_BATCH`` is not used (deprecated and ignored in 10.0).
 
 An int8 engine comes from an int8 graph (``rtseg export --int8``): TensorRT's *explicit
@@ -48,9 +48,9 @@ from rtseg.backends.tensorrt_backend import (
     trt_logger,
     trt_messages,
 )
-from rtseg.backends.tensorrt_onnx_ops import tensorrt_compat_problems
+from rtseg.deploy.tensorrt_ops import tensorrt_compat_problems
 from rtseg.errors import BadInput, MissingDependency, RtsegError
-from rtseg.fp16_graph import graph_to_fp16
+from rtseg.deploy.fp16_graph import graph_to_fp16
 from rtseg.files import atomic_write, write_json
 from rtseg.metadata import EngineMetadata
 

@@ -1,0 +1,1 @@
+"""Training: the trainer behind ``rtseg train`` and its torchrun/DDP helpers."""
