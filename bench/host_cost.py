@@ -3,8 +3,8 @@ except decoding and encoding — the resize to the network input, the palette, t
 of colours to the frame and the blend (the overlay, with legend and HUD), and the label
 upsampling that masks and live scoring add.
 
-Each step is the pipeline's own function (``rtseg.pipeline.preprocess``, ``Overlay.render``,
-``rtseg.pipeline.stages.upsample_labels``), timed on a real dashcam frame scaled to 1080p with
+Each step is the pipeline's own function (``rtseg.imageops.resize_frame``, ``Overlay.render``,
+``rtseg.pipeline.stages.resize_nearest``), timed on a real dashcam frame scaled to 1080p with
 real labels (the bundled model's prediction, resized to each network size), OpenCV limited to
 one thread; medians of ``--iters`` calls. Target (issue 5): total ≤ 3 ms.
 
@@ -25,8 +25,8 @@ import numpy as np
 
 from rtseg.backends import open_engine
 from rtseg.engines import default_engine
-from rtseg.pipeline import Overlay, preprocess
-from rtseg.pipeline.stages import upsample_labels
+from rtseg.imageops import resize_frame, resize_nearest
+from rtseg.pipeline import Overlay
 
 HERE = Path(__file__).resolve().parent
 FRAME = (1080, 1920)
@@ -50,10 +50,10 @@ def measure(frame: np.ndarray, labels: np.ndarray, overlay: Overlay, plain: Over
     h, w = labels.shape
     hud = "24.8 FPS | pre 1.2 infer 38.0 post 2.9 write 5.1 ms"
     steps = {
-        "preprocess_ms": median_ms(lambda: preprocess(frame, (h, w)), iters),
+        "preprocess_ms": median_ms(lambda: resize_frame(frame, (h, w)), iters),
         "overlay_ms": median_ms(lambda: overlay.render(frame, labels, hud), iters),
         "overlay_plain_ms": median_ms(lambda: plain.render(frame, labels), iters),
-        "labels_up_ms": median_ms(lambda: upsample_labels(labels, frame.shape[:2]), iters),
+        "labels_up_ms": median_ms(lambda: resize_nearest(labels, frame.shape[:2]), iters),
     }
     total = steps["preprocess_ms"] + steps["overlay_ms"] + steps["labels_up_ms"]
     return {"input_size": [h, w], **steps, "total_ms": total, "target_ms": TARGET_MS,
@@ -78,7 +78,7 @@ def main() -> int:
         raise SystemExit(f"cannot read {args.clip}")
     frame = cv2.resize(frame, FRAME[::-1], interpolation=cv2.INTER_CUBIC)
     with open_engine(args.engine or default_engine(), "cpu") as backend:
-        net_labels = backend.infer(preprocess(frame, backend.input_size)[None])[0]
+        net_labels = backend.infer(resize_frame(frame, backend.input_size)[None])[0]
         meta = backend.metadata
     overlay = Overlay(meta.palette, meta.class_names)
     plain = Overlay(meta.palette, meta.class_names, legend=False, hud=False)

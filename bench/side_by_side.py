@@ -21,7 +21,7 @@ import numpy as np
 
 from rtseg.backends import open_engine
 from rtseg.data import get_spec, read_image, read_label
-from rtseg.data.transforms import resize_frame, resize_labels
+from rtseg.imageops import resize_frame, resize_nearest
 from rtseg.visualize import colorize, palette_lut, side_by_side
 
 PANEL_W = 320  # each panel's width in the picture (CamVid frames are 480 wide)
@@ -34,7 +34,7 @@ def predict(source: str, images: list[np.ndarray], names: list[str]) -> list[np.
         return [read_label(path / f"pred_{n}.png", "camvid") for n in names]
     with open_engine(path, "cpu") as backend:
         frames = np.stack([resize_frame(i, tuple(backend.input_size)) for i in images])
-        return [resize_labels(lbl, i.shape[:2]) for lbl, i in zip(backend.infer(frames), images)]
+        return [resize_nearest(lbl, i.shape[:2]) for lbl, i in zip(backend.infer(frames), images)]
 
 
 def titled(panel: np.ndarray, title: str) -> np.ndarray:

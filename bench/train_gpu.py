@@ -42,7 +42,7 @@ import torch
 
 from rtseg.backends import open_engine
 from rtseg.data import get_spec, read_image
-from rtseg.data.transforms import resize_frame, resize_labels
+from rtseg.imageops import resize_frame, resize_nearest
 from rtseg.models import load_checkpoint, save_checkpoint
 from rtseg.training.train import TrainConfig, train
 
@@ -111,7 +111,7 @@ def save_predictions(weights: Path, data_root: Path, frames: list[str], device: 
                 continue
             image = read_image(path)
             labels = backend.infer(resize_frame(image, tuple(backend.input_size))[None])[0]
-            labels = resize_labels(np.ascontiguousarray(labels), image.shape[:2])
+            labels = resize_nearest(np.ascontiguousarray(labels), image.shape[:2])
             cv2.imwrite(str(weights.parent / f"pred_{name}.png"), labels)
 
 

@@ -20,7 +20,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from rtseg.data import SegmentationDataset, TrainTransform, find_pairs
+from rtseg.data import find_pairs
+from rtseg.data.torch_dataset import SegmentationDataset
+from rtseg.data.transforms import TrainTransform
 from rtseg.data.classes import CAMVID, IMAGENET_MEAN, IMAGENET_STD
 from rtseg.models import MODELS, Segmenter, build_model
 

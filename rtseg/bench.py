@@ -34,7 +34,8 @@ import numpy as np
 
 from rtseg.backends import Backend
 from rtseg.errors import BadInput
-from rtseg.pipeline import open_source, preprocess, run
+from rtseg.imageops import resize_frame
+from rtseg.pipeline import open_source, run
 
 POOL = 32  # frames held in memory for the engine alone (more when a batch is larger)
 LIVE_FRAMES = 300  # pipeline frames from a camera or stream when max_frames is not given
@@ -68,7 +69,7 @@ def source_frames(source: str | Path, input_size: tuple[int, int], count: int,
             got = src.read(stop)
             if got is None:
                 break
-            frames.append(preprocess(got[0], input_size))
+            frames.append(resize_frame(got[0], input_size))
     finally:
         src.close()
     if not frames:

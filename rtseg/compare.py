@@ -22,8 +22,8 @@ import numpy as np
 
 from rtseg.backends import Backend
 from rtseg.bench import POOL, machine, on_worker, time_engine, validate
-from rtseg.data import SegmentationDataset, find_pairs, get_spec
-from rtseg.data.transforms import resize_frame
+from rtseg.data import find_pairs, get_spec, load_pair
+from rtseg.imageops import resize_frame
 from rtseg.errors import BadInput, MissingDependency
 from rtseg.scoring.evaluate import check_engine_matches
 from rtseg.files import write_via_temp
@@ -47,12 +47,11 @@ def score_together(backends: Sequence[Backend], dataset: str, data_root: Path | 
         raise BadInput(f"--data-root {data_root}: no labelled {split} images found")
     if on_progress:
         on_progress(f"scoring {len(backends)} engine(s) on {len(pairs)} {dataset} {split} images")
-    samples = SegmentationDataset(pairs, dataset)
     matrices = [ConfusionMatrix(spec.num_classes, spec.ignore_index) for _ in backends]
     agreeing = np.zeros(len(backends), dtype=np.int64)
     pixels = 0
     for start in range(0, len(pairs), batch_size):
-        images, labels = zip(*(samples.load(i)
+        images, labels = zip(*(load_pair(*pairs[i], dataset)
                                for i in range(start, min(start + batch_size, len(pairs)))))
         sizes = [label.shape for label in labels]
         reference = None
@@ -79,8 +78,8 @@ def score_together(backends: Sequence[Backend], dataset: str, data_root: Path | 
 def split_frames(dataset: str, data_root: Path | str, split: str, input_size: tuple[int, int],
                  count: int = POOL) -> np.ndarray:
     """The first ``count`` images of the split, resized to ``input_size``: uint8 [N, H, W, 3]."""
-    samples = SegmentationDataset(find_pairs(dataset, data_root, split)[:count], dataset)
-    return np.stack([resize_frame(samples.load(i)[0], input_size) for i in range(len(samples))])
+    pairs = find_pairs(dataset, data_root, split)[:count]
+    return np.stack([resize_frame(load_pair(*pair, dataset)[0], input_size) for pair in pairs])
 
 
 def speed(backend: Backend, pool: np.ndarray, batches: Sequence[int], iters: int,

@@ -19,7 +19,7 @@ from rtseg.data import get_spec
 from rtseg.data.classes import IMAGENET_MEAN, IMAGENET_STD
 from rtseg.errors import BadInput
 from rtseg.metadata import EngineMetadata
-from rtseg.pipeline import preprocess
+from rtseg.imageops import resize_frame
 
 CONTRACT_KEYS = {"backend", "precision", "input_size", "device", "results", "engine_fps",
                  "pipeline_fps", "pipeline_ratio"}
@@ -107,7 +107,7 @@ def test_pipeline_ratio_on_the_real_clip(dashcam_clip):
     assert result["bound_by"] in STAGES
     # engine-alone frames are the clip's own frames, resized to the input
     ok, first = cv2.VideoCapture(str(dashcam_clip)).read()
-    assert ok and np.array_equal(backend.calls[0][2], preprocess(first, INPUT))
+    assert ok and np.array_equal(backend.calls[0][2], resize_frame(first, INPUT))
     assert result["inputs"] == "source frames"
 
 

@@ -4,9 +4,10 @@ import cv2
 import numpy as np
 import pytest
 
-from rtseg.data import (CAMVID, CITYSCAPES, EvalTransform, SegmentationDataset,
-                        TrainTransform, cityscapes_label_lut, find_pairs, get_spec)
-from rtseg.data.transforms import resize_labels, upsample_nearest
+from rtseg.data import CAMVID, CITYSCAPES, cityscapes_label_lut, find_pairs, get_spec
+from rtseg.data.torch_dataset import SegmentationDataset
+from rtseg.data.transforms import EvalTransform, TrainTransform
+from rtseg.imageops import resize_nearest
 from rtseg.errors import BadInput
 from rtseg.visualize import colorize, palette_lut
 
@@ -104,10 +105,10 @@ def test_fast_nearest_upsampling_equals_opencv_bit_for_bit(src, dst, channels):
     shape = src if channels == 1 else (*src, 3)
     image = rng.integers(0, 256, shape, dtype=np.uint8)
     expected = cv2.resize(image, dst[::-1], interpolation=cv2.INTER_NEAREST)
-    got = upsample_nearest(image, dst)
+    got = resize_nearest(image, dst)
     assert got.shape == expected.shape and np.array_equal(got, expected)
     if channels == 1:
-        assert np.array_equal(resize_labels(image, dst), expected)
+        assert np.array_equal(resize_nearest(image, dst), expected)
 
 
 def test_colorize_maps_every_id_through_the_palette():

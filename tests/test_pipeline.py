@@ -30,7 +30,7 @@ from rtseg.metadata import EngineMetadata
 from rtseg.models import Segmenter, build_model, save_checkpoint
 from rtseg.pipeline import MaskSink, Overlay, Pipeline, RunConfig, Sink, Source, run
 from rtseg.pipeline.sinks import check_display
-from rtseg.pipeline.stages import preprocess, upsample_labels
+from rtseg.imageops import resize_frame, resize_nearest
 from rtseg.visualize import colorize, palette_lut
 
 INPUT = [64, 96]
@@ -174,7 +174,7 @@ def test_dashcam_overlay_video_holds_every_frame_in_order(dashcam_clip, backend,
     overlay = Overlay(backend.metadata.palette, backend.metadata.class_names, alpha=0.5)
     y_hud = Overlay.hud_rect(540, 960)[1]
     for k in picks:
-        labels = backend.infer(preprocess(source[k], backend.input_size)[None])[0]
+        labels = backend.infer(resize_frame(source[k], backend.input_size)[None])[0]
         reference = overlay.render(source[k], labels)[:y_hud].astype(np.int16)
         same = np.abs(written[k][:y_hud] - reference).mean()
         other = np.abs(written[(k + 60) % 221][:y_hud] - reference).mean()
@@ -209,11 +209,11 @@ def test_live_miou_equals_eval_and_masks_are_the_engines_labels(camvid_clip, bac
     frames = sorted((camvid_clip / "frames").glob("*.png"))
     assert sorted(p.name for p in masks.iterdir()) == [p.name for p in frames]
     batch = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in frames[:4]]
-    labels = backend.infer(np.stack([preprocess(f, backend.input_size) for f in batch]))
+    labels = backend.infer(np.stack([resize_frame(f, backend.input_size) for f in batch]))
     for path, frame, lbl in zip(frames, batch, labels):
         mask = cv2.imread(str(masks / path.name), cv2.IMREAD_UNCHANGED)
         assert mask.dtype == np.uint8 and mask.shape == frame.shape[:2]
-        np.testing.assert_array_equal(mask, upsample_labels(lbl, frame.shape[:2]))
+        np.testing.assert_array_equal(mask, resize_nearest(lbl, frame.shape[:2]))
 
 
 def test_ctrl_c_exits_130_with_finalised_json_and_video(dashcam_clip, engine_path, tmp_path):
@@ -387,7 +387,7 @@ def test_overlay_colours_equal_colouring_full_size_labels():
     frame = rng.integers(0, 256, (45, 70, 3), dtype=np.uint8)
     meta = camvid_metadata()
     overlay = Overlay(meta.palette, meta.class_names, alpha=1.0, legend=False)
-    full = upsample_labels(labels, frame.shape[:2])
+    full = resize_nearest(labels, frame.shape[:2])
     np.testing.assert_array_equal(overlay.render(frame, labels),
                                   colorize(full, palette_lut(meta.palette)))
 

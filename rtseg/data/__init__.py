@@ -1,13 +1,13 @@
-"""Data sets: CamVid and Cityscapes readers, class tables and paired transforms."""
+"""Data sets: CamVid and Cityscapes finders and readers and their class tables (no torch).
+The torch side lives in ``rtseg.data.torch_dataset`` (SegmentationDataset),
+``rtseg.data.transforms`` (TrainTransform, EvalTransform) and ``rtseg.data.device_batches``."""
 
 from rtseg.data.classes import CAMVID, CITYSCAPES, DATASETS, DatasetSpec, cityscapes_label_lut
-from rtseg.data.datasets import (SegmentationDataset, check_pair_sizes, find_pairs, get_spec,
-                                 png_size, read_image, read_label)
-from rtseg.data.transforms import EvalTransform, TrainTransform
+from rtseg.data.datasets import (check_pair_sizes, find_pairs, get_spec, load_pair, png_size,
+                                 read_image, read_label)
 
 __all__ = [
     "CAMVID", "CITYSCAPES", "DATASETS", "DatasetSpec", "cityscapes_label_lut",
-    "SegmentationDataset", "check_pair_sizes", "find_pairs", "get_spec", "png_size",
-    "read_image", "read_label",
-    "EvalTransform", "TrainTransform",
+    "check_pair_sizes", "find_pairs", "get_spec", "load_pair", "png_size", "read_image",
+    "read_label",
 ]

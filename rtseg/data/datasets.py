@@ -1,14 +1,14 @@
-"""Finding (image, label) pairs on disk and reading them, for CamVid and Cityscapes."""
+"""Finding (image, label) pairs on disk and reading them, for CamVid and Cityscapes (no torch:
+the live pipeline reads frames and labels through here too)."""
 
 from __future__ import annotations
 
 import struct
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import cv2
 import numpy as np
-from torch.utils.data import Dataset
 
 from rtseg.data.classes import DATASETS, DatasetSpec, cityscapes_label_lut
 from rtseg.errors import BadInput
@@ -116,30 +116,11 @@ def read_label(path: Path, dataset: str) -> np.ndarray:
     return label.astype(np.uint8, copy=False)
 
 
-class SegmentationDataset(Dataset):
-    """(image, label) pairs passed through a paired transform.
-
-    ``transform(image_bgr_uint8, label_uint8) -> sample``; without one, the raw pair.
-    """
-
-    def __init__(self, pairs: Sequence[tuple[Path, Path]], dataset: str,
-                 transform: Callable | None = None):
-        self.pairs = list(pairs)
-        self.dataset = get_spec(dataset).name
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """The raw BGR image and label of one sample; BadInput if their sizes differ."""
-        image_path, label_path = self.pairs[index]
-        image, label = read_image(image_path), read_label(label_path, self.dataset)
-        if image.shape[:2] != label.shape:
-            raise BadInput(f"label {label_path.name} is {label.shape[1]}×{label.shape[0]} but "
-                           f"image {image_path.name} is {image.shape[1]}×{image.shape[0]}")
-        return image, label
-
-    def __getitem__(self, index: int):
-        image, label = self.load(index)
-        return self.transform(image, label) if self.transform else (image, label)
+def load_pair(image_path: Path, label_path: Path, dataset: str) -> tuple[np.ndarray, np.ndarray]:
+    """The BGR image and the label map (training encoding) of one pair; BadInput if their
+    sizes differ."""
+    image, label = read_image(image_path), read_label(label_path, dataset)
+    if image.shape[:2] != label.shape:
+        raise BadInput(f"label {label_path.name} is {label.shape[1]}×{label.shape[0]} but "
+                       f"image {image_path.name} is {image.shape[1]}×{image.shape[0]}")
+    return image, label

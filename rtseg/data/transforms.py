@@ -7,54 +7,13 @@ Images stay uint8 BGR HWC (OpenCV's order): normalisation happens inside the net
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import torch
 
-
-def resize_frame(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """A BGR frame resized to (H, W), bilinear; returned as is when already that size.
-
-    The one frame resize of eval, the live pipeline and benchmarks, so their scores agree.
-    """
-    h, w = size
-    if image.shape[:2] == (h, w):
-        return image
-    return cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
-
-
-def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """A label map resized to (H, W), nearest neighbour (ids never blend)."""
-    return upsample_nearest(labels, size)
-
-
-@functools.lru_cache(maxsize=64)
-def _nearest_rows(src_h: int, dst_h: int) -> np.ndarray:
-    """Which source row each of ``dst_h`` rows copies under OpenCV's INTER_NEAREST — asked
-    of OpenCV itself (a one-column resize), so the two can never disagree."""
-    column = np.arange(src_h, dtype=np.float32).reshape(src_h, 1)
-    rows = cv2.resize(column, (1, dst_h), interpolation=cv2.INTER_NEAREST).ravel()
-    rows = rows.astype(np.intp)
-    rows.flags.writeable = False
-    return rows
-
-
-def upsample_nearest(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """``cv2.resize(image, (W, H), INTER_NEAREST)``, bit for bit, about twice as fast when
-    enlarging: OpenCV resizes the rows only, and the rows are then repeated as whole
-    contiguous blocks instead of gathered pixel by pixel. Returned as is when already (H, W).
-    """
-    h, w = size
-    src_h, src_w = image.shape[:2]
-    if (src_h, src_w) == (h, w):
-        return image
-    if h <= src_h:
-        return cv2.resize(image, (w, h), interpolation=cv2.INTER_NEAREST)
-    wide = image if src_w == w else cv2.resize(image, (w, src_h), interpolation=cv2.INTER_NEAREST)
-    return wide[_nearest_rows(src_h, h)]
+from rtseg.imageops import resize_frame, resize_nearest
 
 
 def to_tensors(image: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,7 +62,7 @@ class TrainTransform:
         h = max(1, round(self.base_size[0] * scale))
         w = max(1, round(self.base_size[1] * scale))
         image = resize_frame(image, (h, w))
-        label = resize_labels(label, (h, w))
+        label = resize_nearest(label, (h, w))
 
         ch, cw = self.crop
         pad_h, pad_w = max(ch - h, 0), max(cw - w, 0)

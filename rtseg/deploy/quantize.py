@@ -152,7 +152,7 @@ def read_calibration_frames(calib: Calibration, size: tuple[int, int] | list[int
     log = log or (lambda _msg: None)
     calib.check()
     from rtseg.pipeline.sources import open_source
-    from rtseg.pipeline.stages import preprocess
+    from rtseg.imageops import resize_frame
 
     size = (int(size[0]), int(size[1]))
     wanted = int(calib.frames)
@@ -161,7 +161,7 @@ def read_calibration_frames(calib: Calibration, size: tuple[int, int] | list[int
         # Spread the frames over the whole source: consecutive video frames are near copies.
         total = len(getattr(source, "files", ())) or int(getattr(source, "expected", 0))
         stride = max(1, total // wanted) if total else 1
-        frames = [preprocess(image, size) for image in _every(source, stride, wanted)]
+        frames = [resize_frame(image, size) for image in _every(source, stride, wanted)]
     finally:
         source.close()
     if len(frames) < MIN_FRAMES:

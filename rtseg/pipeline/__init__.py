@@ -4,9 +4,9 @@ from rtseg.pipeline.runner import Pipeline, RunConfig, run
 from rtseg.pipeline.serve import LiveServer
 from rtseg.pipeline.sinks import MaskSink, Sink, VideoSink, WindowSink
 from rtseg.pipeline.sources import Frame, ReconnectPolicy, Source, open_source
-from rtseg.pipeline.stages import Overlay, preprocess, upsample_labels
+from rtseg.pipeline.stages import Overlay
 from rtseg.pipeline.stats import format_status
 
 __all__ = ["Frame", "LiveServer", "MaskSink", "Overlay", "Pipeline", "ReconnectPolicy",
            "RunConfig", "Sink", "Source", "VideoSink", "WindowSink", "format_status",
-           "open_source", "preprocess", "run", "upsample_labels"]
+           "open_source", "run"]

@@ -1,7 +1,7 @@
 """The per-frame work of the pipeline and the thread bodies that run it.
 
-``preprocess`` and ``upsample_labels`` are the very functions ``rtseg eval`` uses
-(``rtseg.data.transforms.resize_frame`` / ``resize_labels``), so
+Frames are resized with ``rtseg.imageops.resize_frame`` and labels with ``resize_nearest``,
+the very functions ``rtseg eval`` uses, so
 live mIoU equals ``rtseg eval`` on the same frames. :class:`Overlay` draws what a viewer sees.
 
 Each ``*_loop`` is one thread: take from its input queue, work, put to its output queue,
@@ -21,16 +21,11 @@ import cv2
 import numpy as np
 
 from rtseg.backends import Backend
-from rtseg.data.transforms import resize_frame, resize_labels, upsample_nearest
+from rtseg.imageops import resize_frame, resize_nearest
 from rtseg.pipeline.queues import END, get, put
 from rtseg.pipeline.sources import Frame
 from rtseg.pipeline.stats import RunStats
 from rtseg.visualize import blend, colorize, palette_lut
-
-
-# The same resizes as ``rtseg eval`` (EvalTransform in, predict_full_size out), by name.
-preprocess = resize_frame
-upsample_labels = resize_labels
 
 
 @dataclass
@@ -58,7 +53,7 @@ class Rendered:
     @property
     def labels(self) -> np.ndarray:
         if self.full_labels is None:
-            self.full_labels = upsample_labels(self.net_labels, self.frame.image.shape[:2])
+            self.full_labels = resize_nearest(self.net_labels, self.frame.image.shape[:2])
         return self.full_labels
 
 
@@ -112,7 +107,7 @@ class Overlay:
         h, w = image.shape[:2]
         # Colouring at network size then resizing nearest gives exactly the colours of the
         # full-size label map, at a fraction of the cost.
-        colours = upsample_nearest(colorize(labels, self.lut), (h, w))
+        colours = resize_nearest(colorize(labels, self.lut), (h, w))
         out = blend(image, colours, self.alpha)
         if self.show_legend:
             legend = self._legend_patch(h, w)
@@ -165,7 +160,7 @@ def batch_loop(inp: queue.Queue, out: queue.Queue, stop: threading.Event, stats:
                 break
             frames.append(item)
         t0 = time.perf_counter()
-        inputs = np.stack([preprocess(f.image, input_size) for f in frames])
+        inputs = np.stack([resize_frame(f.image, input_size) for f in frames])
         stats.add("preprocess", time.perf_counter() - t0, len(frames))
         put(out, Batch(frames, inputs), stop)
         stats.observe_queue("batches", out.qsize())

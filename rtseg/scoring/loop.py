@@ -9,8 +9,9 @@ import numpy as np
 import torch
 
 from rtseg.backends import Backend
-from rtseg.data import EvalTransform, SegmentationDataset
-from rtseg.data.transforms import resize_labels
+from rtseg.data.torch_dataset import SegmentationDataset
+from rtseg.data.transforms import EvalTransform
+from rtseg.imageops import resize_nearest
 from rtseg.scoring.confusion import ConfusionMatrix
 
 
@@ -29,7 +30,7 @@ def eval_loader(pairs: Sequence, dataset: str, input_size: tuple[int, int], batc
 def predict_full_size(backend: Backend, frames: np.ndarray,
                       sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
     """Run the engine and bring each label map back to its original (H, W), nearest neighbour."""
-    return [resize_labels(lbl, size) for lbl, size in zip(backend.infer(frames), sizes)]
+    return [resize_nearest(lbl, size) for lbl, size in zip(backend.infer(frames), sizes)]
 
 
 def score(backend: Backend, loader, matrix: ConfusionMatrix,

@@ -22,14 +22,13 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
-from rtseg.training import distributed as ddp
 from rtseg.backends.torch_backend import TorchBackend
-from rtseg.data import (SegmentationDataset, TrainTransform, check_pair_sizes, find_pairs,
-                        get_spec, read_label)
+from rtseg.data import check_pair_sizes, find_pairs, get_spec, read_label
 from rtseg.data.classes import IMAGENET_MEAN, IMAGENET_STD, engine_metadata
 from rtseg.data.device_batches import DeviceBatches, decode_split
+from rtseg.data.torch_dataset import SegmentationDataset
+from rtseg.data.transforms import TrainTransform, seed_worker
 from rtseg.devices import amp_dtype, resolve_device
-from rtseg.data.transforms import seed_worker
 from rtseg.errors import BadInput
 from rtseg.files import write_json, write_via_temp
 from rtseg.metadata import EngineMetadata
@@ -37,6 +36,7 @@ from rtseg.scoring.confusion import ConfusionMatrix
 from rtseg.models import Segmenter, build_model, canonical_name, save_checkpoint
 from rtseg.models.registry import check_input_size
 from rtseg.scoring.loop import eval_loader, score
+from rtseg.training import distributed as ddp
 
 STATE_FILE = "train_state.pt"
 STATE_KEYS = ("net", "optimizer", "epoch", "step", "best_miou", "history")
