@@ -2,11 +2,11 @@
 
 :func:`compare` regenerates the report's model comparison with speed added: every engine is
 scored on the same frames of a labelled split in one pass (mIoU, per-class IoU, pixel
-accuracy — the very numbers ``rtseg eval`` gives, through the same resize functions and
-:class:`ConfusionMatrix`), its label maps are compared pixel by pixel with those of the first
-engine (the *reference*: give the fp32 export first and the fp16 one second, and the row of
-the fp16 engine is the FP16-vs-FP32 report), and then each engine alone is timed per batch
-size on frames of that split (:func:`rtseg.bench.time_engine`).
+accuracy — the very numbers ``rtseg eval`` gives, through its scoring loop
+:func:`rtseg.scoring.loop.score`), its label maps are compared pixel by pixel with those of
+the first engine (the *reference*: give the fp32 export first and the fp16 one second, and
+the row of the fp16 engine is the FP16-vs-FP32 report), and then each engine alone is timed
+per batch size on frames of that split (:func:`rtseg.bench.time_engine`).
 
 >>> rows = compare([open_engine("a_fp32.onnx"), open_engine("a_fp16.onnx")],
 ...                ["a_fp32.onnx", "a_fp16.onnx"], "camvid", "data/camvid")
@@ -23,12 +23,10 @@ import numpy as np
 from rtseg.backends import Backend
 from rtseg.bench import POOL, machine, on_worker, time_engine, validate
 from rtseg.data import find_pairs, get_spec, load_pair
-from rtseg.imageops import resize_frame
 from rtseg.errors import BadInput, MissingDependency
-from rtseg.scoring.evaluate import check_engine_matches
 from rtseg.files import write_via_temp
-from rtseg.scoring.confusion import ConfusionMatrix
-from rtseg.scoring.loop import predict_full_size
+from rtseg.scoring.evaluate import check_engine_matches
+from rtseg.scoring.loop import EngineScore, engine_frames, eval_batches, score
 
 Progress = Callable[[str], None]
 
@@ -39,7 +37,6 @@ def score_together(backends: Sequence[Backend], dataset: str, data_root: Path | 
     """Score every backend on the same frames: per backend the eval numbers plus
     ``pixel_agreement`` with the first backend's label maps (all pixels, ignore included).
     Returns (rows, number of images)."""
-    spec = get_spec(dataset)
     for backend in backends:
         check_engine_matches(backend, dataset)
     pairs = find_pairs(dataset, data_root, split)[:limit]
@@ -47,31 +44,20 @@ def score_together(backends: Sequence[Backend], dataset: str, data_root: Path | 
         raise BadInput(f"--data-root {data_root}: no labelled {split} images found")
     if on_progress:
         on_progress(f"scoring {len(backends)} engine(s) on {len(pairs)} {dataset} {split} images")
-    matrices = [ConfusionMatrix(spec.num_classes, spec.ignore_index) for _ in backends]
-    agreeing = np.zeros(len(backends), dtype=np.int64)
-    pixels = 0
-    for start in range(0, len(pairs), batch_size):
-        images, labels = zip(*(load_pair(*pairs[i], dataset)
-                               for i in range(start, min(start + batch_size, len(pairs)))))
-        sizes = [label.shape for label in labels]
-        reference = None
-        for k, backend in enumerate(backends):
-            frames = np.stack([resize_frame(image, backend.input_size) for image in images])
-            predictions = predict_full_size(backend, frames, sizes)
-            reference = predictions if reference is None else reference
-            for label, prediction, ref in zip(labels, predictions, reference):
-                matrices[k].update(label, prediction)
-                agreeing[k] += int(np.count_nonzero(prediction == ref))
-        pixels += sum(label.size for label in labels)
-        if on_progress:
-            on_progress(f"scored {min(start + batch_size, len(pairs))}/{len(pairs)} images")
+    engines = [EngineScore(backend, dataset) for backend in backends]
+    done = 0
+
+    def progress(count: int) -> None:
+        nonlocal done
+        done += count
+        on_progress(f"scored {done}/{len(pairs)} images")
+
+    score(engines, eval_batches(pairs, dataset, batch_size), progress if on_progress else None)
     rows = []
-    for backend, matrix, agree in zip(backends, matrices, agreeing):
-        iou = matrix.iou()
-        rows.append({"miou": matrix.miou(), "pixel_accuracy": matrix.pixel_accuracy(),
-                     "per_class_iou": {name: (None if np.isnan(v) else float(v))
-                                       for name, v in zip(backend.metadata.class_names, iou)},
-                     "pixel_agreement": float(agree) / pixels})
+    for engine in engines:
+        report = engine.report()
+        rows.append({key: report[key] for key in ("miou", "pixel_accuracy", "per_class_iou")}
+                    | {"pixel_agreement": engine.agreement()})
     return rows, len(pairs)
 
 
@@ -79,7 +65,7 @@ def split_frames(dataset: str, data_root: Path | str, split: str, input_size: tu
                  count: int = POOL) -> np.ndarray:
     """The first ``count`` images of the split, resized to ``input_size``: uint8 [N, H, W, 3]."""
     pairs = find_pairs(dataset, data_root, split)[:count]
-    return np.stack([resize_frame(load_pair(*pair, dataset)[0], input_size) for pair in pairs])
+    return engine_frames([load_pair(*pair, dataset)[0] for pair in pairs], input_size)
 
 
 def speed(backend: Backend, pool: np.ndarray, batches: Sequence[int], iters: int,
@@ -112,14 +98,14 @@ def compare(backends: Sequence[Backend], names: Sequence[str], dataset: str,
     scores, images = score_together(backends, dataset, data_root, split, limit,
                                     on_progress=say)
     rows = []
-    for name, backend, score in zip(names, backends, scores):
+    for name, backend, accuracy in zip(names, backends, scores):
         say(f"timing {name}: batches {', '.join(map(str, sorted(set(batches))))}")
         pool = split_frames(dataset, data_root, split, backend.input_size)
         meta = backend.metadata
         rows.append({"engine": str(name), "model": meta.model, "backend": backend.name,
                      "precision": backend.precision, "device": backend.device,
-                     "input_size": list(backend.input_size), **score,
-                     "miou_delta_points": 100.0 * (score["miou"] - scores[0]["miou"]),
+                     "input_size": list(backend.input_size), **accuracy,
+                     "miou_delta_points": 100.0 * (accuracy["miou"] - scores[0]["miou"]),
                      **speed(backend, pool, batches, iters, warmup)})
     return {"dataset": get_spec(dataset).name, "split": split, "images": images,
             "reference": str(names[0]), "engines": rows,

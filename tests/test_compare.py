@@ -8,34 +8,18 @@ import json
 import numpy as np
 import pytest
 
-from rtseg.backends import Backend, open_engine
+from rtseg.backends import open_engine
 from rtseg.engines import untrained_engine
 from rtseg.cli import main
 from rtseg.compare import compare, plot, to_markdown
 from rtseg.data import find_pairs, get_spec, load_pair
-from rtseg.data.classes import engine_metadata
 from rtseg.imageops import resize_frame, resize_nearest
 from rtseg.scoring.evaluate import evaluate
 
+from helpers import FakeBackend, blue_bands
+
 INPUT = (64, 96)
 LIMIT = 6
-
-
-class RuleBackend(Backend):
-    """Labels by a fixed rule of the pixels, so expected numbers can be computed by hand."""
-
-    name = "rule"
-
-    def __init__(self, rule):
-        super().__init__(engine_metadata("rule", get_spec("camvid"), INPUT), "cpu", "fp32")
-        self.rule = rule
-
-    def infer(self, frames):
-        return self.rule(frames).astype(np.uint8)
-
-
-def blue_bands(frames):
-    return frames[..., 0] // 24 % 11
 
 
 def all_sky(frames):
@@ -48,6 +32,7 @@ def engines(tmp_path_factory):
             for name, seed in (("a", 0), ("b", 1))]
 
 
+@pytest.mark.slow
 def test_scores_equal_rtseg_eval_and_the_reference_agrees_with_itself(engines, camvid_root):
     with open_engine(engines[0], "cpu") as a, open_engine(engines[0], "cpu") as a_again, \
             open_engine(engines[1], "cpu") as b:
@@ -68,8 +53,9 @@ def test_scores_equal_rtseg_eval_and_the_reference_agrees_with_itself(engines, c
 
 
 def test_agreement_is_the_fraction_of_pixels_labelled_like_the_reference(camvid_root):
-    result = compare([RuleBackend(blue_bands), RuleBackend(all_sky)], ["bands", "sky"],
-                     "camvid", camvid_root, limit=LIMIT, batches=[1], iters=1, warmup=0)
+    result = compare([FakeBackend(INPUT, rule=blue_bands), FakeBackend(INPUT, rule=all_sky)],
+                     ["bands", "sky"], "camvid", camvid_root, limit=LIMIT, batches=[1], iters=1,
+                     warmup=0)
     same = total = 0
     pairs = find_pairs("camvid", camvid_root, "val")[:LIMIT]
     for i in range(len(pairs)):
@@ -83,7 +69,7 @@ def test_agreement_is_the_fraction_of_pixels_labelled_like_the_reference(camvid_
 
 
 def test_speed_columns_follow_the_per_batch_results(camvid_root):
-    result = compare([RuleBackend(all_sky)], ["sky"], "camvid", camvid_root, limit=2,
+    result = compare([FakeBackend(INPUT, rule=all_sky)], ["sky"], "camvid", camvid_root, limit=2,
                      batches=[4, 1, 2], iters=2, warmup=0)
     row = result["engines"][0]
     assert [r["batch"] for r in row["results"]] == [1, 2, 4]
@@ -95,8 +81,9 @@ def test_speed_columns_follow_the_per_batch_results(camvid_root):
 
 
 def test_markdown_and_plot(camvid_root, tmp_path):
-    result = compare([RuleBackend(blue_bands), RuleBackend(all_sky)], ["bands.onnx", "sky.onnx"],
-                     "camvid", camvid_root, limit=2, batches=[1], iters=1, warmup=0)
+    result = compare([FakeBackend(INPUT, rule=blue_bands), FakeBackend(INPUT, rule=all_sky)],
+                     ["bands.onnx", "sky.onnx"], "camvid", camvid_root, limit=2, batches=[1],
+                     iters=1, warmup=0)
     text = to_markdown(result)
     assert "| `bands.onnx` |" in text and "| `sky.onnx` |" in text
     for name in get_spec("camvid").class_names:
@@ -106,6 +93,7 @@ def test_markdown_and_plot(camvid_root, tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
+@pytest.mark.slow
 def test_cli_compare_end_to_end(engines, camvid_root, tmp_path, capsys):
     out = tmp_path / "cmp.json"
     code = main(["bench", "--compare", str(engines[0]), str(engines[1]), "--data-root",
@@ -117,24 +105,6 @@ def test_cli_compare_end_to_end(engines, camvid_root, tmp_path, capsys):
     assert result["dataset"] == "camvid" and result["images"] == 2
     assert [r["engine"] for r in result["engines"]] == [str(e) for e in engines]
     assert (tmp_path / "cmp.png").stat().st_size > 0 and (tmp_path / "cmp.md").exists()
-
-
-@pytest.mark.parametrize("args, message", [
-    (["--compare", "{a}"], "--data-root"),
-    (["--compare", "--data-root", "{tmp}"], "needs engine files"),
-    (["{a}", "--data-root", "{tmp}"], "need --compare"),
-    (["--compare", "{a}", "--engine", "{a}", "--data-root", "{tmp}"], "--engine"),
-    (["--compare", "{tmp}/missing.onnx", "--data-root", "{tmp}"], "not found"),
-    (["--compare", "{a}", "--data-root", "{tmp}/none"], "{tmp}/none"),
-    (["--compare", "{a}", "--data-root", "{tmp}", "--plot", "{tmp}/no/dir/p.png"],
-     "does not exist"),
-    (["--engine", "{a}", "--data-root", "{tmp}"], "belongs to --compare"),
-])
-def test_cli_compare_bad_input_exits_2(args, message, engines, tmp_path, capsys):
-    argv = ["bench", *(x.format(a=engines[0], tmp=tmp_path) for x in args)]
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert message.format(tmp=tmp_path) in err and len(err.strip().splitlines()) == 1
 
 
 def test_short_names_tell_engines_apart():

@@ -33,7 +33,7 @@ def camvid_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
     images = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     pairs = []
     for image in images:
-        label = label_dir / image.name
+        label = label_dir / label_name(image.name, "camvid")
         if not label.is_file():  # a JPEG frame keeps its label as a PNG of the same stem
             label = label.with_suffix(".png")
         if not label.is_file():
@@ -42,10 +42,18 @@ def camvid_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
     return pairs
 
 
+def label_name(image_name: str, dataset: str) -> str:
+    """The label file name of an image file name (CamVid: the same; Cityscapes:
+    ``X_leftImg8bit.png`` → ``X_gtFine_labelIds.png``)."""
+    if dataset == "cityscapes":
+        stem = Path(image_name).stem
+        return stem.removesuffix("_leftImg8bit") + "_gtFine_labelIds.png"
+    return image_name
+
+
 def cityscapes_label_path(image: Path, root: Path, split: str) -> Path:
     """``leftImg8bit/split/city/X_leftImg8bit.png`` → ``gtFine/split/city/X_gtFine_labelIds.png``."""
-    stem = image.name.replace("_leftImg8bit", "_gtFine_labelIds")
-    return root / "gtFine" / split / image.parent.name / stem
+    return root / "gtFine" / split / image.parent.name / label_name(image.name, "cityscapes")
 
 
 def cityscapes_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
@@ -96,14 +104,22 @@ def png_size(path: Path) -> tuple[int, int] | None:
     return h, w
 
 
+def check_label_size(label: Path, label_hw: Sequence[int], image: Path,
+                     image_hw: Sequence[int], what: str = "image") -> None:
+    """BadInput unless a label is the size of its image; ``label_hw``, ``image_hw``: their
+    shapes, (H, W) first (a decoded array's ``shape`` will do)."""
+    (lh, lw), (ih, iw) = label_hw[:2], image_hw[:2]
+    if (lh, lw) != (ih, iw):
+        raise BadInput(f"label {label.name} is {lw}×{lh} but {what} {image.name} is {iw}×{ih}")
+
+
 def check_pair_sizes(pairs: Sequence[tuple[Path, Path]], what: str = "image") -> None:
     """BadInput for the first pair whose label size differs from its image's, read from the
     PNG headers (cheap: nothing is decoded), so a bad pair stops a run before it starts."""
     for image, label in pairs:
         image_hw, label_hw = png_size(image), png_size(label)
-        if image_hw and label_hw and image_hw != label_hw:
-            raise BadInput(f"label {label.name} is {label_hw[1]}×{label_hw[0]} but {what} "
-                           f"{image.name} is {image_hw[1]}×{image_hw[0]}")
+        if image_hw and label_hw:
+            check_label_size(label, label_hw, image, image_hw, what)
 
 
 def read_label(path: Path, dataset: str) -> np.ndarray:
@@ -120,7 +136,5 @@ def load_pair(image_path: Path, label_path: Path, dataset: str) -> tuple[np.ndar
     """The BGR image and the label map (training encoding) of one pair; BadInput if their
     sizes differ."""
     image, label = read_image(image_path), read_label(label_path, dataset)
-    if image.shape[:2] != label.shape:
-        raise BadInput(f"label {label_path.name} is {label.shape[1]}×{label.shape[0]} but "
-                       f"image {image_path.name} is {image.shape[1]}×{image.shape[0]}")
+    check_label_size(label_path, label.shape, image_path, image.shape)
     return image, label

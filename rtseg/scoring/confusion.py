@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 import numpy as np
+
+from rtseg.files import json_safe
 
 
 class ConfusionMatrix:
@@ -10,40 +14,71 @@ class ConfusionMatrix:
 
     Pixels whose truth equals ``ignore_index`` (or any id ≥ num_classes) are not counted.
     A prediction outside [0, num_classes) is a bug in the engine and raises ValueError.
+
+    Label maps may be numpy arrays or torch tensors. Tensors are counted where they live (a
+    GPU's counts stay on the GPU, nothing is copied per batch) and join ``matrix`` when it is
+    next read; a bad prediction among them raises then.
     """
 
     def __init__(self, num_classes: int, ignore_index: int | None = None):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
-        self.matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+        self._matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+        self._device_counts: Any = None  # a torch tensor of bin counts, see ``_codes``
 
-    def update(self, target: np.ndarray, prediction: np.ndarray) -> None:
-        """Add one batch of label maps (any shape, same for both)."""
-        if target.shape != prediction.shape:
-            raise ValueError(f"target {target.shape} and prediction {prediction.shape} differ")
+    def _codes(self, t, p):
+        """Bin of every pixel: ``n * truth + prediction``; ``n²`` for a pixel not scored,
+        ``n² + 1`` for a scored pixel with a prediction out of range."""
         n = self.num_classes
-        t = target.reshape(-1).astype(np.int64)
-        p = prediction.reshape(-1).astype(np.int64)
         keep = (t >= 0) & (t < n)
         if self.ignore_index is not None:
             keep &= t != self.ignore_index
-        t, p = t[keep], p[keep]
-        if p.size and (p.min() < 0 or p.max() >= n):
+        bad = keep & ((p < 0) | (p >= n))
+        return n * t + p, keep & ~bad, bad
+
+    def _add(self, counts: np.ndarray) -> None:
+        n = self.num_classes
+        if counts[n * n + 1]:
             raise ValueError(f"prediction holds class ids outside [0, {n})")
-        self.matrix += np.bincount(n * t + p, minlength=n * n).reshape(n, n)
+        self._matrix += counts[: n * n].reshape(n, n)
 
-    def merge(self, other: "ConfusionMatrix") -> None:
-        """Add another matrix of the same shape (e.g. from another rank or worker)."""
-        self.matrix += other.matrix
+    def update(self, target, prediction) -> None:
+        """Add one batch of label maps (any shape, the same for both; numpy or torch)."""
+        if tuple(target.shape) != tuple(prediction.shape):
+            raise ValueError(f"target {tuple(target.shape)} and prediction "
+                             f"{tuple(prediction.shape)} differ")
+        bins = self.num_classes ** 2 + 2
+        if isinstance(target, np.ndarray):
+            codes, good, bad = self._codes(target.reshape(-1).astype(np.int64),
+                                           np.asarray(prediction).reshape(-1).astype(np.int64))
+            codes = np.where(good, codes, np.where(bad, bins - 1, bins - 2))
+            self._add(np.bincount(codes, minlength=bins))
+            return
+        codes, good, bad = self._codes(target.reshape(-1).long(), prediction.reshape(-1).long())
+        codes = codes.where(good, bad.long() + (bins - 2))
+        counts = codes.bincount(minlength=bins)
+        if self._device_counts is not None:
+            counts += self._device_counts
+        self._device_counts = counts
 
-    def reset(self) -> None:
-        """Forget everything counted so far."""
-        self.matrix[:] = 0
+    @property
+    def matrix(self) -> np.ndarray:
+        """The int64 counts (rows: truth, cols: prediction), device counts included."""
+        if self._device_counts is not None:
+            counts, self._device_counts = self._device_counts.cpu().numpy(), None
+            self._add(counts)
+        return self._matrix
+
+    @matrix.setter
+    def matrix(self, value: np.ndarray) -> None:
+        self._device_counts = None
+        self._matrix = np.asarray(value, dtype=np.int64).reshape(self._matrix.shape)
 
     def iou(self) -> np.ndarray:
         """Per-class IoU; NaN for classes absent from both truth and prediction."""
-        tp = np.diag(self.matrix).astype(np.float64)
-        union = self.matrix.sum(axis=1) + self.matrix.sum(axis=0) - tp
+        m = self.matrix
+        tp = np.diag(m).astype(np.float64)
+        union = m.sum(axis=1) + m.sum(axis=0) - tp
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(union > 0, tp / np.maximum(union, 1), np.nan)
 
@@ -54,5 +89,17 @@ class ConfusionMatrix:
 
     def pixel_accuracy(self) -> float:
         """Correct pixels / scored pixels; NaN before any pixel was scored."""
-        total = self.matrix.sum()
-        return float(np.diag(self.matrix).sum() / total) if total else float("nan")
+        m = self.matrix
+        total = m.sum()
+        return float(np.diag(m).sum() / total) if total else float("nan")
+
+    def report(self, class_names: Sequence[str]) -> dict:
+        """``{"miou", "per_class_iou", "pixel_accuracy"}``, the scores every command reports.
+
+        ``per_class_iou`` maps each class name to its IoU, None for a class absent from truth
+        and prediction alike; ``miou`` and ``pixel_accuracy`` stay NaN when nothing was scored
+        (written as null to JSON).
+        """
+        return {"miou": self.miou(),
+                "per_class_iou": json_safe(dict(zip(class_names, map(float, self.iou())))),
+                "pixel_accuracy": self.pixel_accuracy()}

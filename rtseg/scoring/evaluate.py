@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -12,8 +12,7 @@ import numpy as np
 from rtseg.backends import Backend
 from rtseg.data import check_pair_sizes, find_pairs, get_spec
 from rtseg.errors import BadInput
-from rtseg.scoring.confusion import ConfusionMatrix
-from rtseg.scoring.loop import eval_loader, score
+from rtseg.scoring.loop import EngineScore, eval_batches, score
 from rtseg.visualize import colorize, palette_lut, side_by_side
 
 
@@ -31,6 +30,19 @@ def write_grid_png(path: Path, image_bgr: np.ndarray, truth: np.ndarray, pred: n
     """input | ground truth | prediction, coloured with the palette, as one PNG."""
     if not cv2.imwrite(str(path), side_by_side(image_bgr, colorize(truth, lut), colorize(pred, lut))):
         raise BadInput(f"cannot write {path}")
+
+
+def grid_writer(pairs: Sequence[tuple[Path, Path]], grid_dir: Path,
+                palette: Sequence[Sequence[int]]) -> Callable[[int, np.ndarray, np.ndarray], None]:
+    """``write(i, truth, pred)``: the grid PNG of ``pairs[i]``, named after its image."""
+    lut = palette_lut(palette)
+
+    def write(i: int, truth: np.ndarray, pred: np.ndarray) -> None:
+        image_path = pairs[i][0]
+        image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
+        write_grid_png(grid_dir / f"{image_path.stem}.png", image, truth, pred, lut)
+
+    return write
 
 
 def first_missing(path: Path) -> Path | None:
@@ -56,33 +68,22 @@ def evaluate(backend: Backend, dataset: str, data_root: Path | str, split: str =
     spec = get_spec(dataset)
     pairs = find_pairs(dataset, data_root, split)[:limit]
     check_pair_sizes(pairs)
-    loader = eval_loader(pairs, dataset, backend.input_size, batch_size, workers)
-    matrix = ConfusionMatrix(spec.num_classes, spec.ignore_index)
+    engine = EngineScore(backend, dataset)
 
     grid, created = None, None
     if grid_dir is not None:
         grid_dir = Path(grid_dir)
         created = first_missing(grid_dir)
         grid_dir.mkdir(parents=True, exist_ok=True)
-        lut = palette_lut(backend.metadata.palette)
-
-        def grid(i: int, truth: np.ndarray, pred: np.ndarray) -> None:
-            image_path = pairs[i][0]
-            image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
-            write_grid_png(grid_dir / f"{image_path.stem}.png", image, truth, pred, lut)
-
+        grid = grid_writer(pairs, grid_dir, backend.metadata.palette)
     try:
-        score(backend, loader, matrix, on_batch, grid)
+        score([engine], eval_batches(pairs, dataset, batch_size, workers), on_batch, grid)
     except Exception:  # not on Ctrl-C: the grids written so far are kept then
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
         raise
-    iou = matrix.iou()
     return {
-        "miou": matrix.miou(),
-        "per_class_iou": {name: (None if np.isnan(v) else float(v))
-                          for name, v in zip(backend.metadata.class_names, iou)},
-        "pixel_accuracy": matrix.pixel_accuracy(),
+        **engine.report(),
         "images": len(pairs),
         "backend": backend.name,
         "split": split,

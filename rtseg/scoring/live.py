@@ -8,26 +8,18 @@ Frames without a label (Cityscapes sequences label one frame in 30) are segmente
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
-from rtseg.data import get_spec, png_size, read_label
-from rtseg.data.datasets import IMAGE_SUFFIXES
+from rtseg.data import check_pair_sizes, get_spec, read_label
+from rtseg.data.datasets import IMAGE_SUFFIXES, check_label_size, label_name
 from rtseg.errors import BadInput
+from rtseg.files import json_safe
 from rtseg.scoring.confusion import ConfusionMatrix
-from rtseg.pipeline.sources import Frame
 
-
-def label_name(frame_name: str, dataset: str) -> str:
-    """The label file name of a frame file name (CamVid: the same; Cityscapes:
-    ``X_leftImg8bit.png`` → ``X_gtFine_labelIds.png``)."""
-    if dataset == "cityscapes":
-        stem = Path(frame_name).stem
-        if stem.endswith("_leftImg8bit"):
-            return stem[: -len("_leftImg8bit")] + "_gtFine_labelIds.png"
-        return stem + "_gtFine_labelIds.png"
-    return frame_name
+if TYPE_CHECKING:  # the pipeline imports this module, not the other way round
+    from rtseg.pipeline.frames import Frame
 
 
 def index_labels(labels_dir: Path) -> dict[str, Path]:
@@ -54,11 +46,7 @@ def check_labels(labels_dir: Path | str, frames_dir: Path | str) -> None:
         raise BadInput(f"--labels {labels_dir}: no label file name matches a frame in "
                        f"{frames_dir} (CamVid: the same name; Cityscapes: "
                        "X_gtFine_labelIds.png for X_leftImg8bit.png)")
-    for frame, label in pairs:
-        frame_hw, label_hw = png_size(frame), png_size(label)
-        if frame_hw and label_hw and frame_hw != label_hw:
-            raise BadInput(f"label {label.name} is {label_hw[1]}×{label_hw[0]} but frame "
-                           f"{frame.name} is {frame_hw[1]}×{frame_hw[0]}")
+    check_pair_sizes(pairs, "frame")
 
 
 class LiveScorer:
@@ -95,9 +83,7 @@ class LiveScorer:
         if path is None:
             return
         truth = read_label(path, self.dataset)
-        if truth.shape != prediction.shape:
-            raise BadInput(f"label {path.name} is {truth.shape[1]}×{truth.shape[0]} but frame "
-                           f"{frame.path.name} is {prediction.shape[1]}×{prediction.shape[0]}")
+        check_label_size(path, truth.shape, frame.path, prediction.shape, "frame")
         self.matrix.update(truth, prediction)
         self.scored += 1
 
@@ -105,9 +91,5 @@ class LiveScorer:
         """``miou`` (None when no frame had a label), per-class IoU and the frames scored."""
         if not self.scored:
             return {"miou": None, "per_class_iou": None, "scored_frames": 0}
-        iou, miou = self.matrix.iou(), self.matrix.miou()
-        return {"miou": None if np.isnan(miou) else miou,
-                "per_class_iou": {n: (None if np.isnan(v) else float(v))
-                                  for n, v in zip(self.class_names, iou)},
-                "pixel_accuracy": self.matrix.pixel_accuracy(),
-                "scored_frames": self.scored}
+        report = self.matrix.report(self.class_names)
+        return {**report, "miou": json_safe(report["miou"]), "scored_frames": self.scored}

@@ -1,51 +1,137 @@
-"""Scoring an engine over labelled batches — shared by ``rtseg eval`` and training's
-validation, so both count exactly the same pixels."""
+"""The scoring loop of ``rtseg eval``, training's validation and ``bench --compare``: engines
+segment labelled images, their label maps come back to each label's full size (nearest
+neighbour) and one ConfusionMatrix per engine counts the pixels — the same pixels everywhere.
+
+>>> engines = [EngineScore(a, "camvid"), EngineScore(b, "camvid")]
+>>> score(engines, eval_batches(pairs, "camvid", batch_size=4))
+>>> engines[1].report(), engines[1].agreement()  # b's scores; share of pixels labelled as a does
+"""
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import functools
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from rtseg.backends import Backend
+from rtseg.data import get_spec
 from rtseg.data.torch_dataset import SegmentationDataset
-from rtseg.data.transforms import EvalTransform
-from rtseg.imageops import resize_nearest
+from rtseg.imageops import resize_frame, resize_nearest
 from rtseg.scoring.confusion import ConfusionMatrix
 
-
-def eval_loader(pairs: Sequence, dataset: str, input_size: tuple[int, int], batch_size: int,
-                workers: int = 0) -> torch.utils.data.DataLoader:
-    """Batches of (frames resized to the input size, labels at full size, indices)."""
-    ds = SegmentationDataset(pairs, dataset, EvalTransform(tuple(input_size)))
-
-    def collate(items):
-        return torch.stack([f for f, _ in items]), [lbl for _, lbl in items]
-
-    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False,
-                                       num_workers=workers, collate_fn=collate)
+Batch = tuple[Sequence[np.ndarray], Sequence[np.ndarray]]
 
 
-def predict_full_size(backend: Backend, frames: np.ndarray,
-                      sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
-    """Run the engine and bring each label map back to its original (H, W), nearest neighbour."""
-    return [resize_nearest(lbl, size) for lbl, size in zip(backend.infer(frames), sizes)]
+def _as_tensors(items: list) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Collate without stacking (sizes may differ); tensors cross worker processes through
+    shared memory instead of pickles."""
+    return ([torch.from_numpy(image) for image, _ in items],
+            [torch.from_numpy(label) for _, label in items])
 
 
-def score(backend: Backend, loader, matrix: ConfusionMatrix,
+def eval_batches(pairs: Sequence, dataset: str, batch_size: int,
+                 workers: int = 0) -> Iterator[Batch]:
+    """Batches of (images, labels) in ``pairs`` order, decoded on ``workers`` processes: lists
+    of full-size uint8 arrays, BGR images and label maps in the training encoding."""
+    ds = SegmentationDataset(pairs, dataset)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False,
+                                         num_workers=workers, collate_fn=_as_tensors)
+    for images, labels in loader:
+        yield [i.numpy() for i in images], [lbl.numpy() for lbl in labels]
+
+
+def engine_frames(images: Sequence[np.ndarray], input_size: tuple[int, int]) -> np.ndarray:
+    """An engine's batch: the images resized to its (H, W) input, uint8 [N, H, W, 3]."""
+    return np.stack([resize_frame(image, input_size) for image in images])
+
+
+@functools.lru_cache(maxsize=64)
+def nearest_index(src: int, dst: int, axis: int) -> np.ndarray:
+    """The source row (``axis`` 0) or column (1) that each of ``dst`` positions copies when
+    ``resize_nearest`` resizes ``src`` positions to ``dst`` — asked of it, so they agree."""
+    ramp = np.arange(src, dtype=np.float32)
+    shape, size = ((src, 1), (dst, 1)) if axis == 0 else ((1, src), (1, dst))
+    return resize_nearest(ramp.reshape(shape), size).ravel().astype(np.int64)
+
+
+class EngineScore:
+    """One engine's running score: its ConfusionMatrix and how many label pixels (ignore
+    included) it labels as the reference engine of :func:`score` does.
+
+    ``on_device``: keep label maps and counts on the engine's torch device (a TorchBackend:
+    ``infer_torch``), resized there with ``resize_nearest``'s very mapping — the same counts
+    without a copy to the host per batch.
+    """
+
+    def __init__(self, backend: Backend, dataset: str, on_device: bool = False):
+        spec = get_spec(dataset)
+        self.backend = backend
+        self.matrix = ConfusionMatrix(spec.num_classes, spec.ignore_index)
+        self.on_device = on_device
+        self.agreeing = 0
+        self.pixels = 0
+        self._index: dict = {}
+
+    def _resize_on_device(self, labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        src, dev = tuple(labels.shape), labels.device
+        if src == tuple(size):
+            return labels
+        key = (src, tuple(size), dev)
+        if key not in self._index:
+            self._index[key] = [torch.from_numpy(nearest_index(s, d, axis)).to(dev)
+                                for axis, (s, d) in enumerate(zip(src, size))]
+        rows, cols = self._index[key]
+        return labels.index_select(0, rows).index_select(1, cols)
+
+    def predict(self, images: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]]) -> list:
+        """The engine's label maps of ``images``, each resized (nearest) to its (H, W) in
+        ``sizes``: numpy arrays, or tensors on the device when ``on_device``."""
+        frames = engine_frames(images, self.backend.input_size)
+        if not self.on_device:
+            labels = self.backend.infer(frames)
+            return [resize_nearest(lbl, size) for lbl, size in zip(labels, sizes)]
+        labels = self.backend.infer_torch(torch.from_numpy(frames))
+        return [self._resize_on_device(lbl, size) for lbl, size in zip(labels, sizes)]
+
+    def add(self, labels: Sequence[np.ndarray], predictions: Sequence,
+            reference: Sequence) -> None:
+        """Count one batch: truth ``labels``, this engine's ``predictions`` and the reference
+        engine's (of the same kind: numpy, or tensors on one device)."""
+        for label, prediction, ref in zip(labels, predictions, reference):
+            self.pixels += label.size
+            if self.on_device:
+                label = torch.from_numpy(label).to(prediction.device)
+            self.matrix.update(label, prediction)
+            self.agreeing = self.agreeing + (prediction == ref).sum()
+
+    def agreement(self) -> float:
+        """Share of the pixels labelled as the reference engine labels them."""
+        return float(self.agreeing) / self.pixels
+
+    def report(self) -> dict:
+        """``{"miou", "per_class_iou", "pixel_accuracy"}`` under the engine's class names."""
+        return self.matrix.report(self.backend.metadata.class_names)
+
+
+def score(engines: Sequence[EngineScore], batches: Iterable[Batch],
           on_batch: Callable[[int], None] | None = None,
-          grid: Callable[[int, np.ndarray, np.ndarray], None] | None = None) -> ConfusionMatrix:
-    """Accumulate predictions of ``backend`` over ``loader`` into ``matrix``."""
+          on_image: Callable[[int, np.ndarray, np.ndarray], None] | None = None) -> None:
+    """Every engine segments each batch of full-size (images, labels) and counts it; the first
+    engine is the reference of the others' agreement. ``on_batch(n)`` after each batch of
+    ``n``; ``on_image(index, label, prediction)`` with the first engine's label map."""
     seen = 0
-    for frames, labels in loader:
-        preds = predict_full_size(backend, frames.numpy(), [lbl.shape for lbl in labels])
-        for lbl, pred in zip(labels, preds):
-            truth = lbl.numpy()
-            matrix.update(truth, pred)
-            if grid is not None:
-                grid(seen, truth, pred)
-            seen += 1
+    for images, labels in batches:
+        sizes = [label.shape for label in labels]
+        reference = None
+        for engine in engines:
+            predictions = engine.predict(images, sizes)
+            reference = predictions if reference is None else reference
+            engine.add(labels, predictions, reference)
+        if on_image is not None:
+            for index, (label, prediction) in enumerate(zip(labels, reference), seen):
+                on_image(index, label, prediction)
+        seen += len(labels)
         if on_batch:
             on_batch(len(labels))
-    return matrix
