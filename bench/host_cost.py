@@ -4,7 +4,7 @@ of colours to the frame and the blend (the overlay, with legend and HUD), and th
 upsampling that masks and live scoring add.
 
 Each step is the pipeline's own function (``rtseg.imageops.resize_frame``, ``Overlay.render``,
-``rtseg.pipeline.stages.resize_nearest``), timed on a real dashcam frame scaled to 1080p with
+``rtseg.imageops.resize_nearest``), timed on a real dashcam frame scaled to 1080p with
 real labels (the bundled model's prediction, resized to each network size), OpenCV limited to
 one thread; medians of ``--iters`` calls. Target (issue 5): total ≤ 3 ms.
 

@@ -32,7 +32,6 @@ import pytest
 import rtseg.pipeline
 from rtseg.backends import open_engine
 from rtseg.backends.torch_backend import TorchBackend
-from rtseg.engines import untrained_engine
 from rtseg.cli import main
 from rtseg.pipeline import sinks
 from rtseg.pipeline.sinks import VideoSink
@@ -47,12 +46,6 @@ CONTRACT_KEYS = {"frames", "seconds", "fps", "dropped", "backend", "miou", "stag
 
 # Every pipeline thread must be joined by the time a run returns or raises.
 pytestmark = pytest.mark.usefixtures("no_thread_outlives_a_test")
-
-
-@pytest.fixture(scope="module")
-def engine_path(tmp_path_factory) -> Path:
-    """A tiny untrained, seeded engine (64×96): fast on a CPU."""
-    return untrained_engine("unet_resnet18", (64, 96), tmp_path_factory.mktemp("engine"))
 
 
 def run_cli(args: list, capfd) -> tuple[int, list[str]]:
@@ -145,6 +138,7 @@ class BreakingSource(Source):
         self.video.close()
 
 
+@pytest.mark.slow
 def test_a_source_raising_mid_run_exits_1_with_outputs_kept(dashcam_clip, engine_path,
                                                             tmp_path, capfd, monkeypatch):
     monkeypatch.setattr(rtseg.pipeline, "open_source",
@@ -177,6 +171,7 @@ def fill_disk_after(monkeypatch, writes: int) -> None:
     monkeypatch.setattr(sinks, "save_bytes", save)
 
 
+@pytest.mark.slow
 def test_disk_full_for_masks_exits_1_and_keeps_the_video_and_json(dashcam_clip, engine_path,
                                                                    tmp_path, capfd,
                                                                    monkeypatch):
@@ -231,6 +226,7 @@ def fill_disk_for_video(monkeypatch, **filling) -> None:
                         lambda path: usage._replace(used=usage.total, free=0))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("filling, frames", [({"frames": 15}, 15),
                                              ({"truncate": True}, 40)])
 def test_disk_full_for_the_video_leaves_no_video_and_exits_1(filling, frames, dashcam_clip,
@@ -263,6 +259,7 @@ def tiny_fs(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("on_tiny", ["masks", "video", "both"])
 def test_a_real_full_disk_exits_1_and_leaves_nothing_half_written(on_tiny, dashcam_clip,
                                                                   engine_path, tiny_fs,
@@ -321,6 +318,7 @@ def load_soak():
     return module
 
 
+@pytest.mark.slow
 def test_soak_report_structure_and_bounded_queues(dashcam_clip, engine_path, tmp_path):
     soak = load_soak()
     with open_engine(engine_path, "cpu") as backend:

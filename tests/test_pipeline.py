@@ -3,9 +3,11 @@ drain at the end, Ctrl-C, failures, slow sinks and fast live sources — with fa
 
 from __future__ import annotations
 
+import ast
 import itertools
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -17,44 +19,26 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 
-from rtseg.backends import Backend, open_engine
+from rtseg.backends import open_engine
 from rtseg.cli import main
 from rtseg.engines import NO_BUNDLED, default_engine
-from rtseg.data import get_spec
-from rtseg.data.classes import IMAGENET_MEAN, IMAGENET_STD
 from rtseg.errors import BadInput, MissingDependency, StageError
 from rtseg.scoring.evaluate import evaluate
-from rtseg.metadata import EngineMetadata
-from rtseg.models import Segmenter, build_model, save_checkpoint
-from rtseg.pipeline import MaskSink, Overlay, Pipeline, RunConfig, Sink, Source, run
+import rtseg.pipeline
+from rtseg.pipeline import MaskSink, Overlay, Pipeline, RunConfig, Sink, Source, run, runner
+from rtseg.pipeline.queues import END
 from rtseg.pipeline.sinks import check_display
+from rtseg.pipeline.stages import Outlet, gather, run_stage
+from rtseg.pipeline.stats import RunStats
 from rtseg.imageops import resize_frame, resize_nearest
 from rtseg.visualize import colorize, palette_lut
 
-INPUT = [64, 96]
+from helpers import FakeBackend, engine_meta
+
 CONTRACT_KEYS = {"frames", "seconds", "fps", "dropped", "backend", "miou", "stage_ms",
                  "latency_ms"}
 STAGES = {"capture", "preprocess", "infer", "overlay", "write"}
-
-
-def camvid_metadata(input_size=INPUT, model="unet_resnet18", dataset="camvid") -> EngineMetadata:
-    spec = get_spec(dataset)
-    return EngineMetadata(model=model, num_classes=spec.num_classes,
-                          class_names=list(spec.class_names),
-                          palette=[list(c) for c in spec.palette], ignore_index=spec.ignore_index,
-                          input_size=list(input_size), dataset=spec.name,
-                          mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD))
-
-
-@pytest.fixture(scope="session")
-def engine_path(tmp_path_factory) -> Path:
-    """An untrained but deterministic CamVid engine (seeded init), 64×96 input."""
-    torch.manual_seed(0)
-    meta = camvid_metadata()
-    segmenter = Segmenter(build_model(meta.model, meta.num_classes), meta.mean, meta.std)
-    return save_checkpoint(tmp_path_factory.mktemp("engine") / "tiny.safetensors", segmenter, meta)
 
 
 @pytest.fixture(scope="session")
@@ -68,23 +52,6 @@ pytestmark = pytest.mark.usefixtures("no_thread_outlives_a_test")
 
 
 # --- fakes ----------------------------------------------------------------------------------
-
-class FakeBackend(Backend):
-    """Labels from the blue channel; optionally slow, optionally failing on batch N."""
-
-    name = "fake"
-
-    def __init__(self, delay: float = 0.0, fail_on: int | None = None, dataset: str = "camvid"):
-        super().__init__(camvid_metadata([16, 24], dataset=dataset), "cpu", "fp32")
-        self.delay, self.fail_on, self.calls = delay, fail_on, 0
-
-    def infer(self, frames):
-        self.calls += 1
-        if self.fail_on is not None and self.calls >= self.fail_on:
-            raise RuntimeError("boom in the engine")
-        time.sleep(self.delay)
-        return (frames[..., 0] // 24 % self.metadata.num_classes).astype(np.uint8)
-
 
 class FakeSource(Source):
     """``n`` synthetic 48×64 frames, numbered in their pixels; counts the images alive."""
@@ -153,6 +120,7 @@ def in_frames(bounds: dict, batch: int) -> int:
 
 # --- real data, end to end ------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_dashcam_overlay_video_holds_every_frame_in_order(dashcam_clip, backend, tmp_path):
     out = tmp_path / "overlay.mp4"
     result = run(dashcam_clip, backend, output=out, batch=4, status_interval=0.2)
@@ -197,6 +165,7 @@ def camvid_clip(camvid_root, tmp_path):
     return root
 
 
+@pytest.mark.slow
 def test_live_miou_equals_eval_and_masks_are_the_engines_labels(camvid_clip, backend, tmp_path):
     masks = tmp_path / "masks"
     result = run(camvid_clip / "frames", backend, labels=camvid_clip / "valannot",
@@ -216,6 +185,7 @@ def test_live_miou_equals_eval_and_masks_are_the_engines_labels(camvid_clip, bac
         np.testing.assert_array_equal(mask, resize_nearest(lbl, frame.shape[:2]))
 
 
+@pytest.mark.slow
 def test_ctrl_c_exits_130_with_finalised_json_and_video(dashcam_clip, engine_path, tmp_path):
     out, report = tmp_path / "o.mp4", tmp_path / "run.json"
     partial = tmp_path / ".o.partial.mp4"
@@ -361,6 +331,64 @@ def test_max_frames_and_status_callback():
     assert snapshots and set(snapshots[-1]) >= {"fps", "stage_ms", "queues", "dropped"}
 
 
+class StuckSource(FakeSource):
+    """A live source whose read after ``n`` frames hangs, deaf to the stop event, until
+    ``release`` is set (a camera driver that never returns)."""
+
+    def __init__(self, n: int):
+        super().__init__(n, live=True)
+        self.stuck, self.release = threading.Event(), threading.Event()
+
+    def read(self, stop):
+        if self.produced == self.n:
+            self.stuck.set()
+            self.release.wait()
+            return None
+        return super().read(stop)
+
+
+@pytest.mark.parametrize("how", ["a failing status callback", "Ctrl-C twice"])
+def test_a_capture_stuck_in_a_read_cannot_hang_the_run(how, monkeypatch):
+    monkeypatch.setattr(runner, "CAPTURE_JOIN_S", 0.2)
+    source = StuckSource(5)
+
+    def on_status(_snapshot):
+        if source.stuck.is_set():
+            if how == "a failing status callback":
+                raise ValueError("the status line broke")
+            pipeline.interrupt()
+
+    pipeline = Pipeline(source, FakeBackend(), RunConfig(status_interval=0.01),
+                        on_status=on_status)
+    t0 = time.monotonic()
+    try:
+        if how == "a failing status callback":
+            with pytest.raises(ValueError, match="status line broke"):
+                pipeline.run()
+        else:
+            assert pipeline.run()["ended_by"] == "interrupted"
+        assert time.monotonic() - t0 < 10
+    finally:
+        source.release.set()
+        for t in threading.enumerate():
+            if t.name == "rtseg-capture":
+                t.join(10)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"alpha": 7}, "--alpha 7 must be between 0 and 1"),
+    ({"max_frames": 0}, "--max-frames 0 must be at least 1"),
+    ({"batch": 0}, "--batch and the queue size must be at least 1"),
+    ({"queue_size": 0}, "--batch and the queue size must be at least 1"),
+    ({"fps": -2.5}, "--fps -2.5 must be positive"),
+])
+def test_bad_options_fail_before_the_source_or_the_engine_is_opened(options, message, tmp_path):
+    with pytest.raises(BadInput, match=message):
+        RunConfig(**options)
+    with pytest.raises(BadInput, match=message):  # not "source not found", nor the engine's
+        run(tmp_path / "missing.mp4", tmp_path / "missing.safetensors", **options)
+
+
 def test_cityscapes_frames_are_scored_against_their_label_ids(cityscapes_sample, tmp_path):
     from rtseg.data import read_label
     from rtseg.scoring.confusion import ConfusionMatrix
@@ -385,11 +413,63 @@ def test_overlay_colours_equal_colouring_full_size_labels():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 12, (16, 24), dtype=np.uint8)
     frame = rng.integers(0, 256, (45, 70, 3), dtype=np.uint8)
-    meta = camvid_metadata()
+    meta = engine_meta()
     overlay = Overlay(meta.palette, meta.class_names, alpha=1.0, legend=False)
     full = resize_nearest(labels, frame.shape[:2])
     np.testing.assert_array_equal(overlay.render(frame, labels),
                                   colorize(full, palette_lut(meta.palette)))
+
+
+def test_run_stage_times_each_result_hands_it_on_and_ends_with_end():
+    stats, stop, out = RunStats(), threading.Event(), queue.Queue()
+
+    def work(n):
+        return END if n == 3 else [n] * n
+
+    run_stage("infer", [1, 2, 3, 4], work, Outlet(out, "labels", stop, stats), stats)
+    assert [out.get_nowait() for _ in range(3)] == [[1], [2, 2], END] and out.empty()
+    assert stats.stage_ms()["infer"] is not None and stats.stage_ms()["overlay"] is None
+    assert stats.queue_max == {"labels": 2}
+
+
+def test_gather_fills_batches_from_files_and_never_waits_on_a_live_source():
+    stop, q = threading.Event(), queue.Queue()
+    for item in [0, 1, 2, 3, 4, END]:
+        q.put(item)
+    assert list(gather(q, stop, 2, live=False)) == [[0, 1], [2, 3], [4]]
+    for item in [0, 1, 2]:
+        q.put(item)
+    batches = gather(q, stop, 4, live=True)
+    assert next(batches) == [0, 1, 2]  # what was waiting, not a full batch of 4
+    q.put(3)
+    q.put(END)
+    assert list(batches) == [[3]]
+
+
+def test_importing_the_pipeline_does_not_import_torch():
+    code = ("import rtseg.pipeline, sys; "
+            "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_pipeline_modules_import_one_way():
+    """No import cycle inside rtseg.pipeline, type-checking-only imports included."""
+    package = Path(rtseg.pipeline.__file__).parent
+    graph = {path.stem: {node.module.rpartition(".")[2]
+                         for node in ast.walk(ast.parse(path.read_text()))
+                         if isinstance(node, ast.ImportFrom)
+                         and (node.module or "").startswith("rtseg.pipeline.")}
+             for path in package.glob("*.py") if path.stem != "__init__"}
+
+    def visit(chain):
+        for module in graph.get(chain[-1], ()):
+            assert module not in chain, " → ".join([*chain, module])
+            visit([*chain, module])
+
+    for module in graph:
+        visit([module])
 
 
 def test_mask_names_never_leave_the_directory(tmp_path):
@@ -425,29 +505,6 @@ def test_show_without_a_display_is_a_missing_dependency():
         pytest.skip("this machine has a display and a GUI-enabled OpenCV")
 
 
-@pytest.fixture()
-def fake_clip(tmp_path):
-    clip = tmp_path / "clip.mp4"
-    clip.write_bytes(b"not decoded: the flags are checked first")
-    return clip
-
-
-@pytest.mark.parametrize("args, message", [
-    (["--source", "{tmp}/missing.mp4"], "no such file"),
-    (["--source", "{clip}", "--alpha", "7"], "--alpha"),
-    (["--source", "{clip}", "--max-frames", "0"], "--max-frames"),
-    (["--source", "{clip}", "--labels", "{tmp}"], "directory of frames"),
-    (["--source", "{clip}", "--output", "{tmp}/no/such/dir/o.mp4"], "does not exist"),
-    (["--source", "{clip}", "--json", "{tmp}/no/such/dir/r.json"], "does not exist"),
-    (["--source", "{clip}", "--engine", "{tmp}/missing.safetensors"], "not found"),
-])
-def test_cli_bad_input_exits_2(args, message, fake_clip, tmp_path, capsys):
-    argv = ["run", *(a.format(tmp=tmp_path, clip=fake_clip) for a in args)]
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert message in err and len(err.strip().splitlines()) == 1
-
-
 def test_default_engine_is_found_outside_an_editable_install(tmp_path, monkeypatch):
     monkeypatch.setattr("rtseg.engines.ENGINES_DIR", tmp_path / "site-packages-has-none")
     monkeypatch.delenv("RTSEG_ENGINES", raising=False)
@@ -463,6 +520,7 @@ def test_default_engine_is_found_outside_an_editable_install(tmp_path, monkeypat
     assert default_engine() == tmp_path / "elsewhere" / "n.safetensors"
 
 
+@pytest.mark.slow
 def test_ctrl_c_as_the_run_ends_still_writes_the_json(dashcam_clip, engine_path, tmp_path,
                                                       monkeypatch, capsys):
     """A press that lands while the outputs are being finalised (here: as the video closes)

@@ -129,7 +129,6 @@ def run_(
 
     config = RunConfig(labels=labels, output=output, masks=masks, show=show, alpha=alpha,
                        max_frames=max_frames, batch=batch, fps=fps, hud=hud)
-    config.validate()
     _check_paths(source, labels, output, masks, json_path, show, serve is not None)
     _check_serve_flags(serve, serve_token, serve_linger)
     engine = engine if engine is not None else default_engine()
@@ -152,7 +151,7 @@ def _run(source: str, engine: Path, config, json_path: Optional[Path], device: D
     """Open the engine and the source, run, write the JSON: (interrupted, run JSON)."""
     from rtseg.backends import open_engine
     from rtseg.pipeline import Pipeline, open_source
-    from rtseg.pipeline.runner import forward_sigint
+    from rtseg.pipeline.signals import forward_sigint
 
     quiet_opencv()
     with open_engine(engine, device.value, precision.value) as backend:
@@ -211,7 +210,7 @@ def _linger(server, result: dict, seconds: Optional[float], status: StatusLine) 
     exits 0."""
     import threading
 
-    from rtseg.pipeline.runner import forward_sigint
+    from rtseg.pipeline.signals import forward_sigint
 
     until = "Ctrl-C" if seconds is None else f"{seconds:g} s"
     pressed = threading.Event()

@@ -1,10 +1,12 @@
 """The live pipeline behind ``rtseg run``: sources, stages, sinks and the threaded runner."""
 
-from rtseg.pipeline.runner import Pipeline, RunConfig, run
+from rtseg.pipeline.config import RunConfig
+from rtseg.pipeline.frames import Frame
+from rtseg.pipeline.overlay import Overlay
+from rtseg.pipeline.runner import Pipeline, run
 from rtseg.pipeline.serve import LiveServer
 from rtseg.pipeline.sinks import MaskSink, Sink, VideoSink, WindowSink
-from rtseg.pipeline.sources import Frame, ReconnectPolicy, Source, open_source
-from rtseg.pipeline.stages import Overlay
+from rtseg.pipeline.sources import ReconnectPolicy, Source, open_source
 from rtseg.pipeline.stats import format_status
 
 __all__ = ["Frame", "LiveServer", "MaskSink", "Overlay", "Pipeline", "ReconnectPolicy",

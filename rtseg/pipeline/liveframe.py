@@ -15,8 +15,8 @@ from typing import Optional
 import cv2
 import numpy as np
 
+from rtseg.pipeline.frames import Rendered
 from rtseg.pipeline.sinks import Sink
-from rtseg.pipeline.stages import Rendered
 
 JPEG_QUALITY = 80
 MAX_STREAM_FPS = 30.0  # more is wasted on a browser, and would cost a core on a fast GPU run

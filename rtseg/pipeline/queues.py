@@ -77,3 +77,18 @@ def drain(q: queue.Queue) -> None:
             q.get_nowait()
         except queue.Empty:
             return
+
+
+def stage_queues(batch: int, size: int, live: bool) -> dict[str, queue.Queue]:
+    """The queues between the stages, in pipeline order: ``capture`` (frames, to preprocess),
+    ``batches`` (to infer), ``labels`` (to overlay), ``rendered`` (to write).
+
+    Each holds ``size`` batches of ``batch`` frames; for a live source, ``capture`` holds one
+    batch and ``batches`` one (one batch waiting for the engine at most: freshness over depth).
+    """
+    return {
+        "capture": queue.Queue(maxsize=batch if live else batch * size),
+        "batches": queue.Queue(maxsize=1 if live else size),
+        "labels": queue.Queue(maxsize=size),
+        "rendered": queue.Queue(maxsize=size),
+    }

@@ -1,84 +1,56 @@
 """The live pipeline: capture → preprocess → infer → overlay → write, one thread per stage.
 
-Stages are joined by bounded ``queue.Queue``s, so a slow stage back-pressures the ones
-before it instead of growing memory (live sources drop their oldest frame instead, see
-``sources``). Two events steer shutdown:
+Every stage thread runs :func:`~rtseg.pipeline.stages.run_stage`. Stages are joined by
+bounded ``queue.Queue``s, so a slow stage back-pressures the ones before it instead of
+growing memory (live sources drop their oldest frame instead). Two events steer shutdown:
 
-* ``stop_capture`` — end of input requested (Ctrl-C, ``--max-frames``, a closed window):
-  capture sends END, and every frame already captured is finished and written;
+* ``stop_capture`` — end of input requested (Ctrl-C, a closed window): capture sends END,
+  and every frame already captured is finished and written;
 * ``stop`` — hard stop (a stage failed, or a second Ctrl-C): every stage returns within
-  ``queues.POLL_S``.
+  ``queues.POLL_S`` once its current engine call or sink write is done.
 
 The main thread only waits, reports status and turns Ctrl-C into ``stop_capture``. Every
-thread is joined before :meth:`Pipeline.run` returns or raises; the writer thread closes the
+stage thread is joined before :meth:`Pipeline.run` returns or raises (capture for
+``CAPTURE_JOIN_S`` at most: a camera read can block for ever); the write stage closes the
 sinks on its way out, so the mp4 is finalised however the run ends.
 """
 
 from __future__ import annotations
 
-import contextlib
-import queue
-import signal
 import threading
-from dataclasses import dataclass, field
+from functools import partial
+from itertools import chain
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from rtseg.backends import Backend, open_engine
 from rtseg.errors import BadInput, RtsegError, StageError
-from rtseg.pipeline.queues import Stopped, drain
-from rtseg.scoring.live import LiveScorer
-from rtseg.pipeline.sinks import MaskSink, Sink, VideoSink, WindowSink, close_all, write_loop
-from rtseg.pipeline.sources import ReconnectPolicy, Source, capture_loop, open_source
-from rtseg.pipeline.stages import Overlay, batch_loop, infer_loop, overlay_loop
+from rtseg.pipeline.config import RunConfig
+from rtseg.pipeline.overlay import Overlay
+from rtseg.pipeline.queues import Stopped, drain, stage_queues
+from rtseg.pipeline.serve import LiveServer
+from rtseg.pipeline.signals import start_all
+from rtseg.pipeline.sinks import MaskSink, Sink, VideoSink, WindowSink, close_all
+from rtseg.pipeline.sources import Source, open_source
+from rtseg.pipeline.stages import (Outlet, Written, capture, frame_numbers, gather, infer, one,
+                                   preprocess, queue_items, render, run_stage, write)
 from rtseg.pipeline.stats import RunStats
-
-if TYPE_CHECKING:
-    from rtseg.pipeline.serve import LiveServer
+from rtseg.scoring.live import LiveScorer
 
 StatusCallback = Callable[[dict], None]
 MessageCallback = Callable[[str], None]
-
-
-@dataclass
-class RunConfig:
-    """Everything ``rtseg run`` can be asked, except the source and the engine."""
-
-    labels: Optional[Path] = None  # label PNGs for live mIoU (frame directories only)
-    output: Optional[Path] = None  # overlay video (.mp4, fourcc mp4v, the source's fps)
-    masks: Optional[Path] = None  # class-id PNGs
-    show: bool = False  # an OpenCV window
-    alpha: float = 0.5  # weight of the class colours in the overlay
-    max_frames: Optional[int] = None  # stop after reading this many frames
-    batch: int = 1  # frames per inference call
-    queue_size: int = 2  # bound of the queues between stages, in batches (jitter absorbers)
-    legend: bool = True
-    hud: bool = True
-    fps: Optional[float] = None  # rate of a frame directory (default 25)
-    status_interval: float = 0.5  # seconds between ``on_status`` calls
-    reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
-
-    def validate(self) -> None:
-        if not 0.0 <= self.alpha <= 1.0:
-            raise BadInput(f"--alpha {self.alpha:g} must be between 0 and 1")
-        if self.max_frames is not None and self.max_frames < 1:
-            raise BadInput(f"--max-frames {self.max_frames} must be at least 1")
-        if self.batch < 1 or self.queue_size < 1:
-            raise BadInput("--batch and the queue size must be at least 1")
-        if self.fps is not None and self.fps <= 0:
-            raise BadInput(f"--fps {self.fps:g} must be positive")
+CAPTURE_JOIN_S = 5.0  # how long a stopped run waits for capture to leave a blocking read
 
 
 class Pipeline:
     """One run of the live pipeline over ``source`` with ``backend``.
 
     Takes ownership of ``source`` (closed when capture ends, or here if the pipeline cannot
-    be set up). ``sinks`` are extra sinks
-    after the ones the config asks for. ``on_status(snapshot)`` is called from the calling
-    thread every ``status_interval`` seconds; ``on_message(text)`` gets warnings (stream
-    reconnects, Ctrl-C) from any thread. ``server``: a
-    :class:`~rtseg.pipeline.serve.LiveServer` that shows this run live (it outlives the run,
-    showing the last frame and the final numbers: its owner closes it).
+    be set up). ``sinks`` are extra sinks after the ones the config asks for.
+    ``on_status(snapshot)`` is called from the calling thread every ``status_interval``
+    seconds; ``on_message(text)`` gets warnings (stream reconnects, Ctrl-C) from any thread.
+    ``server``: a :class:`~rtseg.pipeline.serve.LiveServer` that shows this run live (it
+    outlives the run, showing the last frame and the final numbers: its owner closes it).
 
     >>> result = Pipeline(open_source("drive.mp4"), backend, RunConfig(output=Path("o.mp4"))).run()
     """
@@ -86,7 +58,7 @@ class Pipeline:
     def __init__(self, source: Source, backend: Backend, config: RunConfig | None = None,
                  sinks: Sequence[Sink] = (), on_status: StatusCallback | None = None,
                  on_message: MessageCallback | None = None,
-                 server: Optional["LiveServer"] = None):
+                 server: Optional[LiveServer] = None):
         self.config = config = config or RunConfig()
         self.source, self.backend = source, backend
         self.on_status, self.on_message = on_status, on_message or (lambda _m: None)
@@ -96,35 +68,36 @@ class Pipeline:
         self._presses = 0
         self._error: Optional[tuple[str, BaseException]] = None
         self._lock = threading.Lock()
-        self.sinks: list[Sink] = []
-        try:
-            config.validate()
-            self.scorer = self._scorer()
-            if server is not None:  # first: viewers see a frame before the file I/O
-                self.sinks.append(server.sink())
-            if config.show:
-                self.sinks.append(WindowSink())
-            if config.masks is not None:
-                self.sinks.append(MaskSink(config.masks))
-            if config.output is not None:
-                self.sinks.append(VideoSink(config.output, source.fps, source.size))
-            self.sinks.extend(sinks)
-        except BaseException:
-            close_all(self.sinks)
-            source.close()
-            raise
-        n, size = config.batch, config.queue_size
-        # Live sources: one batch waiting for the engine at most (freshness over depth).
-        self.queues = {
-            "capture": queue.Queue(maxsize=n if source.live else n * size),
-            "batches": queue.Queue(maxsize=1 if source.live else size),
-            "labels": queue.Queue(maxsize=size),
-            "rendered": queue.Queue(maxsize=size),
-        }
-        self.overlay = Overlay(backend.metadata.palette, backend.metadata.class_names,
-                               config.alpha, config.legend, config.hud)
+        self.scorer, self.sinks = self._outputs(server, sinks)
+        self.queues = stage_queues(config.batch, config.queue_size, source.live)
+        meta = backend.metadata
+        self.overlay = Overlay(meta.palette, meta.class_names, config.alpha, config.legend,
+                               config.hud)
         if server is not None:
             server.watch(self)
+
+    # -- set-up ------------------------------------------------------------------------------
+    def _outputs(self, server: Optional[LiveServer],
+                 extra: Sequence[Sink]) -> tuple[Optional[LiveScorer], list[Sink]]:
+        """The scorer and the sinks: the live page's first (viewers see a frame before the
+        file I/O), then those the config asks for, then ``extra``. If one cannot be opened,
+        the sinks opened so far and the source are closed."""
+        config, sinks = self.config, []
+        try:
+            scorer = self._scorer()
+            if server is not None:
+                sinks.append(server.sink())
+            if config.show:
+                sinks.append(WindowSink())
+            if config.masks is not None:
+                sinks.append(MaskSink(config.masks))
+            if config.output is not None:
+                sinks.append(VideoSink(config.output, self.source.fps, self.source.size))
+        except BaseException:
+            close_all(sinks)
+            self.source.close()
+            raise
+        return scorer, sinks + list(extra)
 
     def _scorer(self) -> Optional[LiveScorer]:
         labels = self.config.labels
@@ -136,11 +109,53 @@ class Pipeline:
         meta = self.backend.metadata
         return LiveScorer(labels, meta.dataset, meta.num_classes)
 
-    def queue_depths(self) -> dict[str, int]:
-        return {name: q.qsize() for name, q in self.queues.items()}
+    def _stages(self) -> dict[str, dict]:
+        """Each stage's :func:`run_stage` arguments (besides its name and the stats), in
+        pipeline order."""
+        q, stats, stop, live = self.queues, self.stats, self.stop, self.source.live
 
-    def _guard(self, name: str, body: Callable[[], None]) -> Callable[[], None]:
-        """A thread body that records the first failure and stops every stage."""
+        def outlet(name: str, latest: bool = False) -> Outlet:
+            return Outlet(q[name], name, stop, stats, latest)
+
+        return {
+            "capture": dict(items=frame_numbers(self.stop_capture, stats, self.config.max_frames),
+                            work=capture(self.source, self.stop_capture, stats),
+                            out=outlet("capture", latest=live), count=one),
+            "preprocess": dict(items=gather(q["capture"], stop, self.config.batch, live),
+                               work=preprocess(self.backend.input_size), out=outlet("batches")),
+            "infer": dict(items=queue_items(q["batches"], stop), work=infer(self.backend),
+                          out=outlet("labels")),
+            "overlay": dict(items=queue_items(q["labels"], stop),
+                            work=render(self.overlay, stats, self.scorer), out=outlet("rendered")),
+            "write": dict(items=chain.from_iterable(queue_items(q["rendered"], stop)),
+                          work=write(self.sinks, self.stop_capture), out=Written(stats),
+                          count=one),
+        }
+
+    def _threads(self) -> list[threading.Thread]:
+        """One thread per stage, not started; capture closes the source and write the sinks
+        on their way out."""
+        closers = {"capture": self.source.close, "write": self._close_sinks}
+        threads = []
+        for name, args in self._stages().items():
+            body = partial(run_stage, name, stats=self.stats, **args)
+            # Capture may sit in a camera's blocking read that nothing can interrupt: as a
+            # daemon it cannot keep the process alive after the run has given up on it.
+            threads.append(threading.Thread(target=self._guard(name, body, closers.get(name)),
+                                            name=f"rtseg-{name}", daemon=name == "capture"))
+        return threads
+
+    def _close_sinks(self) -> None:
+        """Close every sink, then raise the first failure of one (if any)."""
+        failure = close_all(self.sinks)
+        if failure is not None:
+            raise failure
+
+    # -- the stage threads' side -------------------------------------------------------------
+    def _guard(self, name: str, body: Callable[[], None],
+               close: Optional[Callable[[], None]] = None) -> Callable[[], None]:
+        """A thread body that records the first failure and stops every stage; ``close``
+        runs however ``body`` ends (its failure counts as the stage's)."""
         def run() -> None:
             try:
                 body()
@@ -149,10 +164,11 @@ class Pipeline:
             except BaseException as exc:  # noqa: BLE001 — re-raised in the caller
                 self._fail(name, exc)
             finally:
-                if name == "write":
-                    failure = close_all(self.sinks)
-                    if failure is not None:
-                        self._fail("write", failure)
+                if close is not None:
+                    try:
+                        close()
+                    except BaseException as exc:  # noqa: BLE001 — as above
+                        self._fail(name, exc)
         return run
 
     def _fail(self, stage: str, exc: BaseException) -> None:
@@ -162,32 +178,16 @@ class Pipeline:
         self.stop_capture.set()
         self.stop.set()
 
-    def _threads(self) -> list[threading.Thread]:
-        q, s, stop, cfg = self.queues, self.stats, self.stop, self.config
-        bodies = {
-            "capture": lambda: capture_loop(self.source, q["capture"], self.stop_capture, stop,
-                                            s, cfg.max_frames),
-            "preprocess": lambda: batch_loop(q["capture"], q["batches"], stop, s,
-                                             self.backend.input_size, cfg.batch, self.source.live),
-            "infer": lambda: infer_loop(q["batches"], q["labels"], stop, s, self.backend),
-            "overlay": lambda: overlay_loop(q["labels"], q["rendered"], stop, s, self.overlay,
-                                            self.scorer),
-            "write": lambda: write_loop(q["rendered"], stop, self.stop_capture, s, self.sinks),
-        }
-        # Capture may sit in a camera's blocking read that nothing can interrupt: as a daemon
-        # it cannot keep the process alive after the run has given up on it.
-        return [threading.Thread(target=self._guard(name, body), name=f"rtseg-{name}",
-                                 daemon=name == "capture")
-                for name, body in bodies.items()]
-
-    def _status(self) -> None:
-        if self.on_status is not None:
-            self.on_status(self.stats.snapshot(self.queue_depths()))
+    # -- the calling thread's side -----------------------------------------------------------
+    def queue_depths(self) -> dict[str, int]:
+        """Items waiting in each queue between the stages, now."""
+        return {name: q.qsize() for name, q in self.queues.items()}
 
     def interrupt(self) -> None:
         """What Ctrl-C does: the first call stops capture and lets the frames in flight
         finish (the result says ``interrupted``); the next stops every stage at once. Safe
-        to call from a signal handler (see :func:`forward_sigint`) or another thread."""
+        to call from a signal handler (see :func:`~rtseg.pipeline.signals.forward_sigint`) or
+        another thread."""
         self._presses += 1
         self.interrupted = True
         self.stop_capture.set()
@@ -197,55 +197,76 @@ class Pipeline:
         else:
             self.stop.set()
 
-    def _wait(self, threads: Sequence[threading.Thread]) -> None:
-        for t in threads:
-            while t.is_alive():
-                t.join(self.config.status_interval)
-                self._status()
-
     def run(self) -> dict:
         """Run to the end of the source (or Ctrl-C, or ``max_frames``); the run JSON.
 
         The first Ctrl-C stops capture and finishes the frames in flight (the result has
         ``interrupted: true``); a second abandons them. A failing stage stops all stages
         and its exception is raised here (wrapped in StageError unless it is an RtsegError),
-        with the run JSON of the frames written before it as the error's ``result``.
+        with the run JSON of the frames written before it as the error's ``result``. A
+        failing ``on_status`` stops all stages and is raised as it is.
         """
         threads = self._threads()
         self.stats.start()
         start_all(threads)
         try:
-            while True:
-                try:
-                    self._wait(threads)
-                    break
-                except KeyboardInterrupt:
-                    self.interrupt()
-                except BaseException as exc:  # a failing status callback: stop, join, re-raise
-                    self._fail("status", exc)
-                    for t in threads:
-                        if t.ident is not None:  # started
-                            t.join()
-                    raise
-        finally:  # however we leave (even a Ctrl-C inside the handler above), stop and join
-            if any(t.is_alive() for t in threads):
-                self.stop_capture.set()
-                self.stop.set()
-                for t in threads:
-                    if t.ident is not None:
-                        t.join(timeout=5.0 if t.daemon else None)
-        for q in self.queues.values():  # after a hard stop, free the frames left behind
-            drain(q)
-        if self._error is not None:
-            error, exc = self._failure(), self._error[1]
-            if error is exc:
-                raise error
-            raise error from exc
+            self._supervise(threads)
+        finally:  # however we leave (even a Ctrl-C inside a handler), stop and join
+            self._stop_and_join(threads)
+        self._raise_failure()
         try:
             self._status()
         except KeyboardInterrupt:  # too late to stop anything, but the user asked
             self.interrupted = True
         return self.result()
+
+    def _supervise(self, threads: Sequence[threading.Thread]) -> None:
+        """Wait for the stages, reporting status; Ctrl-C interrupts (see :meth:`interrupt`);
+        a failing status callback stops every stage and is raised."""
+        while True:
+            try:
+                self._wait(threads)
+                return
+            except KeyboardInterrupt:
+                self.interrupt()
+            except BaseException as exc:
+                self._fail("status", exc)
+                raise
+
+    def _wait(self, threads: Sequence[threading.Thread]) -> None:
+        """Until every stage has returned or a hard stop, ``on_status`` every interval."""
+        for t in threads:
+            while t.is_alive() and not self.stop.is_set():
+                t.join(self.config.status_interval)
+                self._status()
+
+    def _status(self) -> None:
+        if self.on_status is not None:
+            self.on_status(self.stats.snapshot(self.queue_depths()))
+
+    def _stop_and_join(self, threads: Sequence[threading.Thread]) -> None:
+        """Stop the stages still running and join every started one, then free the frames
+        left in the queues. Capture is joined for ``CAPTURE_JOIN_S`` at most (a camera read
+        can block for ever; as a daemon it cannot keep the process alive). The others return
+        within ``queues.POLL_S`` of the stop, or when their engine call or sink write ends:
+        they are joined to the end, so the sinks are always closed."""
+        if any(t.is_alive() for t in threads):
+            self.stop_capture.set()
+            self.stop.set()
+        for t in threads:
+            if t.ident is not None:  # started
+                t.join(CAPTURE_JOIN_S if t.daemon else None)
+        for q in self.queues.values():
+            drain(q)
+
+    def _raise_failure(self) -> None:
+        """Raise the first stage failure, if there was one (see :meth:`_failure`)."""
+        if self._error is None:
+            return
+        error, exc = self._failure(), self._error[1]
+        if error is exc:
+            raise error
+        raise error from exc
 
     def _failure(self) -> RtsegError:
         """The error to raise for the first failure (an RtsegError as is, anything else as
@@ -275,45 +296,16 @@ class Pipeline:
         return out
 
 
-@contextlib.contextmanager
-def forward_sigint(on_interrupt: Callable[[], None]):
-    """Within the block, Ctrl-C calls ``on_interrupt()`` instead of raising KeyboardInterrupt,
-    so no press — early, mid-run or just as the run ends — can skip the code that finalises
-    the outputs (the CLI writes the run JSON inside it). Main thread only; elsewhere, where
-    Python delivers no signals, it does nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, lambda _signum, _frame: on_interrupt())
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def start_all(threads: Sequence[threading.Thread]) -> None:
-    """Start every thread with SIGINT held back, so a Ctrl-C cannot land between a thread's
-    start and our bookkeeping (which once started a thread twice); it is delivered, as a
-    KeyboardInterrupt in the main thread, as soon as all are running."""
-    block = getattr(signal, "pthread_sigmask", None)  # POSIX only
-    previous = block(signal.SIG_BLOCK, {signal.SIGINT}) if block else None
-    try:
-        for t in threads:
-            t.start()
-    finally:
-        if block:
-            block(signal.SIG_SETMASK, previous)
-
-
 def run(source: str | Path | Source, engine: Backend | str | Path, device: str = "auto",
         precision: str = "auto", sinks: Sequence[Sink] = (), on_status: StatusCallback | None = None,
-        on_message: MessageCallback | None = None, server: Optional["LiveServer"] = None,
+        on_message: MessageCallback | None = None, server: Optional[LiveServer] = None,
         **options) -> dict:
     """The Python face of ``rtseg run``: segment ``source`` with ``engine``; the run JSON.
 
     ``source``: a path, camera index, URL or a Source. ``engine``: a loaded Backend or an
-    engine file (opened on ``device`` in ``precision`` and closed afterwards). ``options`` are RunConfig's
-    fields (``output``, ``masks``, ``labels``, ``alpha``, ``max_frames``, ``batch``, …).
+    engine file (opened on ``device`` in ``precision`` and closed afterwards). ``options`` are
+    RunConfig's fields (``output``, ``masks``, ``labels``, ``alpha``, ``max_frames``,
+    ``batch``, …), checked before the engine or the source is opened.
     ``server``: a :class:`~rtseg.pipeline.serve.LiveServer` to watch the run in a browser.
 
     >>> run("drive.mp4", "engines/default.safetensors", output="overlay.mp4")["fps"]
@@ -322,7 +314,6 @@ def run(source: str | Path | Source, engine: Backend | str | Path, device: str =
         if options.get(key) is not None:
             options[key] = Path(options[key])
     config = RunConfig(**options)
-    config.validate()
     backend = engine if isinstance(engine, Backend) else open_engine(engine, device, precision)
     try:
         if not isinstance(source, Source):

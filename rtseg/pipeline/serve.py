@@ -25,20 +25,32 @@ import socket
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import Callable, Optional, Protocol
 from urllib.parse import parse_qs, quote, urlsplit
 
+from rtseg.backends import Backend
 from rtseg.errors import BadInput
 from rtseg.pipeline.liveframe import FrameSlot, ServeSink
 from rtseg.pipeline.serve_http import SEND_TIMEOUT_S, bind
-
-if TYPE_CHECKING:
-    from rtseg.pipeline.runner import Pipeline
+from rtseg.pipeline.stats import RunStats
 
 DEFAULT_HOST = "127.0.0.1"
 MAX_VIEWERS = 8  # MJPEG streams at once; the next one gets 503
 STATS_CACHE_S = 0.2  # /stats.json is computed at most this often, however many poll it
 HISTORY = (120, 0.5)  # samples kept for the chart, seconds between samples: the last minute
+
+
+class WatchedRun(Protocol):
+    """What the page reads from a run (a :class:`~rtseg.pipeline.runner.Pipeline`)."""
+
+    backend: Backend
+    stats: RunStats
+
+    def result(self) -> dict:
+        """The run JSON so far."""
+
+    def queue_depths(self) -> dict[str, int]:
+        """Items waiting in each queue between the stages, now."""
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -114,7 +126,7 @@ class LiveServer:
         self.viewers = 0
         self.cpu_seconds = 0.0  # CPU time of every request, streams (and their JPEGs) included
         self._viewer_lock = threading.Lock()
-        self._pipeline: Optional["Pipeline"] = None
+        self._pipeline: Optional[WatchedRun] = None
         self._extra: dict = {}
         self._history: deque = deque(maxlen=HISTORY[0])
         self._stats: tuple[float, bytes] = (float("-inf"), b"")
@@ -141,7 +153,7 @@ class LiveServer:
         """The sink that feeds the page (Pipeline adds it when given ``server=``)."""
         return ServeSink(self.slot)
 
-    def watch(self, pipeline: "Pipeline", **extra) -> None:
+    def watch(self, pipeline: WatchedRun, **extra) -> None:
         """Take the live numbers from ``pipeline`` (``extra``: keys to add, e.g. ``engine``)."""
         with self._stats_lock:
             self._pipeline, self._extra = pipeline, dict(extra)

@@ -18,19 +18,45 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING
+from typing import Callable, Optional, Protocol
 from urllib.parse import urlsplit
 
 from rtseg.errors import BadInput
+from rtseg.pipeline.liveframe import FrameSlot
 from rtseg.pipeline.serve_page import PAGE
-
-if TYPE_CHECKING:
-    from rtseg.pipeline.serve import LiveServer
 
 EXTRA_CONNECTIONS = 16  # page loads and stats polls beside the streams; more are refused
 SEND_TIMEOUT_S = 10.0  # a viewer that takes nothing for this long is dropped (and idle sockets)
 HEARTBEAT_S = 2.0  # with no new frame (the run ended), the last one is sent again this often
 BOUNDARY = b"rtsegframe"
+
+
+class LivePage(Protocol):
+    """What the request handler needs of the live page (a
+    :class:`~rtseg.pipeline.serve.LiveServer`): its frames, bounds and checks."""
+
+    slot: FrameSlot
+    max_viewers: int
+    send_timeout: float
+    on_error: Callable[[str], None]
+
+    def host_allowed(self, host_header: Optional[str]) -> bool:
+        """Whether a request with this Host header may be answered."""
+
+    def authorised(self, query: str, headers) -> bool:
+        """Whether the request carries the token (or none is needed)."""
+
+    def stats_body(self) -> bytes:
+        """``/stats.json``."""
+
+    def viewer_enter(self) -> bool:
+        """Take a viewer slot; False when all are taken."""
+
+    def viewer_leave(self) -> None:
+        """Give a viewer slot back."""
+
+    def add_cpu(self, seconds: float) -> None:
+        """Bill CPU time spent serving."""
 
 
 class LiveHTTPServer(ThreadingHTTPServer):
@@ -39,7 +65,7 @@ class LiveHTTPServer(ThreadingHTTPServer):
     daemon_threads = False
     block_on_close = True
 
-    def __init__(self, address, live: LiveServer, family: int):
+    def __init__(self, address, live: LivePage, family: int):
         self.address_family = family
         self.live = live
         self.max_connections = live.max_viewers + EXTRA_CONNECTIONS
@@ -78,7 +104,7 @@ class LiveHTTPServer(ThreadingHTTPServer):
             self.live.on_error(f"live view: {type(exc).__name__}: {exc}")
 
 
-def bind(host: str, port: int, live: LiveServer) -> LiveHTTPServer:
+def bind(host: str, port: int, live: LivePage) -> LiveHTTPServer:
     """A server for ``live`` listening on ``host:port`` (not yet serving); BadInput, in one
     line that says what to do, when it cannot listen there."""
     where = f"--serve {host}:{port}"
@@ -124,7 +150,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.live.add_cpu(now - self._cpu_mark)
         self._cpu_mark = now
 
-    def _route(self, live: LiveServer) -> None:
+    def _route(self, live: LivePage) -> None:
         url = urlsplit(self.path)
         if not live.host_allowed(self.headers.get("Host")):
             return self._reply(403, b"this server answers to localhost, 127.0.0.1 and [::1] "
@@ -163,7 +189,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def _stream(self, live: LiveServer) -> None:
+    def _stream(self, live: LivePage) -> None:
         """The newest frame each time one is sent; the last again every HEARTBEAT_S when
         none comes (so a dead viewer is noticed); gone on a send error or SEND_TIMEOUT_S."""
         if not live.viewer_enter():

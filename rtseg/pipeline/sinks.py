@@ -1,20 +1,17 @@
-"""Where finished frames go: an mp4 file, class-id PNG masks, a window — and the writer thread.
+"""Where finished frames go: an mp4 file, class-id PNG masks, a window.
 
 A sink has ``write(rendered) -> None | False`` (False: the user asked to stop, e.g. closed
-the window) and ``close()``. The writer thread owns the sinks and closes them, so an mp4 is
-finalised on every way out of a run (end of stream, Ctrl-C, an error elsewhere).
+the window) and ``close()``. The write stage's thread owns the sinks and closes them, so an
+mp4 is finalised on every way out of a run (end of stream, Ctrl-C, an error elsewhere).
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import queue
 import re
 import shutil
 import sys
-import threading
-import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Optional, Sequence
@@ -22,9 +19,7 @@ from typing import Optional, Sequence
 import cv2
 
 from rtseg.errors import BadInput, MissingDependency
-from rtseg.pipeline.queues import END, get
-from rtseg.pipeline.stages import Rendered
-from rtseg.pipeline.stats import RunStats
+from rtseg.pipeline.frames import Rendered
 
 
 class Sink(ABC):
@@ -203,22 +198,6 @@ class WindowSink(Sink):
         if self.opened:
             cv2.destroyWindow(self.title)
             cv2.waitKey(1)
-
-
-def write_loop(inp: queue.Queue, stop: threading.Event, stop_capture: threading.Event,
-               stats: RunStats, sinks: Sequence[Sink]) -> None:
-    """The writer thread: every finished frame to every sink, then the latency is known."""
-    while True:
-        items = get(inp, stop)
-        if items is END:
-            return
-        for item in items:
-            t0 = time.perf_counter()
-            for sink in sinks:
-                if sink.write(item) is False:
-                    stop_capture.set()
-            stats.add("write", time.perf_counter() - t0, 1)
-            stats.frame_written(item.frame.t_capture)
 
 
 def close_all(sinks: Sequence[Sink]) -> Optional[BaseException]:

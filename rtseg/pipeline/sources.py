@@ -1,10 +1,9 @@
-"""Frame sources — video file, directory of frames, camera, network stream — and the
-capture thread that feeds the pipeline.
+"""Frame sources: video file, directory of frames, camera, network stream.
 
-Two delivery policies, chosen by the source:
+Two delivery policies, chosen by the source (and carried out by the capture stage):
 
-* **files and directories** (``live = False``): every frame, in order; the capture thread
-  blocks when the pipeline is behind (back-pressure), so nothing is ever skipped.
+* **files and directories** (``live = False``): every frame, in order; capture blocks when
+  the pipeline is behind (back-pressure), so nothing is ever skipped.
 * **cameras and streams** (``live = True``): the world does not wait. When the pipeline is
   behind, the *oldest* waiting frame is dropped (and counted), so the queue — and memory —
   stay bounded and the frame segmented next is always the freshest one.
@@ -17,9 +16,7 @@ from __future__ import annotations
 
 import math
 import os
-import queue
 import threading
-import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +28,6 @@ import numpy as np
 
 from rtseg.data.datasets import IMAGE_SUFFIXES, read_image
 from rtseg.errors import BadInput
-from rtseg.pipeline.queues import END, put, put_latest
-from rtseg.pipeline.stats import RunStats
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv",
@@ -44,17 +39,6 @@ DEFAULT_FPS = 25.0  # when a source does not say (frame directories, some camera
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 Message = Callable[[str], None]
-
-
-@dataclass
-class Frame:
-    """One captured frame on its way through the pipeline."""
-
-    index: int  # position in the source, counting dropped frames too
-    name: str  # names the mask file and finds the label: file stem, or "000123" for video
-    image: np.ndarray  # uint8 [H, W, 3] BGR, as decoded
-    t_capture: float  # time.perf_counter() when the frame was read
-    path: Optional[Path] = None  # the frame's file, for directory sources
 
 
 @dataclass(frozen=True)
@@ -265,32 +249,3 @@ def open_source(spec: str | Path, fps: float | None = None,
         return VideoFileSource(path)
     raise BadInput(f"source not found: {text} (expected a video file, a directory of frames, "
                    "a camera index such as 0, or an rtsp:// or http(s):// URL)")
-
-
-def capture_loop(source: Source, out: queue.Queue, stop_capture: threading.Event,
-                 stop: threading.Event, stats: RunStats, max_frames: int | None = None) -> None:
-    """The capture thread: read frames into ``out`` until the source ends, ``max_frames``
-    were read or ``stop_capture`` is set; then send END. Closes the source."""
-    try:
-        index = 0
-        while not stop_capture.is_set() and (max_frames is None or index < max_frames):
-            t0 = time.perf_counter()
-            got = source.read(stop_capture)
-            if got is None:
-                stats.ended_by = source.ended_by
-                break
-            t1 = time.perf_counter()
-            image, name, path = got
-            stats.add("capture", t1 - t0, 1)
-            frame = Frame(index, name, image, t1, path)
-            index += 1
-            if source.live:
-                stats.add_dropped(put_latest(out, frame))
-            else:
-                put(out, frame, stop)
-            stats.observe_queue("capture", out.qsize())
-        else:
-            stats.ended_by = "stopped" if stop_capture.is_set() else "max frames"
-        put(out, END, stop)
-    finally:
-        source.close()

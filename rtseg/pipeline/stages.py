@@ -1,12 +1,16 @@
-"""The per-frame work of the pipeline and the thread bodies that run it.
+"""The five stages — capture, preprocess, infer, overlay, write — and the one loop that runs
+each of them on its own thread.
 
-Frames are resized with ``rtseg.imageops.resize_frame`` and labels with ``resize_nearest``,
-the very functions ``rtseg eval`` uses, so
-live mIoU equals ``rtseg eval`` on the same frames. :class:`Overlay` draws what a viewer sees.
-
-Each ``*_loop`` is one thread: take from its input queue, work, put to its output queue,
-forward END when the stream ends. The heavy calls (OpenCV, the engine) release the GIL, so
+:func:`run_stage` takes items, times the work on each into ``RunStats`` under the stage's
+name, hands each result on, and passes END on when the items run out. Stages differ only in
+where their items come from (:func:`frame_numbers` for capture, :func:`gather` for
+preprocess, :func:`queue_items` otherwise), their work (:func:`capture`, :func:`preprocess`,
+:func:`infer`, :func:`render`, :func:`write`) and where results go (an :class:`Outlet`, or
+:class:`Written` after the sinks). The heavy calls (OpenCV, the engine) release the GIL, so
 the stages overlap.
+
+Frames are resized with ``rtseg.imageops.resize_frame``, the very function ``rtseg eval``
+uses, so live mIoU equals ``rtseg eval`` on the same frames.
 """
 
 from __future__ import annotations
@@ -14,188 +18,169 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
-import cv2
 import numpy as np
 
 from rtseg.backends import Backend
-from rtseg.imageops import resize_frame, resize_nearest
-from rtseg.pipeline.queues import END, get, put
-from rtseg.pipeline.sources import Frame
+from rtseg.imageops import resize_frame
+from rtseg.pipeline.frames import Batch, Frame, Rendered
+from rtseg.pipeline.overlay import Overlay, hud_text
+from rtseg.pipeline.queues import END, get, put, put_latest
+from rtseg.pipeline.sinks import Sink
+from rtseg.pipeline.sources import Source
 from rtseg.pipeline.stats import RunStats
-from rtseg.visualize import blend, colorize, palette_lut
+
+Work = Callable[[Any], Any]  # one item in, one result out (END: the stream ends here)
 
 
-@dataclass
-class Batch:
-    """Frames travelling together through preprocess and inference."""
+def run_stage(name: str, items: Iterable, work: Work, out: Outlet | Written, stats: RunStats,
+              count: Callable[[Any], int] = len) -> None:
+    """The body of every stage thread: ``work(item)`` for each item, timed into ``stats`` as
+    ``count(result)`` frames of stage ``name``, each result to ``out``; then ``out.end()``.
 
-    frames: list[Frame]
-    inputs: Optional[np.ndarray]  # uint8 [N, h, w, 3] at the engine's input size
-    labels: Optional[np.ndarray] = None  # uint8 [N, h, w] once inferred
+    ``work`` returning END ends the stream early (the source ran out). A hard stop raises
+    ``queues.Stopped`` from wherever the stage waits.
+    """
+    for item in items:
+        t0 = time.perf_counter()
+        result = work(item)
+        if result is END:
+            break
+        stats.add(name, time.perf_counter() - t0, count(result))
+        out.put(result)
+    out.end()
 
 
-@dataclass
-class Rendered:
-    """A finished frame: the picture to show or save, and its labels.
+def one(_result: Any) -> int:
+    """``count`` for stages whose every result is one frame (capture, write)."""
+    return 1
 
-    ``labels`` (full frame size) is computed on first use: only masks and scoring need it,
-    so a plain overlay run never pays for the upsampling.
+
+class Outlet:
+    """The bounded queue a stage puts its results into; its deepest depth is recorded in
+    ``stats`` under ``name``.
+
+    Blocks while the queue is full (back-pressure) unless ``latest``: then the *oldest*
+    waiting item is dropped and counted (capture from a camera or stream).
     """
 
-    frame: Frame
-    overlay: np.ndarray
-    net_labels: np.ndarray  # at the engine's input size
-    full_labels: Optional[np.ndarray] = None
+    def __init__(self, q: queue.Queue, name: str, stop: threading.Event, stats: RunStats,
+                 latest: bool = False):
+        self.queue, self.name, self.stop, self.stats, self.latest = q, name, stop, stats, latest
 
-    @property
-    def labels(self) -> np.ndarray:
-        if self.full_labels is None:
-            self.full_labels = resize_nearest(self.net_labels, self.frame.image.shape[:2])
-        return self.full_labels
+    def put(self, result: Any) -> None:
+        """Put one result (never blocks when ``latest``)."""
+        if self.latest:
+            self.stats.add_dropped(put_latest(self.queue, result))
+        else:
+            put(self.queue, result, self.stop)
+        self.stats.observe_queue(self.name, self.queue.qsize())
 
-
-class Overlay:
-    """Colours labels with the palette (a lookup table), blends them over the frame and
-    draws a class legend (top right) and a HUD band (bottom) with FPS and stage times."""
-
-    def __init__(self, palette: Sequence[Sequence[int]], class_names: Sequence[str],
-                 alpha: float = 0.5, legend: bool = True, hud: bool = True):
-        self.lut = palette_lut(palette)
-        self.class_names = list(class_names)
-        self.alpha = float(alpha)
-        self.show_legend, self.show_hud = legend, hud
-        self._legend: dict[tuple[int, int], Optional[tuple[np.ndarray, int, int]]] = {}
-
-    @staticmethod
-    def _row(h: int) -> tuple[int, float]:
-        row = max(12, round(h * 0.032))
-        return row, row / 30.0
-
-    @staticmethod
-    def hud_rect(h: int, w: int) -> tuple[int, int, int, int]:
-        """(x0, y0, x1, y1) of the HUD band, the only part of a frame that changes with time."""
-        row, _ = Overlay._row(h)
-        return 0, max(h - int(row * 1.5), 0), w, h
-
-    def _legend_patch(self, h: int, w: int):
-        """Built once per frame size; None when the frame is too small to hold it."""
-        key = (h, w)
-        if key not in self._legend:
-            row, scale = self._row(h)
-            pad = max(2, row // 4)
-            text_w = max(cv2.getTextSize(n, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0]
-                         for n in self.class_names)
-            ph, pw = pad + len(self.class_names) * row + pad, pad + row + pad + text_w + pad
-            if ph > h - 2 * pad - int(row * 1.5) or pw > w // 2:
-                self._legend[key] = None
-            else:
-                patch = np.full((ph, pw, 3), 32, np.uint8)
-                for i, name in enumerate(self.class_names):
-                    y = pad + i * row
-                    colour = tuple(int(c) for c in self.lut[i])
-                    cv2.rectangle(patch, (pad, y + 2), (pad + row - 3, y + row - 3), colour, -1)
-                    cv2.putText(patch, name, (2 * pad + row, y + row - pad), cv2.FONT_HERSHEY_SIMPLEX,
-                                scale, (255, 255, 255), 1, cv2.LINE_AA)
-                self._legend[key] = (patch, pad, w - pw - pad)
-        return self._legend[key]
-
-    def render(self, image: np.ndarray, labels: np.ndarray, hud: str = "") -> np.ndarray:
-        """Overlay of network-size ``labels`` on the full-size BGR ``image`` (a new array)."""
-        h, w = image.shape[:2]
-        # Colouring at network size then resizing nearest gives exactly the colours of the
-        # full-size label map, at a fraction of the cost.
-        colours = resize_nearest(colorize(labels, self.lut), (h, w))
-        out = blend(image, colours, self.alpha)
-        if self.show_legend:
-            legend = self._legend_patch(h, w)
-            if legend is not None:
-                patch, y, x = legend
-                out[y:y + patch.shape[0], x:x + patch.shape[1]] = patch
-        if self.show_hud and hud:
-            x0, y0, x1, y1 = self.hud_rect(h, w)
-            out[y0:y1, x0:x1] = cv2.convertScaleAbs(out[y0:y1, x0:x1], alpha=0.35)
-            row, scale = self._row(h)
-            cv2.putText(out, hud, (x0 + row // 3, y1 - row // 3), cv2.FONT_HERSHEY_SIMPLEX,
-                        scale, (255, 255, 255), 1, cv2.LINE_AA)
-        return out
+    def end(self) -> None:
+        """Put END after the last result (blocking: everything queued is finished first)."""
+        put(self.queue, END, self.stop)
 
 
-def hud_text(stats: RunStats) -> str:
-    """``24.8 FPS | pre 1.2 infer 38.0 post 2.9 write 5.1 ms``."""
-    ms = stats.stage_ms()
+class Written:
+    """The write stage's receiver: each frame it gets has left every sink, so it counts as
+    written and its capture→written latency is known."""
 
-    def f(v):
-        return "-" if v is None else f"{v:.1f}"
+    def __init__(self, stats: RunStats):
+        self.stats = stats
 
-    return (f"{stats.recent_fps():.1f} FPS | pre {f(ms['preprocess'])} infer {f(ms['infer'])} "
-            f"post {f(ms['overlay'])} write {f(ms['write'])} ms")
+    def put(self, result: Rendered) -> None:
+        """Count ``result`` as written."""
+        self.stats.frame_written(result.frame.t_capture)
+
+    def end(self) -> None:
+        """Nothing follows the sinks."""
 
 
-def batch_loop(inp: queue.Queue, out: queue.Queue, stop: threading.Event, stats: RunStats,
-               input_size: tuple[int, int], batch_size: int, live: bool) -> None:
-    """Group frames into batches and resize them to the input size.
+# -- where items come from -------------------------------------------------------------------
+def queue_items(q: queue.Queue, stop: threading.Event) -> Iterator[Any]:
+    """Items from ``q`` up to END."""
+    while (item := get(q, stop)) is not END:
+        yield item
 
-    Files fill every batch (throughput); live sources take what is waiting, never wait
+
+def frame_numbers(stop_capture: threading.Event, stats: RunStats,
+                  max_frames: Optional[int] = None) -> Iterator[int]:
+    """0, 1, 2, … for capture to read; when ``stop_capture`` is set or ``max_frames`` were
+    read, stops and says why in ``stats.ended_by``."""
+    index = 0
+    while not stop_capture.is_set() and (max_frames is None or index < max_frames):
+        yield index
+        index += 1
+    stats.ended_by = "stopped" if stop_capture.is_set() else "max frames"
+
+
+def gather(q: queue.Queue, stop: threading.Event, size: int, live: bool) -> Iterator[list]:
+    """Frames from ``q`` (up to END) in groups of at most ``size``.
+
+    Files fill every group (throughput); live sources take what is waiting and never wait
     for more (latency).
     """
-    ended = False
-    while not ended:
-        first = get(inp, stop)
-        if first is END:
-            break
+    while (first := get(q, stop)) is not END:
         frames = [first]
-        while len(frames) < batch_size:
-            if live:
-                try:
-                    item = inp.get_nowait()
-                except queue.Empty:
-                    break
-            else:
-                item = get(inp, stop)
-            if item is END:
-                ended = True
+        while len(frames) < size:
+            item = _waiting(q) if live else get(q, stop)
+            if item is None:
                 break
+            if item is END:
+                yield frames
+                return
             frames.append(item)
-        t0 = time.perf_counter()
-        inputs = np.stack([resize_frame(f.image, input_size) for f in frames])
-        stats.add("preprocess", time.perf_counter() - t0, len(frames))
-        put(out, Batch(frames, inputs), stop)
-        stats.observe_queue("batches", out.qsize())
-    put(out, END, stop)
+        yield frames
 
 
-def infer_loop(inp: queue.Queue, out: queue.Queue, stop: threading.Event, stats: RunStats,
-               backend: Backend) -> None:
-    """Run the engine on each batch."""
-    while True:
-        batch = get(inp, stop)
-        if batch is END:
-            break
-        t0 = time.perf_counter()
+def _waiting(q: queue.Queue) -> Any:
+    """The next item if one is waiting, else None."""
+    try:
+        return q.get_nowait()
+    except queue.Empty:
+        return None
+
+
+# -- the work of each stage ------------------------------------------------------------------
+def capture(source: Source, stop_capture: threading.Event, stats: RunStats) -> Work:
+    """Capture: frame number → the :class:`Frame` read from ``source`` (END when the source
+    ends; ``stats.ended_by`` then says why)."""
+    def read(index: int):
+        got = source.read(stop_capture)
+        if got is None:
+            stats.ended_by = source.ended_by
+            return END
+        image, name, path = got
+        return Frame(index, name, image, time.perf_counter(), path)
+    return read
+
+
+def preprocess(input_size: tuple[int, int]) -> Work:
+    """Preprocess: a group of frames → a :class:`Batch`, resized to the engine's input size."""
+    def resize(frames: list[Frame]) -> Batch:
+        return Batch(frames, np.stack([resize_frame(f.image, input_size) for f in frames]))
+    return resize
+
+
+def infer(backend: Backend) -> Work:
+    """Infer: a :class:`Batch` → the same batch with the engine's ``labels`` (inputs freed)."""
+    def segment(batch: Batch) -> Batch:
         labels = backend.infer(batch.inputs)
-        stats.add("infer", time.perf_counter() - t0, len(batch.frames))
-        n, (h, w) = len(batch.frames), backend.input_size
+        n, (h, w) = len(batch), backend.input_size
         if labels.shape != (n, h, w):
             raise RuntimeError(f"engine returned labels of shape {labels.shape}, "
                                f"expected {(n, h, w)}")
         batch.labels, batch.inputs = labels, None
-        put(out, batch, stop)
-        stats.observe_queue("labels", out.qsize())
-    put(out, END, stop)
+        return batch
+    return segment
 
 
-def overlay_loop(inp: queue.Queue, out: queue.Queue, stop: threading.Event, stats: RunStats,
-                 overlay: Overlay,
-                 score: Optional[Callable[[Frame, np.ndarray], None]] = None) -> None:
-    """Labels to full size, scoring (when labels were given) and the overlay picture."""
-    while True:
-        batch = get(inp, stop)
-        if batch is END:
-            break
-        t0 = time.perf_counter()
+def render(overlay: Overlay, stats: RunStats,
+           score: Optional[Callable[[Frame, np.ndarray], None]] = None) -> Work:
+    """Overlay: a labelled :class:`Batch` → its :class:`Rendered` frames (the HUD shows
+    ``stats``); each frame's full-size labels go to ``score`` when given."""
+    def draw(batch: Batch) -> list[Rendered]:
         text = hud_text(stats) if overlay.show_hud else ""
         rendered = []
         for frame, labels in zip(batch.frames, batch.labels):
@@ -203,7 +188,16 @@ def overlay_loop(inp: queue.Queue, out: queue.Queue, stop: threading.Event, stat
             if score is not None:
                 score(frame, item.labels)
             rendered.append(item)
-        stats.add("overlay", time.perf_counter() - t0, len(rendered))
-        put(out, rendered, stop)
-        stats.observe_queue("rendered", out.qsize())
-    put(out, END, stop)
+        return rendered
+    return draw
+
+
+def write(sinks: Sequence[Sink], stop_capture: threading.Event) -> Work:
+    """Write: one :class:`Rendered` frame to every sink, in order; a sink returning False
+    (a closed window) sets ``stop_capture``, so the run ends after the frames in flight."""
+    def to_sinks(item: Rendered) -> Rendered:
+        for sink in sinks:
+            if sink.write(item) is False:
+                stop_capture.set()
+        return item
+    return to_sinks
