@@ -1,7 +1,13 @@
-"""Shared fixtures: real data from ``../shared/data`` (or ``$RTSEG_DATA``).
+"""Shared fixtures: real data from ``../shared/data`` (or ``$RTSEG_DATA``), a tiny engine.
 
 Without the data, tests that need it skip with a reason; with ``RTSEG_REQUIRE_DATA=1``
 (set by ``.ci/run``) they fail instead, so CI can never pass by skipping them.
+
+PyTorch runs one thread per process here unless ``OMP_NUM_THREADS`` says otherwise: the tests'
+inputs are a few thousand pixels, and on a busy shared CPU an OpenMP team waits for its
+descheduled threads at every layer (a forward of segnet_r50 at 32x64 took 2.7 s with two
+threads, 0.04 s with one, on two shared cores). Set before torch is imported, it holds in
+every thread and in the processes tests start.
 """
 
 from __future__ import annotations
@@ -10,7 +16,9 @@ import os
 import threading
 from pathlib import Path
 
-import pytest
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,6 +64,14 @@ def cityscapes_sample() -> Path:
 def dashcam_clip() -> Path:
     """The real 221-frame dashcam clip."""
     return _require("video/solidWhiteRight.mp4")
+
+
+@pytest.fixture(scope="session")
+def engine_path(tmp_path_factory) -> Path:
+    """An untrained, seeded CamVid engine (unet_resnet18, 64×96 input): fast on a CPU."""
+    from rtseg.engines import untrained_engine
+
+    return untrained_engine("unet_resnet18", (64, 96), tmp_path_factory.mktemp("engine"))
 
 
 @pytest.fixture()

@@ -4,9 +4,17 @@ folder on the import path)."""
 from __future__ import annotations
 
 import socket
+import threading
+import time
 from pathlib import Path
 
 import cv2
+import numpy as np
+
+from rtseg.backends import Backend
+from rtseg.data import get_spec
+from rtseg.data.classes import engine_metadata
+from rtseg.metadata import EngineMetadata
 
 
 def free_port() -> int:
@@ -25,3 +33,79 @@ def decoded_frames(path: Path) -> int:
         count += 1
     cap.release()
     return count
+
+
+def engine_meta(model: str = "tiny", input_size=(64, 96), dataset: str = "camvid",
+                precision: str = "fp32", **extra) -> EngineMetadata:
+    """What ``rtseg train`` writes for ``model`` trained on ``dataset`` (CamVid unless said)
+    at ``input_size``; ``extra`` adds keys such as the recipe."""
+    meta = engine_metadata(model, get_spec(dataset), input_size, **extra)
+    return meta if precision == "fp32" else meta.with_updates(precision=precision)
+
+
+def blue_bands(frames: np.ndarray, num_classes: int = 11) -> np.ndarray:
+    """Class ids from the blue channel in bands of 24: a label map that follows the picture."""
+    return frames[..., 0] // 24 % num_classes
+
+
+class FakeBackend(Backend):
+    """An engine without a network: labels by ``rule`` (default :func:`blue_bands`).
+
+    ``delay`` seconds per batch; from batch number ``fail_on`` on it raises. ``calls`` records
+    each batch as (shape, dtype, copy of its first frame, thread)."""
+
+    name = "fake"
+
+    def __init__(self, input_size=(16, 24), delay: float = 0.0, fail_on: int | None = None,
+                 dataset: str = "camvid", rule=None):
+        super().__init__(engine_meta("fake", input_size, dataset), "cpu", "fp32")
+        self.delay, self.fail_on, self.rule = delay, fail_on, rule
+        self.calls: list[tuple] = []
+
+    def infer(self, frames: np.ndarray) -> np.ndarray:
+        self.calls.append((frames.shape, frames.dtype, frames[0].copy(),
+                           threading.current_thread()))
+        if self.fail_on is not None and len(self.calls) >= self.fail_on:
+            raise RuntimeError("boom in the engine")
+        time.sleep(self.delay)  # even 0: a real engine lets other threads run while it works
+        if self.rule is None:
+            return blue_bands(frames, self.metadata.num_classes).astype(np.uint8)
+        return self.rule(frames).astype(np.uint8)
+
+
+def tiny_graph(input_size=(64, 96), precision: str = "fp32", metadata: bool = True,
+               input_name: str = "frames"):
+    """The smallest rtseg deploy graph: uint8 frames → argmax over B, G, R → uint8 labels,
+    with rtseg's CamVid metadata at ``precision`` (none when ``metadata`` is false). ``int8``
+    puts a symmetric Q/DQ pair before the argmax, as ``rtseg export --int8`` would."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    h, w = input_size
+    nodes = [helper.make_node("Cast", [input_name], ["x"], to=TensorProto.FLOAT)]
+    inits = []
+    if precision == "int8":
+        inits = [numpy_helper.from_array(np.array(1.0, np.float32), "s"),
+                 numpy_helper.from_array(np.array(0, np.int8), "zp")]
+        nodes += [helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["xq"], name="q"),
+                  helper.make_node("DequantizeLinear", ["xq", "s", "zp"], ["xd"], name="dq")]
+    nodes += [helper.make_node("ArgMax", [nodes[-1].output[0]], ["ids"], axis=3, keepdims=0),
+              helper.make_node("Cast", ["ids"], ["labels"], to=TensorProto.UINT8)]
+    graph = helper.make_graph(
+        nodes, "tiny",
+        [helper.make_tensor_value_info(input_name, TensorProto.UINT8, ["N", h, w, 3])],
+        [helper.make_tensor_value_info("labels", TensorProto.UINT8, ["N", h, w])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    if metadata:
+        helper.set_model_props(model, engine_meta("tiny", input_size,
+                                                  precision=precision).to_strings())
+    onnx.checker.check_model(model)
+    return model
+
+
+def save_tiny_graph(path: Path, **kwargs) -> Path:
+    """:func:`tiny_graph` saved at ``path``."""
+    import onnx
+
+    onnx.save(tiny_graph(**kwargs), str(path))
+    return path

@@ -1,14 +1,16 @@
-"""Bad input, table-driven (issue 7, items 1 and 4).
+"""Bad input, table-driven: the one home of the CLI's bad-input cases.
 
 Every case runs one command of the CLI in-process on one kind of bad input — a source, an
 engine, a label set, a flag out of range, an output path, a name — and requires what the
-contract promises: exit code 2, exactly one non-empty line on stderr carrying a helpful
-fragment, no traceback, done within ``MAX_SECONDS``, and nothing left behind (the outputs
-the case points at do not exist and the working directory lists exactly as before).
+contract promises: exit code 2, exactly one non-empty line on stderr, starting ``error: `` and
+carrying a helpful fragment, no traceback, done within ``MAX_SECONDS``, and nothing left
+behind (the outputs the case points at do not exist and the working directory lists exactly
+as before).
 
-A second group checks that no pickle an rtseg flag points at is ever unpickled: a payload
-that would create a marker file, saved as ``.pt``, ``.pth`` and ``.safetensors``, is handed
-to ``--engine``, ``--checkpoint``, ``--encoder-weights`` and ``train --resume``.
+A second table checks that rtseg never unpickles a file a user hands it: a payload that would
+create a marker file goes to each path that loads a user's file — the engine of run, eval,
+bench and bench --compare, export's checkpoint, build-engine's graph, train's --resume state
+and --encoder-weights.
 
 Inputs are made once per module, on first use, in one directory; cases name them as
 ``{placeholder}`` (see :class:`Inputs`). Real frames and labels come from ``../shared/data``
@@ -17,6 +19,7 @@ through conftest's fixtures, so cases that need them skip (or fail in CI) withou
 
 from __future__ import annotations
 
+import importlib
 import json
 import pickle
 import shutil
@@ -28,6 +31,7 @@ import warnings
 import zipfile
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import cycle
 from pathlib import Path
 
 import cv2
@@ -37,11 +41,12 @@ import torch
 
 from rtseg.cli import main
 
-ENGINE_MODEL, ENGINE_HW = "unet_resnet18", (64, 96)
+from helpers import save_tiny_graph
+
 MAX_SECONDS = 10.0
 FRAMES = 3  # real CamVid frames in the small frame directory and data root
 OUTPUT_FLAGS = ("--output", "--json", "--masks", "--markdown", "--out", "--grid",
-                "--triton-repo")
+                "--triton-repo", "--plot")
 
 
 # -- the inputs --------------------------------------------------------------------------------
@@ -131,10 +136,11 @@ class Inputs:
         self.out.mkdir(parents=True)
         return self.out
 
-    def format(self, token: str) -> str:
-        """``token`` with its placeholders replaced (making the inputs they name)."""
+    def format(self, token: str, **given) -> str:
+        """``token`` with its placeholders replaced: ``given`` values, else the inputs they
+        name (made now)."""
         names = [f for _, f, _, _ in string.Formatter().parse(token) if f]
-        return token.format(**{n: getattr(self, n) for n in names})
+        return token.format(**{n: given[n] if n in given else getattr(self, n) for n in names})
 
     def _data(self, fixture: str) -> Path:
         return self.request.getfixturevalue(fixture)
@@ -157,9 +163,7 @@ class Inputs:
     # engines
     @cached_property
     def engine(self) -> Path:
-        from rtseg.engines import untrained_engine
-
-        return untrained_engine(ENGINE_MODEL, ENGINE_HW, self._dir("engines"))
+        return self._data("engine_path")
 
     @cached_property
     def random_onnx(self) -> Path:
@@ -201,62 +205,23 @@ class Inputs:
 
     @cached_property
     def onnx_no_keys(self) -> Path:
-        """A valid ONNX graph (uint8 identity) without rtseg's metadata."""
-        import onnx
-        from onnx import TensorProto, helper
+        """A valid deploy graph without rtseg's metadata."""
+        return save_tiny_graph(self.root / "no_keys.onnx", metadata=False)
 
-        x = helper.make_tensor_value_info("frames", TensorProto.UINT8, ["N", 64, 96, 3])
-        y = helper.make_tensor_value_info("labels", TensorProto.UINT8, ["N", 64, 96, 3])
-        graph = helper.make_graph([helper.make_node("Identity", ["frames"], ["labels"])],
-                                  "bare", [x], [y])
-        path = self.root / "no_keys.onnx"
-        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-        return path
-
-    def _tiny_deploy_graph(self, name: str, precision: str) -> Path:
-        """A valid rtseg deploy graph (uint8 frames -> argmax -> uint8 labels) with rtseg's
-        metadata at ``precision``; int8 puts a symmetric Q/DQ pair in it."""
-        import onnx
-        from onnx import TensorProto, helper, numpy_helper
-
-        from rtseg.data.classes import CAMVID, IMAGENET_MEAN, IMAGENET_STD
-        from rtseg.metadata import EngineMetadata
-
-        h, w = ENGINE_HW
-        nodes = [helper.make_node("Cast", ["frames"], ["x"], to=TensorProto.FLOAT)]
-        inits = []
-        if precision == "int8":
-            inits = [numpy_helper.from_array(np.array(1.0, np.float32), "s"),
-                     numpy_helper.from_array(np.array(0, np.int8), "zp")]
-            nodes += [helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["xq"]),
-                      helper.make_node("DequantizeLinear", ["xq", "s", "zp"], ["xd"])]
-        nodes += [helper.make_node("ArgMax", [nodes[-1].output[0]], ["ids"], axis=3,
-                                   keepdims=0),
-                  helper.make_node("Cast", ["ids"], ["labels"], to=TensorProto.UINT8)]
-        graph = helper.make_graph(
-            nodes, "tiny", [helper.make_tensor_value_info("frames", TensorProto.UINT8,
-                                                          ["N", h, w, 3])],
-            [helper.make_tensor_value_info("labels", TensorProto.UINT8, ["N", h, w])], inits)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-        meta = EngineMetadata(
-            model="tiny", num_classes=CAMVID.num_classes, class_names=list(CAMVID.class_names),
-            palette=[list(c) for c in CAMVID.palette], ignore_index=CAMVID.ignore_index,
-            input_size=[h, w], dataset="camvid", mean=list(IMAGENET_MEAN),
-            std=list(IMAGENET_STD), precision=precision)
-        helper.set_model_props(model, meta.to_strings())
-        path = self.root / name
-        onnx.save(model, path)
-        return path
+    @cached_property
+    def onnx_other_io(self) -> Path:
+        """A graph with rtseg's metadata whose input is not called ``frames``."""
+        return save_tiny_graph(self.root / "other_io.onnx", input_name="images")
 
     @cached_property
     def int8_onnx(self) -> Path:
         """An rtseg deploy graph that is quantized already (Q/DQ, precision int8)."""
-        return self._tiny_deploy_graph("int8.onnx", "int8")
+        return save_tiny_graph(self.root / "int8.onnx", precision="int8")
 
     @cached_property
     def fp32_onnx(self) -> Path:
         """An rtseg fp32 deploy graph (no Q/DQ)."""
-        return self._tiny_deploy_graph("fp32.onnx", "fp32")
+        return save_tiny_graph(self.root / "fp32.onnx")
 
     # sources
     @cached_property
@@ -381,13 +346,10 @@ class Inputs:
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory, request) -> Inputs:
     """The module's inputs; the heavy imports happen here, not inside a timed case."""
-    import rtseg.backends.onnx_backend
-    import rtseg.backends.torch_backend
-    import rtseg.deploy.engine_build
-    import rtseg.deploy.export
-    import rtseg.pipeline
-    import rtseg.training.train  # noqa: F401
-
+    for module in ("rtseg.backends.onnx_backend", "rtseg.backends.torch_backend",
+                   "rtseg.deploy.engine_build", "rtseg.deploy.export", "rtseg.pipeline",
+                   "rtseg.training.train"):
+        importlib.import_module(module)
     return Inputs(tmp_path_factory.mktemp("bad_input"), request)
 
 
@@ -416,6 +378,8 @@ TRAIN = ("train --model unet_resnet18 --dataset camvid --data-root {camvid_small
 EXPORT = "export --checkpoint {engine}"
 RUN_OUT = "--output {out}/o.mp4 --json {out}/run.json --masks {out}/masks"
 
+RUN_SOURCE = f"run --device cpu --source {{frames}} {RUN_OUT}"
+
 PICKLE_HELP = ("pickle files are not loaded", "safetensors")
 BAD_ENGINES = [  # (id, path, fragments) — each handed to run, eval and bench
     ("missing", "{tmp}/missing.safetensors", ("not found",)),
@@ -430,32 +394,35 @@ BAD_ENGINES = [  # (id, path, fragments) — each handed to run, eval and bench
     ("unknown-model-name", "{unknown_model}", ("unknown model 'nope_net'",)),
     ("unknown-suffix", "{unknown_suffix}", ("unsupported engine model.tflite",)),
 ]
+# Every engine and every source is opened by one function (open_engine, open_source) whatever
+# the command: each bad file is handed to one command, the commands taking turns.
+ENGINE_COMMANDS = (("run", RUN_SOURCE), ("eval", EVAL), ("bench", BENCH))
 ENGINE_CASES = [
     case(f"{cmd}-engine-{id_}", f"{prefix} --engine {path}", *fragments)
-    for cmd, prefix in (("run", f"run --device cpu --source {{frames}} {RUN_OUT}"),
-                        ("eval", EVAL), ("bench", BENCH))
-    for id_, path, fragments in BAD_ENGINES
-] + [  # on --device auto a plan's sidecar is checked first, on any machine
-    case(f"{cmd}-engine-random-bytes-plan-device-auto",
-         f"{prefix.replace('--device cpu', '--device auto')} --engine {{random_plan}}",
-         "random.plan.json not found", "sidecar")
-    for cmd, prefix in (("run", f"run --device cpu --source {{frames}} {RUN_OUT}"),
-                        ("eval", EVAL), ("bench", BENCH))
+    for (id_, path, fragments), (cmd, prefix) in zip(BAD_ENGINES, cycle(ENGINE_COMMANDS))
+] + [
+    case("run-engine-onnx-not-a-deploy-graph", f"{RUN_SOURCE} --engine {{onnx_other_io}}",
+         "other_io.onnx", "not an rtseg deploy graph"),
+    # on --device auto a plan's sidecar is checked first, on any machine
+    case("bench-engine-random-bytes-plan-device-auto",
+         f"{BENCH.replace('--device cpu', '--device auto')} --engine {{random_plan}}",
+         "random.plan.json not found", "sidecar"),
 ]
 
+BAD_SOURCES = [  # (id, source, fragments)
+    ("missing", "{tmp}/missing.mp4", ("no such file or directory",)),
+    ("empty-mp4", "{empty_mp4}", ("cannot open video", "empty.mp4")),
+    ("text-named-mp4", "{text_mp4}", ("cannot open video", "text.mp4")),
+    ("truncated-mp4", "{truncated_mp4}", ("cannot open video", "truncated.mp4")),
+    ("zero-frame-mp4", "{zero_frame_mp4}", ("cannot open video", "zero_frames.mp4")),
+    ("header-only-mp4", "{header_only_mp4}", ("no decodable frame", "header_only.mp4")),
+    ("empty-dir", "{empty_dir}", ("no frames",)),
+    ("all-frames-unreadable", "{unreadable_frames}", ("none of the 2 frames",)),
+]
+SOURCE_COMMANDS = (("run", f"{RUN} {RUN_OUT}"), ("bench", f"{BENCH} --engine {{engine}}"))
 SOURCE_CASES = [
     case(f"{cmd}-source-{id_}", f"{prefix} --source {src}", *fragments)
-    for cmd, prefix in (("run", f"{RUN} {RUN_OUT}"), ("bench", f"{BENCH} --engine {{engine}}"))
-    for id_, src, fragments in [
-        ("missing", "{tmp}/missing.mp4", ("no such file or directory",)),
-        ("empty-mp4", "{empty_mp4}", ("cannot open video", "empty.mp4")),
-        ("text-named-mp4", "{text_mp4}", ("cannot open video", "text.mp4")),
-        ("truncated-mp4", "{truncated_mp4}", ("cannot open video", "truncated.mp4")),
-        ("zero-frame-mp4", "{zero_frame_mp4}", ("cannot open video", "zero_frames.mp4")),
-        ("header-only-mp4", "{header_only_mp4}", ("no decodable frame", "header_only.mp4")),
-        ("empty-dir", "{empty_dir}", ("no frames",)),
-        ("all-frames-unreadable", "{unreadable_frames}", ("none of the 2 frames",)),
-    ]
+    for (id_, src, fragments), (cmd, prefix) in zip(BAD_SOURCES, cycle(SOURCE_COMMANDS))
 ]
 
 LABEL_CASES = [
@@ -553,6 +520,9 @@ OUTPUT_CASES = [
          "--output", "is a directory"),
     case("run-masks-is-a-file", f"{RUN} --source {{frames}} --masks {{a_file}}",
          "--masks", "not a directory"),
+    case("eval-json-is-a-directory-checked-first", "eval --device cpu --dataset camvid "
+         "--data-root {tmp}/nowhere --engine {tmp}/missing.safetensors --json {out}",
+         "--json", "is a directory"),
     case("eval-json-in-missing-dir", "eval --device cpu --dataset camvid --data-root "
          "{camvid_small} --engine {engine} --json {tmp}/no/e.json", "--json", "does not exist"),
     case("bench-json-in-missing-dir", "bench --device cpu --engine {engine} --json "
@@ -656,8 +626,25 @@ INT8_CASES = [  # rtseg export --int8 and build-engine on int8 graphs: all befor
          "--int8 --fp32", "--int8 and --fp32 exclude each other"),
 ]
 
+COMPARE_CASES = [  # rtseg bench --compare
+    case("compare-without-data-root", "bench --compare {engine}", "--data-root"),
+    case("compare-without-engines", "bench --compare --data-root {tmp}", "needs engine files"),
+    case("compare-engines-without-compare", "bench {engine} --data-root {tmp}",
+         "need --compare"),
+    case("compare-with-engine-flag", "bench --compare {engine} --engine {engine} "
+         "--data-root {tmp}", "--engine", "does not go with --compare"),
+    case("compare-engine-missing", "bench --compare {tmp}/missing.onnx --data-root {tmp}",
+         "not found"),
+    case("compare-data-root-missing", "bench --compare {engine} --data-root {tmp}/none",
+         "{tmp}/none"),
+    case("compare-plot-in-missing-dir", "bench --compare {engine} --data-root {tmp} "
+         "--plot {tmp}/no/dir/p.png", "--plot", "does not exist"),
+    case("compare-data-root-without-compare", "bench --engine {engine} --data-root {tmp}",
+         "--data-root belongs to --compare"),
+]
+
 ALL_CASES = (ENGINE_CASES + SOURCE_CASES + LABEL_CASES + FLAG_CASES + OUTPUT_CASES + NAME_CASES
-             + SERVE_CASES + INT8_CASES)
+             + SERVE_CASES + INT8_CASES + COMPARE_CASES)
 
 
 # -- the checks --------------------------------------------------------------------------------
@@ -686,12 +673,14 @@ def run_cli(argv: list[str], capfd) -> tuple[int, str, str, float]:
     return code, out, err, seconds
 
 
-def assert_one_clear_line(code: int, out: str, err: str, fragments: tuple[str, ...]) -> None:
-    """Exit 2, one non-empty stderr line with every fragment, no traceback anywhere."""
+def assert_one_clear_line(code: int, out: str, err: str, fragments) -> None:
+    """Exit 2, one non-empty ``error: `` line on stderr with every fragment, no traceback
+    anywhere."""
     assert "Traceback" not in out + err, err
     assert code == 2, f"exit {code}; stderr:\n{err}"
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{err}"
+    assert lines[0].startswith("error: "), lines[0]
     for fragment in fragments:
         assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
 
@@ -703,15 +692,10 @@ def test_bad_input_exits_2_with_one_line(bad: Case, inputs: Inputs, capfd):
     outputs = [p for p in output_paths(argv) if not p.exists()]
     before = listing(inputs.root)
     code, out, err, seconds = run_cli(argv, capfd)
-    assert_one_clear_line(code, out, err, bad.fragments)
+    assert_one_clear_line(code, out, err, [inputs.format(f) for f in bad.fragments])
     assert seconds < MAX_SECONDS, f"took {seconds:.1f} s"
     assert [p for p in outputs if p.exists()] == [], "an output was left behind"
     assert listing(inputs.root) == before, "files were left behind"
-
-
-def test_case_ids_are_unique():
-    ids = [p.id for p in ALL_CASES]
-    assert len(ids) == len(set(ids))
 
 
 # -- unreadable frames in a directory: skipped with a warning ---------------------------------
@@ -753,9 +737,10 @@ def test_a_video_cut_short_is_run_to_its_cut_with_a_note(inputs: Inputs, capfd):
     result.unlink()
 
 
-# -- item 4: pickles are never unpickled -------------------------------------------------------
+# -- pickles are never unpickled --------------------------------------------------------------
 def save_payload(how: str, marker: Path, path: Path) -> Path:
     """An :class:`Evil` payload written by ``pickle.dump`` or ``torch.save``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     if how == "pickle":
         path.write_bytes(pickle.dumps(Evil(marker)))
     else:
@@ -763,71 +748,67 @@ def save_payload(how: str, marker: Path, path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("how", ["pickle", "torch.save"])
-def test_the_payload_is_live(how, tmp_path):
-    """Control: the payload does create its marker when it IS unpickled, so the tests below,
-    which require the marker to stay absent, are not vacuous."""
-    marker = tmp_path / "pwned"
-    path = save_payload(how, marker, tmp_path / "payload.bin")
-    if how == "pickle":
-        pickle.loads(path.read_bytes()).close()
-    else:  # torch.save's zip holds a plain pickle (no tensors here): unpickle it unsafely
+def unpickle_unsafely(path: Path) -> None:
+    """Load a payload the way a careless loader would (``pickle.loads``; torch.save's zip holds
+    a plain pickle), closing the file its code opened."""
+    data = path.read_bytes()
+    if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
-            data = next(n for n in archive.namelist() if n.endswith("/data.pkl"))
-            pickle.loads(archive.read(data))["net"].close()
+            data = archive.read(next(n for n in archive.namelist() if n.endswith("/data.pkl")))
+    loaded = pickle.loads(data)
+    (loaded["net"] if isinstance(loaded, dict) else loaded).close()
+
+
+@dataclass(frozen=True)
+class PickleCase:
+    """One path that loads a user's file: the command (``{payload}`` is the file), where the
+    payload goes under ``{out}``, how it is written, the fragments of the refusal."""
+
+    id: str
+    args: str
+    payload: str
+    how: str
+    fragments: tuple[str, ...]
+
+
+def pickle_case(id_: str, args: str, payload: str, how: str, *fragments: str):
+    """A pickle-table row as a pytest param with a readable id."""
+    return pytest.param(PickleCase(id_, args, payload, how, fragments), id=id_)
+
+
+PICKLE_CASES = [  # one per loading path; the suffixes and writers vary between them
+    pickle_case("run-engine", f"{RUN_SOURCE} --engine {{payload}}", "model.pt", "torch.save",
+                *PICKLE_HELP),
+    pickle_case("eval-engine", f"{EVAL} --engine {{payload}}", "model.safetensors",
+                "torch.save", "not a readable safetensors"),
+    pickle_case("bench-engine", f"{BENCH} --engine {{payload}}", "model.ckpt", "pickle",
+                *PICKLE_HELP),
+    pickle_case("bench-compare-engine", "bench --compare {payload} {engine} --data-root "
+                "{camvid_small} --device cpu --iters 1 --warmup 0", "model.pth", "torch.save",
+                *PICKLE_HELP),
+    pickle_case("export-checkpoint", "export --checkpoint {payload} --out {out}/m.onnx",
+                "model.pth", "pickle", *PICKLE_HELP),
+    pickle_case("build-engine-onnx", "build-engine --onnx {payload} --out {out}/m.plan",
+                "model.onnx", "torch.save", "not a readable ONNX model"),
+    pickle_case("train-resume-state", f"{TRAIN} --resume", "train/train_state.pt", "torch.save",
+                "--resume", "train_state.pt", "cannot be loaded"),
+    pickle_case("train-encoder-weights", f"{TRAIN} --encoder-weights {{payload}}",
+                "encoder.pth", "torch.save", "cannot read encoder weights"),
+]
+
+
+@pytest.mark.parametrize("bad", PICKLE_CASES)
+def test_a_pickle_handed_to_rtseg_is_never_unpickled(bad: PickleCase, inputs: Inputs, capfd):
+    out = inputs.fresh_out(bad.id)
+    marker = inputs.root / f"pwned-{bad.id}"
+    payload = save_payload(bad.how, marker, out / bad.payload)
+    argv = [inputs.format(token, payload=payload) for token in bad.args.split()]
+    before = listing(inputs.root)
+    code, stdout, err, seconds = run_cli(argv, capfd)
+    assert not marker.exists(), "the pickle was executed"
+    assert_one_clear_line(code, stdout, err, bad.fragments)
+    assert seconds < MAX_SECONDS
+    assert listing(inputs.root) == before, "files were left behind"
+    unpickle_unsafely(payload)  # the payload is live: the check above was not vacuous
     assert marker.exists()
-
-
-def engine_command(cmd: str, inputs: Inputs, engine: Path) -> list[str]:
-    """``cmd`` (run, eval, bench, export) pointed at ``engine``."""
-    return {
-        "run": ["run", "--device", "cpu", "--source", str(inputs.frames), "--engine", str(engine)],
-        "eval": ["eval", "--device", "cpu", "--dataset", "camvid", "--data-root",
-                 str(inputs.camvid_small), "--engine", str(engine)],
-        "bench": ["bench", "--device", "cpu", "--iters", "1", "--engine", str(engine)],
-        "export": ["export", "--checkpoint", str(engine), "--out", str(inputs.out / "m.onnx")],
-    }[cmd]
-
-
-@pytest.mark.parametrize("how", ["pickle", "torch.save"])
-@pytest.mark.parametrize("suffix", [".pt", ".pth", ".safetensors", ".ckpt"])
-@pytest.mark.parametrize("cmd", ["run", "eval", "bench", "export"])
-def test_a_pickle_engine_is_never_unpickled(cmd, suffix, how, inputs: Inputs, tmp_path, capfd):
-    marker = tmp_path / "pwned"
-    engine = save_payload(how, marker, tmp_path / f"model{suffix}")
-    code, out, err, seconds = run_cli(engine_command(cmd, inputs, engine), capfd)
-    assert not marker.exists(), "the pickle was executed"
-    fragment = "not a readable safetensors" if suffix == ".safetensors" else "pickle files"
-    assert_one_clear_line(code, out, err, (fragment,))
-    assert seconds < MAX_SECONDS
-
-
-@pytest.mark.parametrize("how", ["pickle", "torch.save"])
-def test_train_resume_never_unpickles_code(how, inputs: Inputs, tmp_path, capfd):
-    """``train --resume`` reads train_state.pt with ``torch.load(weights_only=True)``: a
-    state carrying code is refused in one line and its code never runs."""
-    marker, run_dir = tmp_path / "pwned", tmp_path / "run"
-    run_dir.mkdir()
-    save_payload(how, marker, run_dir / "train_state.pt")
-    argv = TRAIN.replace("{out}/train", str(run_dir)).split() + ["--resume"]
-    before = listing(tmp_path)
-    code, out, err, seconds = run_cli([inputs.format(a) for a in argv], capfd)
-    assert not marker.exists(), "the pickle was executed"
-    assert_one_clear_line(code, out, err, ("--resume", "train_state.pt", "cannot be loaded"))
-    assert seconds < MAX_SECONDS
-    assert listing(tmp_path) == before
-
-
-@pytest.mark.parametrize("how", ["pickle", "torch.save"])
-@pytest.mark.parametrize("suffix", [".pth", ".pt"])
-def test_encoder_weights_never_unpickle_code(suffix, how, inputs: Inputs, tmp_path, capfd):
-    """``train --encoder-weights FILE.pth`` reads a state dict without running its code."""
-    marker = tmp_path / "pwned"
-    weights = save_payload(how, marker, tmp_path / f"encoder{suffix}")
-    argv = [inputs.format(a) for a in TRAIN.replace("{out}", str(tmp_path)).split()]
-    code, out, err, seconds = run_cli(argv + ["--encoder-weights", str(weights)], capfd)
-    assert not marker.exists(), "the pickle was executed"
-    assert_one_clear_line(code, out, err, ("cannot read encoder weights",))
-    assert not (tmp_path / "train").exists()
-    assert seconds < MAX_SECONDS
-
+    marker.unlink()

@@ -31,6 +31,7 @@ def test_bundled_model_is_small_fp16_with_complete_metadata(bundled):
         assert key in meta.extra, key
 
 
+@pytest.mark.slow
 def test_bundled_model_reaches_its_stated_val_miou(bundled, camvid_root):
     meta = read_checkpoint_metadata(bundled)
     with open_engine(bundled, "cpu") as backend:

@@ -4,7 +4,6 @@ the data between DDP ranks."""
 
 import cv2
 import numpy as np
-import pytest
 import torch
 
 from rtseg.data import find_pairs

@@ -1,45 +1,110 @@
-"""``--device`` and ``--precision`` resolution, and the training step's autocast dtype."""
+"""``--device`` and ``--precision`` resolution, and the training step's autocast dtype. CUDA
+devices are simulated: ``torch.cuda.is_available`` and ``get_device_capability`` are
+monkeypatched, so every rule is checked on every machine."""
 
 import pytest
 import torch
+from torch import nn
 
 from rtseg import devices
 from rtseg.errors import BadInput, MissingDependency
 
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+
+
+@pytest.fixture()
+def gpu_of(monkeypatch):
+    """``gpu_of(major, minor)``: the CUDA GPU torch reports has that compute capability."""
+    def set_capability(major: int, minor: int) -> None:
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (major, minor))
+    return set_capability
+
 
 def test_auto_precision_is_fp32_on_the_cpu_and_fp16_is_refused_there():
-    cpu = torch.device("cpu")
-    assert devices.resolve_precision("auto", cpu) == "fp32"
-    assert devices.resolve_precision("fp32", cpu) == "fp32"
+    assert devices.resolve_precision("auto", CPU) == "fp32"
+    assert devices.resolve_precision("fp32", CPU) == "fp32"
     with pytest.raises(BadInput, match="fp16 runs on CUDA only"):
-        devices.resolve_precision("fp16", cpu)
+        devices.resolve_precision("fp16", CPU)
     with pytest.raises(BadInput, match="use auto, fp32, fp16 or bf16"):
-        devices.resolve_precision("int4", cpu)
+        devices.resolve_precision("int4", CPU)
+
+
+def test_auto_precision_is_fp16_on_cuda(gpu_of):
+    gpu_of(7, 5)
+    assert devices.resolve_precision("auto", CUDA) == "fp16"
+    assert devices.resolve_precision("fp16", CUDA) == "fp16"
+    assert devices.resolve_precision("fp32", CUDA) == "fp32"
+
+
+@pytest.mark.parametrize("major, minor", [(7, 0), (7, 5)])
+def test_bf16_is_refused_below_compute_capability_8(major, minor, gpu_of):
+    gpu_of(major, minor)
+    with pytest.raises(BadInput) as refused:
+        devices.resolve_precision("bf16", CUDA)
+    message = str(refused.value)
+    assert "\n" not in message
+    assert "bf16 needs a GPU of compute capability 8.0 or newer" in message
+    assert "use fp16" in message
+
+
+@pytest.mark.parametrize("major, minor", [(8, 0), (8, 6), (9, 0)])
+def test_bf16_runs_from_compute_capability_8(major, minor, gpu_of):
+    gpu_of(major, minor)
+    assert devices.resolve_precision("bf16", CUDA) == "bf16"
 
 
 def test_bf16_on_the_cpu_only_where_it_is_native(monkeypatch):
-    cpu = torch.device("cpu")
     monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: False)
     with pytest.raises(BadInput, match="no native bf16"):
-        devices.resolve_precision("bf16", cpu)
+        devices.resolve_precision("bf16", CPU)
     monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
-    assert devices.resolve_precision("bf16", cpu) == "bf16"
+    assert devices.resolve_precision("bf16", CPU) == "bf16"
 
 
-def test_device_names():
-    assert devices.resolve_device("cpu") == torch.device("cpu")
-    assert devices.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+def test_device_names(monkeypatch):
+    assert devices.resolve_device("cpu") == CPU
     with pytest.raises(MissingDependency, match="unknown device"):
         devices.resolve_device("tpu")
-    if not torch.cuda.is_available():
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert devices.resolve_device("auto") == CPU
+    for name in ("cuda", "cuda:0"):
         with pytest.raises(MissingDependency, match="sees no CUDA GPU"):
-            devices.resolve_device("cuda:0")
+            devices.resolve_device(name)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert devices.resolve_device("auto") == CUDA
+    assert devices.resolve_device("cuda:1") == torch.device("cuda", 1)
 
 
-def test_mixed_precision_dtype_follows_the_device():
-    assert devices.amp_dtype(torch.device("cpu"), False) is None
-    assert devices.amp_dtype(torch.device("cpu"), True) is torch.bfloat16
-    if torch.cuda.is_available():
-        major = torch.cuda.get_device_capability()[0]
-        want = torch.bfloat16 if major >= 8 else torch.float16
-        assert devices.amp_dtype(torch.device("cuda"), True) is want
+def test_training_autocast_dtype(gpu_of):
+    assert devices.amp_dtype(CPU, False) is None
+    assert devices.amp_dtype(CPU, True) is torch.bfloat16
+    gpu_of(7, 5)  # Turing: no bf16 tensor cores, fp16 with a loss scaler
+    assert devices.amp_dtype(CUDA, False) is None
+    assert devices.amp_dtype(CUDA, True) is torch.float16
+    gpu_of(8, 0)
+    assert devices.amp_dtype(CUDA, True) is torch.bfloat16
+
+
+def test_an_fp16_training_step_with_a_loss_scaler_learns():
+    """The step a GPU below sm80 takes (fp16 autocast, GradScaler on), run on the CPU: the
+    loss is scaled for backward and unscaled before plain SGD steps, so it falls instead of
+    blowing up — a step that skipped the unscale would move the weights 65536 times too far."""
+    from rtseg.training.distributed import DistInfo
+    from rtseg.training.train import train_one_epoch
+
+    torch.manual_seed(0)
+    frames = torch.rand(8, 3, 8, 8)
+    labels = frames.argmax(dim=1)  # learnable by a 1x1 convolution
+    loader = [(frames[i:i + 2], labels[i:i + 2]) for i in range(0, 8, 2)]
+    model = nn.Conv2d(3, 3, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    scaler = torch.amp.GradScaler("cpu", enabled=True)
+    losses, step = [], 0
+    for _ in range(5):
+        loss, step = train_one_epoch(model, loader, nn.CrossEntropyLoss(), optimizer, CPU,
+                                     torch.float16, scaler, base_lr=0.5, step=step,
+                                     total_steps=100, info=DistInfo(), show=False, desc="")
+        losses.append(loss)
+    assert step == 20 and scaler.get_scale() == 65536.0  # no step was skipped as overflowed
+    assert model.weight.dtype == torch.float32  # fp32 master weights
+    assert losses[-1] < 0.9 * losses[0], losses

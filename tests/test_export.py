@@ -1,8 +1,8 @@
-"""ONNX export, the ONNX Runtime backend, the Triton repository and the export CLI.
+"""ONNX export, the Triton repository and the export CLI.
 
 Each of the four models gets a checkpoint at 64x96 with batch-norm statistics and a
 classifier head fitted on real CamVid frames (see ``make_segmenter``), exported once per
-precision for the whole module.
+precision for the whole module: every test that exports is marked ``slow``.
 """
 
 from __future__ import annotations
@@ -19,30 +19,24 @@ import torch
 from torch import nn
 
 from rtseg.backends import open_engine
-from rtseg.backends.onnx_backend import OnnxBackend, choose_providers
+from rtseg.backends.onnx_backend import OnnxBackend
 from rtseg.cli import main
 from rtseg.data import find_pairs, read_image, read_label
 from rtseg.data.classes import CAMVID, IMAGENET_MEAN, IMAGENET_STD
-from rtseg.errors import BadInput, MissingDependency
+from rtseg.errors import BadInput
 from rtseg.deploy.export import OPSET, export_onnx
 from rtseg.deploy.triton import triton_config
 from rtseg.deploy.fp16_graph import float32_nodes
 from rtseg.metadata import REQUIRED_KEYS, EngineMetadata
 from rtseg.models import MODELS, Segmenter, build_model, save_checkpoint
 
+from helpers import engine_meta
+
 H, W = 64, 96
 PROBE_STEPS = 100
 PRECISIONS = ("fp32", "fp16")
 MIN_AGREEMENT = {"fp32": 0.999, "fp16": 0.995}
-
-
-def camvid_metadata(model: str) -> EngineMetadata:
-    """What ``rtseg train`` writes for CamVid (see ``rtseg.training.train._metadata``), at 64x96."""
-    return EngineMetadata(
-        model=model, num_classes=CAMVID.num_classes, class_names=list(CAMVID.class_names),
-        palette=[list(c) for c in CAMVID.palette], ignore_index=CAMVID.ignore_index,
-        input_size=[H, W], dataset="camvid", mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD),
-        precision="fp32", extra={"val_miou": 0.0, "recipe": {"probe_steps": PROBE_STEPS}})
+TRAINED = {"val_miou": 0.0, "recipe": {"probe_steps": PROBE_STEPS}}  # extras a checkpoint has
 
 
 def load_frames(root: Path, split: str, count: int, stride: int):
@@ -111,7 +105,8 @@ class Exports:
         path = self.folder / model / "weights.safetensors"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            save_checkpoint(path, make_segmenter(model, self.camvid), camvid_metadata(model))
+            save_checkpoint(path, make_segmenter(model, self.camvid),
+                            engine_meta(model, (H, W), **TRAINED))
         return path
 
     def onnx(self, model: str, precision: str) -> Path:
@@ -144,6 +139,7 @@ def val_frames(camvid_root) -> np.ndarray:
 
 
 # -- the graph agrees with PyTorch ------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.realdata
 @pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("model", list(MODELS))
@@ -159,6 +155,7 @@ def test_onnx_agrees_with_pytorch_on_camvid_frames(model, precision, exports, va
     assert len(np.unique(expected)) >= 2
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 @pytest.mark.parametrize("model", list(MODELS))
 def test_eval_miou_of_weights_and_both_onnx_agree(model, exports, camvid_root):
@@ -184,6 +181,7 @@ def _shape(value: onnx.ValueInfoProto) -> list:
     return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("model", list(MODELS))
 def test_graph_io_metadata_and_single_file(model, precision, exports):
@@ -204,7 +202,7 @@ def test_graph_io_metadata_and_single_file(model, precision, exports):
     assert _shape(labels) == [batch, H, W]
 
     stored = EngineMetadata.from_strings({p.key: p.value for p in graph_model.metadata_props})
-    original = camvid_metadata(model)
+    original = engine_meta(model, (H, W), **TRAINED)
     for key in REQUIRED_KEYS:
         want = precision if key == "precision" else getattr(original, key)
         assert getattr(stored, key) == want, key
@@ -213,6 +211,7 @@ def test_graph_io_metadata_and_single_file(model, precision, exports):
     assert stored.extra["opset"] == OPSET
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", list(MODELS))
 def test_dynamic_batch_in_onnx_runtime(model, exports):
     rng = np.random.default_rng(1)
@@ -228,6 +227,7 @@ def test_dynamic_batch_in_onnx_runtime(model, exports):
     assert int(three.max()) < CAMVID.num_classes
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", list(MODELS))
 def test_fp16_graph_computes_in_fp16_between_uint8_ends(model, exports):
     graph_model = onnx.load(str(exports.onnx(model, "fp16")))
@@ -244,6 +244,7 @@ def test_fp16_graph_computes_in_fp16_between_uint8_ends(model, exports):
     assert exports.onnx(model, "fp16").stat().st_size < 0.55 * fp32_size
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("model", list(MODELS))
 def test_graphs_pass_the_tensorrt_preflight(model, precision, exports):
@@ -256,55 +257,6 @@ def test_graphs_pass_the_tensorrt_preflight(model, precision, exports):
     assert not [n for n in nodes if n.op_type == "MaxUnpool"]
     assert not [n for n in nodes if n.op_type == "MaxPool" and len([o for o in n.output if o]) > 1]
     assert all(n.domain in ("", "ai.onnx") for n in nodes)
-
-
-# -- ONNX Runtime backend errors --------------------------------------------------------------
-def test_random_bytes_are_bad_input(tmp_path):
-    path = tmp_path / "noise.onnx"
-    path.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
-    with pytest.raises(BadInput, match="not a usable ONNX model") as err:
-        open_engine(path, "cpu")
-    assert "\n" not in str(err.value)
-
-
-def _tiny_graph(path: Path, metadata: EngineMetadata | None, input_name: str = "frames"):
-    cast = onnx.helper.make_node("Cast", [input_name], ["x"], to=onnx.TensorProto.FLOAT)
-    argmax = onnx.helper.make_node("ArgMax", ["x"], ["ids"], axis=3, keepdims=0)
-    to_u8 = onnx.helper.make_node("Cast", ["ids"], ["labels"], to=onnx.TensorProto.UINT8)
-    graph = onnx.helper.make_graph(
-        [cast, argmax, to_u8], "tiny",
-        [onnx.helper.make_tensor_value_info(input_name, onnx.TensorProto.UINT8, ["N", H, W, 3])],
-        [onnx.helper.make_tensor_value_info("labels", onnx.TensorProto.UINT8, ["N", H, W])])
-    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
-    if metadata is not None:
-        onnx.helper.set_model_props(model, metadata.to_strings())
-    onnx.save(model, str(path))
-    return path
-
-
-def test_graph_without_metadata_or_with_other_io_is_bad_input(tmp_path):
-    with pytest.raises(BadInput, match="lacks metadata key"):
-        OnnxBackend(_tiny_graph(tmp_path / "bare.onnx", None), "cpu")
-    with pytest.raises(BadInput, match="not an rtseg deploy graph"):
-        OnnxBackend(_tiny_graph(tmp_path / "io.onnx", camvid_metadata("tiny"), "images"), "cpu")
-    with OnnxBackend(_tiny_graph(tmp_path / "ok.onnx", camvid_metadata("tiny")), "cpu") as b:
-        frames = np.zeros((2, H, W, 3), np.uint8)
-        frames[..., 1] = 7  # green channel wins the argmax over BGR
-        assert (b.infer(frames) == 1).all()
-        with pytest.raises(BadInput, match="frames must be uint8"):
-            b.infer(np.zeros((1, H + 32, W, 3), np.uint8))
-
-
-def test_provider_choice():
-    cpu_only = ["CPUExecutionProvider"]
-    gpu = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
-    assert choose_providers("auto", cpu_only) == cpu_only
-    assert choose_providers("cpu", gpu) == cpu_only
-    names = [p[0] if isinstance(p, tuple) else p for p in choose_providers("cuda:1", gpu)]
-    assert names == gpu
-    assert choose_providers("cuda:1", gpu)[1][1]["device_id"] == 1
-    with pytest.raises(MissingDependency, match="onnxruntime-gpu"):
-        choose_providers("cuda", cpu_only)
 
 
 # -- Triton model repository ------------------------------------------------------------------
@@ -332,6 +284,7 @@ def triton_repo(exports, tmp_path_factory) -> Path:
     return repo
 
 
+@pytest.mark.slow
 def test_triton_repository_layout_and_model(triton_repo):
     files = sorted(str(p.relative_to(triton_repo)) for p in triton_repo.rglob("*") if p.is_file())
     assert files == ["segnet_r50/1/model.onnx", "segnet_r50/config.pbtxt"]
@@ -340,6 +293,7 @@ def test_triton_repository_layout_and_model(triton_repo):
         assert backend.infer(np.zeros((2, H, W, 3), np.uint8)).shape == (2, H, W)
 
 
+@pytest.mark.slow
 def test_triton_config_text(triton_repo):
     text = (triton_repo / "segnet_r50" / "config.pbtxt").read_text()
     for line in ('name: "segnet_r50"', 'backend: "onnxruntime"', "max_batch_size: 4",
@@ -350,6 +304,7 @@ def test_triton_config_text(triton_repo):
     assert text.count("TYPE_UINT8") == 2
 
 
+@pytest.mark.slow
 def test_triton_config_parses_as_model_config(triton_repo):
     pb2 = _model_config_pb2()
     from google.protobuf import text_format
@@ -368,10 +323,11 @@ def test_triton_config_parses_as_model_config(triton_repo):
 
 def test_triton_config_needs_a_positive_batch():
     with pytest.raises(BadInput, match="max-batch"):
-        triton_config(camvid_metadata("segnet_r50"), max_batch=0)
+        triton_config(engine_meta("segnet_r50", (H, W)), max_batch=0)
 
 
 # -- CLI --------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_cli_export_with_size_override(exports, tmp_path, capsys):
     out = tmp_path / "small.onnx"
     assert main(["export", "--checkpoint", str(exports.checkpoint("segnet_r50")),
@@ -381,52 +337,3 @@ def test_cli_export_with_size_override(exports, tmp_path, capsys):
     with OnnxBackend(out, "cpu") as backend:
         assert backend.metadata.input_size == [32, 64] and backend.precision == "fp32"
         assert backend.infer(np.zeros((1, 32, 64, 3), np.uint8)).shape == (1, 32, 64)
-
-
-def test_cli_export_bad_input(exports, tmp_path, capsys):
-    ckpt = str(exports.checkpoint("segnet_r50"))
-    out = str(tmp_path / "m.onnx")
-    pickle = tmp_path / "weights.pt"
-    pickle.write_bytes(b"\x80\x04not really a pickle")
-    cases = {
-        "missing checkpoint": ["--checkpoint", str(tmp_path / "nope.safetensors"), "--out", out],
-        "both outputs": ["--checkpoint", ckpt, "--out", out, "--triton-repo", str(tmp_path)],
-        "no output": ["--checkpoint", ckpt],
-        "pickle": ["--checkpoint", str(pickle), "--out", out],
-        "missing out dir": ["--checkpoint", ckpt, "--out", str(tmp_path / "no" / "m.onnx")],
-        "wrong suffix": ["--checkpoint", ckpt, "--out", str(tmp_path / "m.plan")],
-        "bad size": ["--checkpoint", ckpt, "--out", out, "--size", "50x70"],
-        "max batch without triton": ["--checkpoint", ckpt, "--out", out, "--max-batch", "4"],
-    }
-    for case, args in cases.items():
-        assert main(["export", *args]) == 2, case
-        err = capsys.readouterr().err
-        assert err.startswith("error: ") and err.count("\n") == 1, (case, err)
-    assert not (tmp_path / "m.onnx").exists()
-
-
-def test_cli_build_engine_passes_the_contract_flags(exports, tmp_path, monkeypatch):
-    engine_build = pytest.importorskip("rtseg.deploy.engine_build")
-    calls = []
-
-    def fake_build(onnx_path, out_path, **kwargs):
-        calls.append((onnx_path, out_path, kwargs))
-        return {"plan": str(out_path), "precision": kwargs["precision"],
-                "tensorrt_version": "10.x", "gpu_name": "test GPU"}
-
-    monkeypatch.setattr(engine_build, "build_engine", fake_build)
-    onnx_path = exports.onnx("segnet_r50", "fp32")
-    plan = tmp_path / "m.plan"
-    assert main(["build-engine", "--onnx", str(onnx_path), "--out", str(plan), "--fp32",
-                 "--max-batch", "4", "--workspace", "2"]) == 0
-    (got_onnx, got_out, kwargs), = calls
-    assert (Path(got_onnx), Path(got_out)) == (onnx_path, plan)
-    assert kwargs["precision"] == "fp32" and kwargs["max_batch"] == 4
-    assert kwargs["workspace_gb"] == 2.0
-    assert Path(kwargs["timing_cache"]) == tmp_path / "m.plan.timing.cache"
-    assert main(["build-engine", "--onnx", str(onnx_path), "--out", str(plan)]) == 0
-    assert calls[-1][2]["precision"] == "fp16"  # the default
-    assert main(["build-engine", "--onnx", str(onnx_path), "--out", str(tmp_path / "m.onnx")]) == 2
-    assert main(["build-engine", "--onnx", str(tmp_path / "no.onnx"), "--out", str(plan)]) == 2
-    assert len(calls) == 2
-

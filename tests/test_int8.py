@@ -3,6 +3,8 @@ pre-flight, ONNX Runtime int8 against fp32 on real frames, and the commands that
 
 Small graphs (64x96) come from ``test_export.make_segmenter`` (real batch-norm statistics and a
 classifier head fitted on CamVid frames); the agreement test uses the bundled trained model.
+Every test that exports or quantizes is marked ``slow``; the rules about int8 graphs that need
+no real network run on ``helpers.tiny_graph``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from rtseg.metadata import REQUIRED_KEYS, EngineMetadata
 from rtseg.models import save_checkpoint
 from rtseg.deploy.quantize import (MIN_FRAMES, Calibration, float_boundary_convs, is_quantized,
                             quantize_graph, read_calibration_frames)
-from test_export import H, W, camvid_metadata, load_frames, make_segmenter
+from helpers import engine_meta, save_tiny_graph, tiny_graph
+from test_export import H, W, load_frames, make_segmenter
 
 REPO = Path(__file__).resolve().parents[1]
 CALIB_FRAMES = MIN_FRAMES  # the fewest the CLI accepts: fast, and enough for these nets
@@ -41,7 +44,7 @@ class Graphs:
     def checkpoint(self, model: str) -> Path:
         path = self.folder / f"{model}.safetensors"
         if not path.exists():
-            save_checkpoint(path, make_segmenter(model, self.camvid), camvid_metadata(model))
+            save_checkpoint(path, make_segmenter(model, self.camvid), engine_meta(model, (H, W)))
         return path
 
     def fp32(self, model: str) -> Path:
@@ -73,6 +76,7 @@ def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
 
 
 # -- the graph --------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.realdata
 @pytest.mark.parametrize("model", MODELS)
 def test_int8_graph_is_explicitly_quantized_around_convolutions(model, graphs):
@@ -131,12 +135,13 @@ def test_int8_graph_is_explicitly_quantized_around_convolutions(model, graphs):
     assert graphs.int8(model).stat().st_size < 0.4 * graphs.fp32(model).stat().st_size
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 @pytest.mark.parametrize("model", MODELS)
 def test_int8_metadata(model, graphs, camvid_root):
     stored = EngineMetadata.from_strings(
         {p.key: p.value for p in onnx.load(str(graphs.int8(model))).metadata_props})
-    original = camvid_metadata(model)
+    original = engine_meta(model, (H, W))
     for key in REQUIRED_KEYS:
         want = "int8" if key == "precision" else getattr(original, key)
         assert getattr(stored, key) == want, key
@@ -148,6 +153,7 @@ def test_int8_metadata(model, graphs, camvid_root):
 
 
 # -- the TensorRT ONNX parser's op-set check ----------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.realdata
 @pytest.mark.parametrize("model", MODELS)
 def test_int8_graph_passes_the_tensorrt_preflight(model, graphs):
@@ -158,20 +164,19 @@ def test_int8_graph_passes_the_tensorrt_preflight(model, graphs):
     assert all(n.domain in ("", "ai.onnx") for n in graph_model.graph.node)
 
 
-@pytest.mark.realdata
-def test_preflight_names_what_explicit_quantization_refuses(graphs):
+def test_preflight_names_what_explicit_quantization_refuses():
     """A zero point that is not 0, a uint8 Q/DQ pair and an int32 (bias) DequantizeLinear are
     each reported — the forms ONNX Runtime's default quantizer settings would produce."""
-    graph_model = onnx.load(str(graphs.int8("unet_r50")))
+    graph_model = tiny_graph(precision="int8")
+    assert tensorrt_compat_problems(graph_model) == []
     graph = graph_model.graph
     q = next(n for n in graph.node if n.op_type == "QuantizeLinear")
     zp = next(t for t in graph.initializer if t.name == q.input[2])
     zp.CopyFrom(numpy_helper.from_array(np.array(3, np.int8), zp.name))
     graph.initializer.append(numpy_helper.from_array(np.array(0, np.uint8), "zp_u8"))
-    graph.initializer.append(numpy_helper.from_array(np.array(1.0, np.float32), "s"))
     graph.initializer.append(numpy_helper.from_array(np.arange(4, dtype=np.int32), "bias_q"))
     graph.node.extend([
-        onnx.helper.make_node("QuantizeLinear", ["frames_f", "s", "zp_u8"], ["u8"], name="qu8"),
+        onnx.helper.make_node("QuantizeLinear", ["x", "s", "zp_u8"], ["u8"], name="qu8"),
         onnx.helper.make_node("DequantizeLinear", ["bias_q", "s"], ["bias_f"], name="dqbias")])
     problems = "\n".join(tensorrt_compat_problems(graph_model))
     assert "zero point is not a constant 0" in problems
@@ -180,6 +185,7 @@ def test_preflight_names_what_explicit_quantization_refuses(graphs):
 
 
 # -- ONNX Runtime: int8 against fp32 ------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.realdata
 @pytest.mark.parametrize("model", MODELS)
 def test_small_int8_graphs_run_and_segment(model, graphs, val_frames):
@@ -246,6 +252,7 @@ def test_a_folder_with_fewer_frames_than_asked_is_used_whole(tmp_path, camvid_ro
 
 
 # -- the CLI ------------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_cli_export_int8_and_triton_repo(graphs, camvid_root, tmp_path, capsys):
     checkpoint = str(graphs.checkpoint("segnet_vgg16"))
@@ -273,6 +280,7 @@ def test_cli_export_int8_and_triton_repo(graphs, camvid_root, tmp_path, capsys):
         assert backend.infer(np.zeros((2, H, W, 3), np.uint8)).shape == (2, H, W)
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_an_fp32_onnx_can_be_quantized_but_not_twice(graphs, camvid_root, tmp_path, val_frames):
     out = tmp_path / "from_onnx.onnx"
@@ -288,6 +296,7 @@ def test_an_fp32_onnx_can_be_quantized_but_not_twice(graphs, camvid_root, tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["from_onnx.onnx"]
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_run_eval_and_bench_take_the_int8_graph(graphs, camvid_root, tmp_path):
     int8 = str(graphs.int8("unet_r50"))
@@ -308,6 +317,7 @@ def test_run_eval_and_bench_take_the_int8_graph(graphs, camvid_root, tmp_path):
     assert json.loads((out / "bench.json").read_text())["precision"] == "int8"
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_bench_compare_shows_int8_beside_fp32_fp16_and_bf16(graphs, camvid_root, tmp_path):
     checkpoint = graphs.checkpoint("unet_r50")
@@ -339,8 +349,7 @@ def test_int8_graphs_build_int8_engines_only():
         check_precision("fp32", "int8")
 
 
-@pytest.mark.realdata
-def test_cli_build_engine_builds_an_int8_graph_as_int8(graphs, tmp_path, monkeypatch, capsys):
+def test_cli_build_engine_builds_an_int8_graph_as_int8(tmp_path, monkeypatch):
     from rtseg.deploy import engine_build
 
     calls = []
@@ -348,11 +357,9 @@ def test_cli_build_engine_builds_an_int8_graph_as_int8(graphs, tmp_path, monkeyp
         calls.append(kw) or {"plan": str(out), "precision": kw["precision"],
                              "tensorrt_version": "10.x", "gpu_name": "test GPU"}))
     plan = str(tmp_path / "m.plan")
-    int8, fp32 = str(graphs.int8("unet_r50")), str(graphs.fp32("unet_r50"))
+    int8 = str(save_tiny_graph(tmp_path / "int8.onnx", precision="int8"))
+    fp32 = str(save_tiny_graph(tmp_path / "fp32.onnx"))
     assert main(["build-engine", "--onnx", int8, "--out", plan]) == 0
     assert main(["build-engine", "--onnx", int8, "--out", plan, "--int8"]) == 0
     assert main(["build-engine", "--onnx", fp32, "--out", plan]) == 0
     assert [c["precision"] for c in calls] == ["int8", "int8", "fp16"]
-    capsys.readouterr()
-    assert main(["build-engine", "--onnx", int8, "--out", plan, "--int8", "--fp16"]) == 2
-    assert "exclude each other" in capsys.readouterr().err

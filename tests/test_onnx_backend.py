@@ -1,6 +1,7 @@
-"""ONNX Runtime backend: the TensorRT execution provider's options (an explicit profile for
-``frames`` and an engine cache) and batch splitting, on the CPU; whether the provider really
-keeps one engine across batch sizes needs onnxruntime-gpu with TensorRT (``-m tensorrt``)."""
+"""ONNX Runtime backend: a deploy graph's labels and frame checks, the execution providers
+and the TensorRT provider's options (an explicit profile for ``frames`` and an engine cache)
+and batch splitting, on the CPU; whether the provider really keeps one engine across batch
+sizes needs onnxruntime-gpu with TensorRT (``-m tensorrt``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from helpers import save_tiny_graph
 from test_tensorrt import CLASSES, H, W, contract_model
 
 from rtseg.backends import onnx_backend
@@ -19,8 +21,19 @@ from rtseg.backends.onnx_backend import (
     graph_input_size,
     tensorrt_provider_options,
 )
+from rtseg.errors import BadInput, MissingDependency
 
 GPU = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+CPU_ONLY = ["CPUExecutionProvider"]
+
+
+def test_a_deploy_graph_labels_frames_and_checks_their_size(tmp_path):
+    with OnnxBackend(save_tiny_graph(tmp_path / "tiny.onnx", input_size=(H, W)), "cpu") as b:
+        frames = np.zeros((2, H, W, 3), np.uint8)
+        frames[..., 1] = 7  # green channel wins the argmax over BGR
+        assert (b.infer(frames) == 1).all()
+        with pytest.raises(BadInput, match="frames must be uint8"):
+            b.infer(np.zeros((1, H + 32, W, 3), np.uint8))
 
 
 def test_tensorrt_provider_options_give_frames_a_profile(tmp_path):
@@ -53,7 +66,10 @@ def test_choose_providers_passes_the_profile_to_tensorrt_only(tmp_path, monkeypa
     assert trt_options["device_id"] == 1 and cuda_options == {"device_id": 1}
     assert trt_options["trt_profile_max_shapes"].startswith("frames:")
     assert trt_options["trt_engine_cache_path"] == str(tmp_path / "rtseg" / "onnxruntime-tensorrt")
-    assert choose_providers("cpu", GPU, input_size=(64, 96)) == ["CPUExecutionProvider"]
+    assert choose_providers("cpu", GPU, input_size=(64, 96)) == CPU_ONLY
+    assert choose_providers("auto", CPU_ONLY) == CPU_ONLY
+    with pytest.raises(MissingDependency, match="onnxruntime-gpu"):
+        choose_providers("cuda", CPU_ONLY)
 
 
 def test_graph_input_size(tmp_path):

@@ -22,9 +22,8 @@ def save_checkpoint(path: Path | str, segmenter: Segmenter, metadata: EngineMeta
     ``dtype`` (e.g. torch.float16) casts floating tensors; integer buffers stay as they are.
     """
     path = Path(path)
-    net = segmenter.net.module if hasattr(segmenter.net, "module") else segmenter.net
     state = {}
-    for key, value in net.state_dict().items():
+    for key, value in segmenter.net.state_dict().items():
         value = value.detach().to("cpu")
         if dtype is not None and value.is_floating_point():
             value = value.to(dtype)

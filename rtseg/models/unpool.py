@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 
 def _windows(x: torch.Tensor) -> torch.Tensor:
@@ -51,17 +50,3 @@ def max_unpool_with_mask(y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     n, c, h, w = y.shape
     spread = (y.unsqueeze(2) * mask).reshape(n, c * 4, h, w)
     return F.pixel_shuffle(spread, 2)
-
-
-class MaskedMaxPool2d(nn.Module):
-    """``nn.MaxPool2d(2, 2)`` that also returns the argmax mask for ``MaskedMaxUnpool2d``."""
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return max_pool_with_mask(x)
-
-
-class MaskedMaxUnpool2d(nn.Module):
-    """Inverse of ``MaskedMaxPool2d``: zeros everywhere but at each window's maximum."""
-
-    def forward(self, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return max_unpool_with_mask(y, mask)
