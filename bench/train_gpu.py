@@ -3,16 +3,21 @@ and pack what comes back (histories, scores, the chosen weights split into parts
 
 Every model goes through ``rtseg.training.train`` (the code behind ``rtseg train``) with one recipe:
 frames decoded once and augmented on the GPU (``--data-on-device``: random scale 0.75–1.5 of
-the 352×480 network input, random crop, flip, colour jitter), ENet class weights, AdamW with
-poly decay, bf16 autocast, channels_last, validation on the 101 val frames every
-``--val-every`` epochs (best checkpoint kept). Each model gets the same share of the budget
-(the same GPU time: how much a model learns in a fixed time is part of the comparison), and
-its epoch count is fitted to that share by ``--time-budget`` as its epochs are timed. A model whose run dies
-(out of memory, a non-finite loss) is reported and the others go on. Runs are resumable:
-an interrupted model restarts from its last validated epoch.
+the 352×480 network input, random crop, flip, colour jitter and a per-channel colour cast —
+CamVid's skies are grey, a dashcam's often blue), ENet class weights, AdamW with poly decay,
+bf16 autocast, channels_last, validation on the 101 val frames every ``--val-every`` epochs
+(best checkpoint kept). Each model gets the same share of the budget (the same GPU time: how
+much a model learns in a fixed time is part of the comparison), and its epoch count is fitted
+to that share by ``--time-budget`` as its epochs are timed. ``--wall-limit`` bounds the whole
+call: a model's share shrinks when the models before it (decoding, validation, the cuDNN
+autotuning of a first epoch) took longer than planned, so the call ends, results packed,
+before a per-call limit. ResNet-50 models train with larger batches (``--batch-sizes``): at
+batch 16 their epochs were bound by per-step overhead. A model whose run dies (out of memory,
+a non-finite loss) is reported and the others go on. Runs are resumable: an interrupted
+model restarts from its last validated epoch.
 
     python bench/pack_camvid.py --src ../shared/data/camvid --out .gpu/camvid   # here
-    python bench/train_gpu.py --data-root .gpu/camvid --runs runs/gpu --budget 320 \\
+    python bench/train_gpu.py --data-root .gpu/camvid --runs runs/gpu --budget 440 \\
         --export "$OUT"                                   # on the GPU machine
     python bench/train_gpu.py --runs runs/gpu --export "$OUT" --export-only --models unet_r50
     python bench/train_gpu.py --dry-run --data-root ../shared/data/camvid --runs /tmp/dry
@@ -41,7 +46,7 @@ import numpy as np
 import torch
 
 from rtseg.backends import open_engine
-from rtseg.data import get_spec, read_image
+from rtseg.data import read_image
 from rtseg.imageops import resize_frame, resize_nearest
 from rtseg.models import load_checkpoint, save_checkpoint
 from rtseg.training.train import TrainConfig, train
@@ -50,6 +55,10 @@ MODELS = ("segnet_r50", "unet_r50", "unet_vgg16", "segnet_vgg16")
 PICTURE_FRAMES = "0016E5_07959,0016E5_08093,0016E5_08159"  # first, busiest, last val frame
 PART_BYTES = 15 * 2**20
 RETURN_BYTES = 60 * 2**20  # what one call may bring back (64 MiB), less the tarball's room
+R50_BATCH = "segnet_r50=32,unet_r50=32"
+FIRST_OVERHEAD_S = 25.0  # per model, before one was measured (H200: 19–27 s at budget 300)
+EXPORT_S = 15.0          # packing the tarball and the weights' parts
+MIN_BUDGET_S = 20.0
 
 
 def device_name(device: str) -> str:
@@ -61,26 +70,33 @@ def device_name(device: str) -> str:
 
 def train_all(args) -> dict:
     """Train every model of ``args.models`` in turn; the summary of what each one reached."""
-    spec = get_spec("camvid")
     models = args.models.split(",")
+    batch_sizes = model_batch_sizes(args.batch_sizes, models, args.batch_size)
+    start = time.perf_counter()
     summary = {"device": device_name(args.device), "torch": torch.__version__,
                "budget_s": args.budget, "recipe": {
                    "crop": list(args.crop), "input_size": list(args.input_size),
-                   "batch_size": args.batch_size, "lr": args.lr, "max_epochs": args.epochs,
-                   "val_every": args.val_every, "data_on_device": True, "amp": "bf16 on CUDA"},
+                   "batch_size": batch_sizes, "lr": args.lr, "max_epochs": args.epochs,
+                   "val_every": args.val_every, "data_on_device": True, "amp": "bf16 on CUDA",
+                   "colour_cast": args.colour_cast, "wall_limit_s": args.wall_limit},
                "models": {}}
-    for name in models:
+    for k, name in enumerate(models):
         out = args.runs / name
-        budget = args.budget / len(models)
+        done = [r for r in summary["models"].values() if "train_seconds" in r]
+        budget = model_budget(args.budget, len(models), k, time.perf_counter() - start,
+                              args.wall_limit, overhead_s=max(
+                                  [r["wall_seconds"] - r["train_seconds"] for r in done],
+                                  default=FIRST_OVERHEAD_S))
         cfg = TrainConfig(model=name, dataset="camvid", data_root=args.data_root, out=out,
-                          epochs=args.epochs, batch_size=args.batch_size, crop=args.crop,
+                          epochs=args.epochs, batch_size=batch_sizes[name], crop=args.crop,
                           input_size=args.input_size, lr=args.lr, device=args.device,
                           resume=(out / "train_state.pt").is_file(), seed=0,
                           workers=args.workers, data_on_device=True, val_every=args.val_every,
                           time_budget_s=budget, train_limit=args.train_limit,
-                          val_limit=args.val_limit)
+                          val_limit=args.val_limit, colour_cast=args.colour_cast)
         t0 = time.perf_counter()
-        print(f"== {name}: budget {budget:.0f} s of training steps", flush=True)
+        print(f"== {name}: budget {budget:.0f} s of training steps, batch {batch_sizes[name]}",
+              flush=True)
         try:
             result = train(cfg, log=lambda s: print(f"   {s}", flush=True))
             _, meta = load_checkpoint(out / "best.safetensors")
@@ -99,6 +115,26 @@ def train_all(args) -> dict:
         print(f"   {name}: {summary['models'][name]}", flush=True)
         write_summary(args.runs, summary)
     return summary
+
+
+def model_batch_sizes(spec: str, models: list[str], default: int) -> dict[str, int]:
+    """``"segnet_r50=32,unet_r50=32"`` → a batch size for every model (``default`` for the
+    models not named)."""
+    named = dict(item.split("=") for item in spec.split(",") if item)
+    return {m: int(named.get(m, default)) for m in models}
+
+
+def model_budget(total_s: float, models: int, index: int, elapsed_s: float,
+                 wall_limit_s: float | None, overhead_s: float) -> float:
+    """Seconds of training steps for model ``index`` of ``models``: an even share of
+    ``total_s``, less when what is left of ``wall_limit_s`` (after ``elapsed_s``, and
+    ``overhead_s`` of decoding/validation/export for this and every later model, plus
+    EXPORT_S) cannot hold it; never below MIN_BUDGET_S."""
+    share = total_s / models
+    if wall_limit_s is None:
+        return share
+    left = wall_limit_s - elapsed_s - EXPORT_S - overhead_s * (models - index)
+    return max(MIN_BUDGET_S, min(share, left / (models - index)))
 
 
 def save_predictions(weights: Path, data_root: Path, frames: list[str], device: str) -> None:
@@ -175,12 +211,18 @@ def main() -> None:
     p.add_argument("--data-root", type=Path)
     p.add_argument("--runs", type=Path, default=Path("runs/gpu"))
     p.add_argument("--models", default=",".join(MODELS))
-    p.add_argument("--budget", type=float, default=320.0,
+    p.add_argument("--budget", type=float, default=440.0,
                    help="seconds of training steps for all models together")
     p.add_argument("--epochs", type=int, default=1000, help="upper bound; the budget decides")
     p.add_argument("--crop", default="256x352", help="training crop HxW")
     p.add_argument("--input-size", default="352x480", help="network input HxW (validation)")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-sizes", default=R50_BATCH,
+                   help="per-model batch sizes, MODEL=N,... (others: --batch-size)")
+    p.add_argument("--colour-cast", type=float, default=0.1,
+                   help="per-channel colour gain range 1±X in the augmentation (0: off)")
+    p.add_argument("--wall-limit", type=float, default=540.0,
+                   help="seconds this call may take in all; model budgets shrink to fit")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--val-every", type=int, default=10)
     p.add_argument("--workers", type=int, default=8)
@@ -199,6 +241,7 @@ def main() -> None:
         args.input_size = "64x96"
         args.val_every, args.budget, args.workers = 1, 1e6, 2
         args.train_limit, args.val_limit = 8, 2
+        args.batch_sizes, args.wall_limit = "", None
     args.crop = tuple(int(v) for v in args.crop.split("x"))
     args.input_size = tuple(int(v) for v in args.input_size.split("x"))
 

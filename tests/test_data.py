@@ -3,16 +3,20 @@
 import cv2
 import numpy as np
 import pytest
+import torch
 
-from rtseg.data import CAMVID, CITYSCAPES, cityscapes_label_lut, find_pairs, get_spec
+from rtseg.data import (CAMVID, CITYSCAPES, check_pair_sizes, cityscapes_label_lut, find_pairs,
+                        get_spec)
+from rtseg.data.datasets import cityscapes_label_path, label_name
 from rtseg.data.torch_dataset import SegmentationDataset
-from rtseg.data.transforms import EvalTransform, TrainTransform
+from rtseg.data.transforms import TrainTransform
 from rtseg.imageops import resize_nearest
 from rtseg.errors import BadInput
 from rtseg.visualize import colorize, palette_lut
 
 
-@pytest.mark.parametrize("split,count", [("train", 367), ("val", 101)])
+@pytest.mark.parametrize("split,count", [pytest.param("train", 367, marks=pytest.mark.slow),
+                                         ("val", 101)])
 def test_camvid_split_loads_with_shapes_and_ids(camvid_root, split, count):
     pairs = find_pairs("camvid", camvid_root, split)
     assert len(pairs) == count
@@ -63,11 +67,17 @@ def test_train_transform_shapes_ids_and_padding():
     assert ids <= set(range(12)) and 11 in ids  # nearest resize + ignore padding only
 
 
-def test_eval_transform_resizes_image_keeps_label():
-    image = np.zeros((360, 480, 3), np.uint8)
-    label = np.ones((360, 480), np.uint8)
-    frames, target = EvalTransform((352, 480))(image, label)
-    assert frames.shape == (352, 480, 3) and target.shape == (360, 480)
+def test_colour_cast_tints_frames_and_leaves_labels_alone():
+    rng = np.random.default_rng(0)
+    image = rng.integers(60, 200, (64, 96, 3), dtype=np.uint8)
+    label = rng.integers(0, 11, (64, 96), dtype=np.uint8)
+    kwargs = dict(crop=(64, 96), base_size=(64, 96), ignore_index=11, scale_range=(1.0, 1.0),
+                  jitter=0.0, seed=5)
+    plain_frames, plain_labels = TrainTransform(**kwargs)(image, label)
+    cast_frames, cast_labels = TrainTransform(**kwargs, colour_cast=0.3)(image, label)
+    assert torch.equal(plain_labels, cast_labels)  # same geometry: the cast draws after it
+    ratio = cast_frames.float().mean(dim=(0, 1)) / plain_frames.float().mean(dim=(0, 1))
+    assert (ratio - 1).abs().max() > 0.02 and ratio.std() > 0.01  # channels scaled unequally
 
 
 def test_missing_and_empty_roots_are_bad_input(tmp_path):
@@ -85,9 +95,22 @@ def test_size_mismatch_is_bad_input(tmp_path):
         (tmp_path / d).mkdir()
     cv2.imwrite(str(tmp_path / "train" / "a.png"), np.zeros((32, 48, 3), np.uint8))
     cv2.imwrite(str(tmp_path / "trainannot" / "a.png"), np.zeros((30, 48), np.uint8))
-    ds = SegmentationDataset(find_pairs("camvid", tmp_path, "train"), "camvid")
-    with pytest.raises(BadInput, match="label a.png is 48×30 but image a.png is 48×32"):
-        ds[0]
+    pairs = find_pairs("camvid", tmp_path, "train")
+    message = "label a.png is 48×30 but image a.png is 48×32"
+    with pytest.raises(BadInput, match=message):
+        check_pair_sizes(pairs)  # from the PNG headers
+    with pytest.raises(BadInput, match=message):
+        SegmentationDataset(pairs, "camvid")[0]  # from the decoded pair
+
+
+def test_label_file_names_of_both_data_sets(cityscapes_sample):
+    assert label_name("0016E5_07959.png", "camvid") == "0016E5_07959.png"
+    assert label_name("x_leftImg8bit.png", "cityscapes") == "x_gtFine_labelIds.png"
+    assert label_name("x_leftImg8bit.jpg", "cityscapes") == "x_gtFine_labelIds.png"
+    assert label_name("x.png", "cityscapes") == "x_gtFine_labelIds.png"
+    image, label = find_pairs("cityscapes", cityscapes_sample, "val")[0]
+    assert label == cityscapes_label_path(image, cityscapes_sample, "val")
+    assert label.name == label_name(image.name, "cityscapes") and label.parts[-4] == "gtFine"
 
 
 def test_camvid_spec_matches_data_readme():

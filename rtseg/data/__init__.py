@@ -1,6 +1,6 @@
 """Data sets: CamVid and Cityscapes finders and readers and their class tables (no torch).
 The torch side lives in ``rtseg.data.torch_dataset`` (SegmentationDataset),
-``rtseg.data.transforms`` (TrainTransform, EvalTransform) and ``rtseg.data.device_batches``."""
+``rtseg.data.transforms`` (TrainTransform) and ``rtseg.data.device_batches``."""
 
 from rtseg.data.classes import CAMVID, CITYSCAPES, DATASETS, DatasetSpec, cityscapes_label_lut
 from rtseg.data.datasets import (check_pair_sizes, find_pairs, get_spec, load_pair, png_size,

@@ -6,7 +6,8 @@ epoch is about a second on an H100); decoding 367 PNGs once and augmenting with 
 ``grid_sample`` per batch removes that. The augmentation follows ``TrainTransform`` (the CPU
 path): the frame is resized to ``base_size × scale``, padded at the bottom/right (image 0,
 label ``ignore_index``) when smaller than the crop, cropped at a random place, flipped with
-probability ½, then brightness, contrast and saturation are jittered. Image sampling is
+probability ½, then brightness, contrast and saturation are jittered and (``colour_cast``
+> 0) each colour channel gets its own random gain. Image sampling is
 bilinear and label sampling nearest, both at pixel centres as OpenCV's resize samples them.
 """
 
@@ -56,12 +57,13 @@ class DeviceBatches:
     def __init__(self, images: np.ndarray, labels: np.ndarray, crop: tuple[int, int],
                  base_size: tuple[int, int], ignore_index: int, batch_size: int,
                  device: torch.device, scale_range: tuple[float, float] = (0.75, 1.5),
-                 jitter: float = 0.3, seed: int = 0, rank: int = 0, world_size: int = 1):
+                 jitter: float = 0.3, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 colour_cast: float = 0.0):
         self.images = torch.from_numpy(images).to(device)
         self.labels = torch.from_numpy(labels).to(device)
         self.crop, self.base_size = tuple(crop), tuple(base_size)
         self.ignore_index, self.batch_size = ignore_index, batch_size
-        self.scale_range, self.jitter = scale_range, jitter
+        self.scale_range, self.jitter, self.colour_cast = scale_range, jitter, colour_cast
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.device = device
         self.epoch = 0
@@ -136,5 +138,8 @@ class DeviceBatches:
         images = images * inside[:, None]
         if self.jitter > 0:
             images = self._jitter(images, rng)
+        if self.colour_cast > 0:
+            gains = 1 + (torch.rand(len(index), 3, generator=rng) * 2 - 1) * self.colour_cast
+            images = images * gains.to(self.device).view(-1, 3, 1, 1)
         frames = images.clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1)
         return frames, labels

@@ -34,9 +34,17 @@ def _jitter(image: np.ndarray, rng: np.random.Generator, strength: float) -> np.
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def _colour_cast(image: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+    """A random colour cast: each of B, G, R scaled by its own gain in 1 ± ``strength`` (other
+    white balances and sky colours than the training set's)."""
+    gains = (1.0 + rng.uniform(-strength, strength, 3)).astype(np.float32)
+    return np.clip(image.astype(np.float32) * gains, 0, 255).astype(np.uint8)
+
+
 @dataclass
 class TrainTransform:
-    """Random scale, pad, crop, horizontal flip and photometric jitter.
+    """Random scale, pad, crop, horizontal flip, photometric jitter and (``colour_cast`` > 0)
+    a per-channel colour cast.
 
     ``base_size`` is the (H, W) the image is first resized to (the network's input size,
     so training sees objects at deploy scale); then a random scale in ``scale_range``.
@@ -48,6 +56,7 @@ class TrainTransform:
     scale_range: tuple[float, float] = (0.75, 1.5)
     jitter: float = 0.3
     seed: int = 0
+    colour_cast: float = 0.0
 
     def __post_init__(self):
         self._rng = np.random.default_rng(self.seed)
@@ -79,18 +88,9 @@ class TrainTransform:
             image, label = image[:, ::-1], label[:, ::-1]
         if self.jitter > 0:
             image = _jitter(image, rng, self.jitter)
+        if self.colour_cast > 0:
+            image = _colour_cast(image, rng, self.colour_cast)
         return to_tensors(image, label)
-
-
-@dataclass
-class EvalTransform:
-    """Resize the image to the network input size; keep the label at full resolution,
-    so scores are computed on the original pixels."""
-
-    input_size: tuple[int, int]
-
-    def __call__(self, image: np.ndarray, label: np.ndarray):
-        return to_tensors(resize_frame(image, self.input_size), label)
 
 
 def seed_worker(worker_id: int) -> None:

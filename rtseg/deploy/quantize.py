@@ -25,7 +25,7 @@ argmax and its casts, resizes, pools and SegNet's unpooling mask (its ``Equal`` 
 pooled maximum with the window it came from, which must stay in one precision).
 
 Calibration frames come from a frame folder or a video, spread evenly over it, resized
-exactly as the live pipeline resizes them (``rtseg.pipeline.preprocess``).
+exactly as the live pipeline resizes them (``rtseg.imageops.resize_frame``).
 
 >>> calib = Calibration("runs/frames", frames=64)
 >>> frames = read_calibration_frames(calib, (352, 480))

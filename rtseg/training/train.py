@@ -7,7 +7,6 @@ Reads top to bottom: ``class_weights`` → ``make_loaders`` → ``train_one_epoc
 from __future__ import annotations
 
 import json
-import math
 import pickle
 import time
 import warnings
@@ -32,10 +31,10 @@ from rtseg.devices import amp_dtype, resolve_device
 from rtseg.errors import BadInput
 from rtseg.files import write_json, write_via_temp
 from rtseg.metadata import EngineMetadata
-from rtseg.scoring.confusion import ConfusionMatrix
 from rtseg.models import Segmenter, build_model, canonical_name, save_checkpoint
 from rtseg.models.registry import check_input_size
-from rtseg.scoring.loop import eval_loader, score
+from rtseg.scoring.confusion import ConfusionMatrix
+from rtseg.scoring.loop import EngineScore, eval_batches, score
 from rtseg.training import distributed as ddp
 
 STATE_FILE = "train_state.pt"
@@ -66,6 +65,7 @@ class TrainConfig:
     val_limit: int | None = None
     scale_range: tuple[float, float] = (0.75, 1.5)
     jitter: float = 0.3
+    colour_cast: float = 0.0                   # per-channel gains in 1 ± this (0: off)
     data_on_device: bool = False               # decode once, keep and augment batches on the device
     val_every: int = 1                         # validate every N epochs (and after the last)
     time_budget_s: float | None = None         # fit the epoch count to this many seconds of training
@@ -98,6 +98,7 @@ def make_train_loader(pairs, cfg: TrainConfig, crop, input_size, ignore_index,
     seed = cfg.seed + 7919 * start_epoch
     transform = TrainTransform(crop=crop, base_size=input_size, ignore_index=ignore_index,
                                scale_range=cfg.scale_range, jitter=cfg.jitter,
+                               colour_cast=cfg.colour_cast,
                                seed=seed + info.rank)
     ds = SegmentationDataset(pairs, cfg.dataset, transform)
     if info.enabled:
@@ -181,15 +182,17 @@ class _LogitsOf(nn.Module):
 
 def validate(segmenter: Segmenter, metadata: EngineMetadata, pairs: Sequence, cfg: TrainConfig,
              device: torch.device, info: ddp.DistInfo) -> ConfusionMatrix:
-    """Confusion matrix over the val split, each rank scoring its share, summed over ranks."""
-    spec = get_spec(cfg.dataset)
+    """Confusion matrix over the val split, each rank scoring its share, summed over ranks.
+
+    Counted on ``device`` exactly as ``rtseg eval`` counts (labels at full size, predictions
+    resized to them, nearest neighbour).
+    """
     backend = TorchBackend(segmenter, metadata, str(device), convert=False)
-    matrix = ConfusionMatrix(spec.num_classes, spec.ignore_index)
-    loader = eval_loader(pairs[info.rank::info.world_size], cfg.dataset, metadata.input_size,
-                         cfg.batch_size, cfg.workers)
-    score(backend, loader, matrix)
-    matrix.matrix = ddp.all_reduce_sum(matrix.matrix, info, device)
-    return matrix
+    engine = EngineScore(backend, cfg.dataset, on_device=True)
+    score([engine], eval_batches(pairs[info.rank::info.world_size], cfg.dataset,
+                                 cfg.batch_size, cfg.workers))
+    engine.matrix.matrix = ddp.all_reduce_sum(engine.matrix.matrix, info, device)
+    return engine.matrix
 
 
 def _metadata(cfg: TrainConfig, input_size, crop, info: ddp.DistInfo, device: torch.device,
@@ -203,7 +206,8 @@ def _metadata(cfg: TrainConfig, input_size, crop, info: ddp.DistInfo, device: to
                   amp={torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "off"),
                   optimizer="AdamW", schedule="poly(0.9) per step",
                   loss="cross-entropy, ENet class weights 1/ln(1.02+p)",
-                  augmentation=f"scale {cfg.scale_range}, crop, hflip, jitter {cfg.jitter}")
+                  augmentation=f"scale {cfg.scale_range}, crop, hflip, jitter {cfg.jitter}"
+                  + (f", colour cast {cfg.colour_cast}" if cfg.colour_cast else ""))
     recipe.update(cfg.extra)
     return engine_metadata(canonical_name(cfg.model), spec, input_size, recipe=recipe)
 
@@ -307,7 +311,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = lambda s: None,
             images, labels = decode_split(train_pairs, cfg.dataset, max(cfg.workers, 1))
             loader = sampler = DeviceBatches(
                 images, labels, crop, input_size, spec.ignore_index, cfg.batch_size, device,
-                cfg.scale_range, cfg.jitter, cfg.seed, info.rank, info.world_size)
+                cfg.scale_range, cfg.jitter, cfg.seed, info.rank, info.world_size,
+                cfg.colour_cast)
             if len(loader) == 0:
                 raise BadInput(f"{len(images)} training images per process is fewer than one "
                                f"batch of {cfg.batch_size}; lower --batch-size")
@@ -358,23 +363,18 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = lambda s: None,
                 entry = {"epoch": epoch, "loss": float(np.mean(losses)),
                          "lr": poly_lr(cfg.lr, step, total_steps),
                          "train_seconds": train_seconds}
-                if info.enabled and epoch == start_epoch + 1 and isinstance(sampler,
-                                                                           DistributedSampler):
-                    entry["rank_samples"] = ddp.all_gather_objects(
-                        [int(i) for i in iter(sampler)], info)
                 if epoch % max(cfg.val_every, 1) and epoch < epochs:
                     history.append(entry)
                     continue
                 ddp.broadcast_buffers(segmenter, info)
-                matrix = validate(segmenter, metadata, val_pairs, cfg, device, info)
-                miou = matrix.miou()
-                entry.update(val_miou=miou, val_pixel_accuracy=matrix.pixel_accuracy())
+                scores = validate(segmenter, metadata, val_pairs, cfg, device,
+                                  info).report(spec.class_names)
+                miou = scores["miou"]
+                entry.update(val_miou=miou, val_pixel_accuracy=scores["pixel_accuracy"])
                 history.append(entry)
                 if info.is_main:
-                    per_class = {n: (None if math.isnan(v) else float(v))
-                                 for n, v in zip(spec.class_names, matrix.iou())}
                     meta = metadata.with_updates(val_miou=miou, epoch=epoch,
-                                                 per_class_iou=per_class)
+                                                 per_class_iou=scores["per_class_iou"])
                     save_checkpoint(out / "last.safetensors", segmenter, meta)
                     if miou > best or not (out / "best.safetensors").exists():
                         best = max(miou, best)
