@@ -18,6 +18,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
@@ -177,16 +178,16 @@ def infer(backend: Backend) -> Work:
 
 
 def render(overlay: Overlay, stats: RunStats,
-           score: Optional[Callable[[Frame, np.ndarray], None]] = None) -> Work:
+           score: Optional[Callable[[Optional[Path], np.ndarray], None]] = None) -> Work:
     """Overlay: a labelled :class:`Batch` → its :class:`Rendered` frames (the HUD shows
-    ``stats``); each frame's full-size labels go to ``score`` when given."""
+    ``stats``); each frame's path and full-size labels go to ``score`` when given."""
     def draw(batch: Batch) -> list[Rendered]:
         text = hud_text(stats) if overlay.show_hud else ""
         rendered = []
         for frame, labels in zip(batch.frames, batch.labels):
             item = Rendered(frame, overlay.render(frame.image, labels, text), labels)
             if score is not None:
-                score(frame, item.labels)
+                score(frame.path, item.labels)
             rendered.append(item)
         return rendered
     return draw

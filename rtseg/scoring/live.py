@@ -8,7 +8,7 @@ Frames without a label (Cityscapes sequences label one frame in 30) are segmente
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -17,10 +17,6 @@ from rtseg.data.datasets import IMAGE_SUFFIXES, check_label_size, label_name
 from rtseg.errors import BadInput
 from rtseg.files import json_safe
 from rtseg.scoring.confusion import ConfusionMatrix
-
-if TYPE_CHECKING:  # the pipeline imports this module, not the other way round
-    from rtseg.pipeline.frames import Frame
-
 
 def index_labels(labels_dir: Path) -> dict[str, Path]:
     """Label PNGs under ``labels_dir`` (searched recursively) by file name, first one wins."""
@@ -72,18 +68,20 @@ class LiveScorer:
             raise BadInput(f"--labels {labels_dir}: no label PNGs found")
         self.scored = 0
 
-    def label_for(self, frame: Frame) -> Optional[Path]:
-        """The label file of ``frame``, or None (video frames and unlabelled frames)."""
-        if frame.path is None:
+    def label_for(self, frame_path: Optional[Path]) -> Optional[Path]:
+        """The label file of the frame read from ``frame_path``, or None (no such label, or
+        a frame of a video or stream, which has no path)."""
+        if frame_path is None:
             return None
-        return self.index.get(label_name(frame.path.name, self.dataset))
+        return self.index.get(label_name(frame_path.name, self.dataset))
 
-    def __call__(self, frame: Frame, prediction: np.ndarray) -> None:
-        path = self.label_for(frame)
+    def __call__(self, frame_path: Optional[Path], prediction: np.ndarray) -> None:
+        """Score ``prediction`` (full frame size) against the label of ``frame_path``, if any."""
+        path = self.label_for(frame_path)
         if path is None:
             return
         truth = read_label(path, self.dataset)
-        check_label_size(path, truth.shape, frame.path, prediction.shape, "frame")
+        check_label_size(path, truth.shape, frame_path, prediction.shape, "frame")
         self.matrix.update(truth, prediction)
         self.scored += 1
 
