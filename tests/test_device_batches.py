@@ -88,6 +88,17 @@ def test_jitter_changes_colours_not_geometry():
         assert (f0.int() - f1.int()).abs().float().mean() > 1.0
 
 
+def test_colour_cast_scales_each_channel_by_its_own_gain():
+    images, labels = synthetic(n=2)
+    plain = list(batches(images, labels, seed=3))
+    cast = list(batches(images, labels, seed=3, colour_cast=0.3))
+    for (f0, l0), (f1, l1) in zip(plain, cast):
+        assert torch.equal(l0, l1)
+        ratio = f1.float().mean(dim=(1, 2)) / f0.float().mean(dim=(1, 2))  # [B, 3]
+        assert ((ratio - 1).abs() <= 0.3 + 0.02).all()  # within 1 ± colour_cast
+        assert (ratio.std(dim=1) > 0.01).all()  # B, G and R scaled unequally
+
+
 def test_each_epoch_is_reproducible_and_differs_from_the_next():
     images, labels = synthetic()
     data = batches(images, labels, scale_range=(0.75, 1.5), crop=(32, 32), jitter=0.3)

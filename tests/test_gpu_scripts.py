@@ -1,6 +1,7 @@
 """The prepared GPU scripts, dry-run on the CPU, so that minutes on a lent GPU go to measuring
 rather than to typos: bench/train_gpu.py (train, pack, join) and bench/gpu_check.sh."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -11,6 +12,14 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def train_gpu():
+    """bench/train_gpu.py as a module."""
+    spec = importlib.util.spec_from_file_location("train_gpu", REPO / "bench" / "train_gpu.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run(cmd, **env):
@@ -63,3 +72,17 @@ def test_gpu_check_dry_run_runs_every_step(shared_data, tmp_path):
     pipeline = json.loads((out / "pipeline.json").read_text())
     assert pipeline["pipeline_fps"] > 0 and pipeline["bound_by"]
     assert "skipped" in (out / "gpu_tests.log").read_text()  # no CUDA here: gpu tests skip
+
+
+def test_train_gpu_budgets_shrink_to_end_the_call_in_time():
+    script = train_gpu()
+    # On plan: an even share of the budget.
+    assert script.model_budget(440, 4, 0, 0.0, 540, overhead_s=20) == 110
+    # Late (the earlier models took longer): what is left, less the overhead still to come
+    # and the export, spread over the remaining models; never below the floor.
+    late = script.model_budget(440, 4, 2, 330.0, 540, overhead_s=30)
+    assert late == (540 - 330 - script.EXPORT_S - 30 * 2) / 2
+    assert script.model_budget(440, 4, 3, 530.0, 540, overhead_s=30) == script.MIN_BUDGET_S
+    assert script.model_budget(440, 4, 3, 530.0, None, overhead_s=30) == 110  # no limit
+    sizes = script.model_batch_sizes("segnet_r50=32,unet_r50=32", ["segnet_r50", "unet_vgg16"], 16)
+    assert sizes == {"segnet_r50": 32, "unet_vgg16": 16}
