@@ -1,12 +1,17 @@
-"""Bundle a trained checkpoint as the default model: fp16 safetensors in ``engines/``.
+"""Bundle a trained checkpoint as the default model: fp16 safetensors in ``engines/`` and,
+with ``--int8-calib``, the int8 deploy graph ``rtseg run`` uses by default on a CPU.
 
 Casts the weights to fp16 (half the size), scores the *bundled file* with ``rtseg eval``'s
 code on the val split, and writes that score into the file's metadata, so the model card,
-the metadata and ``tests/test_bundled_model.py`` all quote the same number.
+the metadata and ``tests/test_bundled_model.py`` all quote the same number. With
+``--int8-calib SRC`` the fp16 file is also exported as an int8 Q/DQ graph calibrated on SRC
+(what ``rtseg export --int8 --calib SRC`` writes), which is scored the same way and gets its
+own score in its metadata (``OUT_int8.onnx``, ``OUT_int8.eval.json``).
 
     python bench/bundle_model.py --checkpoint runs/gpu/unet_vgg16/best.safetensors \
         --history runs/gpu/unet_vgg16/history.json --data-root ../shared/data/camvid \
-        --out engines/unet_vgg16_camvid.safetensors --hardware "one NVIDIA H200" --input-size 288x384
+        --out engines/unet_vgg16_camvid.safetensors --hardware "one NVIDIA H200" \
+        --input-size 256x352 --int8-calib ../shared/data/camvid/train
 """
 
 from __future__ import annotations
@@ -15,11 +20,33 @@ import argparse
 import json
 from pathlib import Path
 
+import onnx
 import torch
 
 from rtseg.backends import open_engine
-from rtseg.scoring.evaluate import evaluate
+from rtseg.deploy.export import export_onnx, write_model
+from rtseg.deploy.quantize import DEFAULT_FRAMES, Calibration
+from rtseg.metadata import EngineMetadata
 from rtseg.models import load_checkpoint, save_checkpoint
+from rtseg.scoring.evaluate import evaluate
+
+
+def score(engine: Path, dataset: str, data_root: Path) -> dict:
+    """``rtseg eval``'s report of ``engine`` on the val split, also written beside it."""
+    with open_engine(engine, "cpu") as backend:
+        report = evaluate(backend, dataset, data_root, "val")
+    report["engine"] = str(engine)
+    engine.with_suffix(".eval.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def restate_onnx_metadata(path: Path, **updates) -> None:
+    """Rewrite the rtseg metadata of the graph at ``path`` with ``updates`` (nothing else)."""
+    model = onnx.load(str(path))
+    meta = EngineMetadata.from_strings({p.key: p.value for p in model.metadata_props})
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, meta.with_updates(**updates).to_strings())
+    write_model(model, path)
 
 
 def main() -> None:
@@ -31,6 +58,9 @@ def main() -> None:
     p.add_argument("--hardware", required=True)
     p.add_argument("--input-size", help="HxW the bundled model runs at (default: as trained); "
                                         "smaller is faster on a CPU, at some cost in mIoU")
+    p.add_argument("--int8-calib", type=Path,
+                   help="also write OUT_int8.onnx, calibrated on these frames (a folder or video)")
+    p.add_argument("--calib-frames", type=int, default=DEFAULT_FRAMES)
     args = p.parse_args()
 
     segmenter, meta = load_checkpoint(args.checkpoint)
@@ -38,26 +68,35 @@ def main() -> None:
     train_hours = sum(e["train_seconds"] for e in epochs) / 3600
     if args.input_size:
         size = [int(v) for v in args.input_size.split("x")]
-        meta = meta.with_updates(trained_input_size=meta.input_size, input_size=size)
+        trained = meta.extra.get("trained_input_size", meta.input_size)
+        meta = meta.with_updates(trained_input_size=trained, input_size=size)
     meta = meta.with_updates(
         bundled_from=str(args.checkpoint), training_hardware=args.hardware,
         training_hours=round(train_hours, 3), training_seconds=round(train_hours * 3600, 1),
         epochs_trained=len(epochs),
-        checkpoint_val_miou=meta.extra.get("val_miou"))
+        checkpoint_val_miou=meta.extra.get("checkpoint_val_miou", meta.extra.get("val_miou")))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(args.out, segmenter, meta, dtype=torch.float16)
 
-    with open_engine(args.out, "cpu") as backend:
-        report = evaluate(backend, meta.dataset, args.data_root, "val")
+    report = score(args.out, meta.dataset, args.data_root)
     meta = meta.with_updates(precision="fp16", val_miou=report["miou"],
                              per_class_iou=report["per_class_iou"])
     save_checkpoint(args.out, segmenter, meta, dtype=torch.float16)
-    report["engine"] = str(args.out)
-    args.out.with_suffix(".eval.json").write_text(json.dumps(report, indent=2) + "\n")
     size_mb = args.out.stat().st_size / 2**20
     print(f"{args.out}: {size_mb:.1f} MiB, val mIoU {report['miou']:.4f} "
           f"(checkpoint said {meta.extra['checkpoint_val_miou']:.4f}), "
           f"{len(epochs)} epochs, {train_hours:.2f} h on {args.hardware}")
+
+    if args.int8_calib:
+        int8 = args.out.with_name(args.out.stem + "_int8.onnx")
+        export_onnx(args.out, int8, calib=Calibration(args.int8_calib, args.calib_frames),
+                    log=print)
+        report = score(int8, meta.dataset, args.data_root)
+        restate_onnx_metadata(int8, val_miou=report["miou"],
+                              per_class_iou=report["per_class_iou"],
+                              weights_val_miou=meta.extra["val_miou"])
+        print(f"{int8}: {int8.stat().st_size / 2**20:.1f} MiB, val mIoU {report['miou']:.4f} "
+              f"(the fp16 weights: {meta.extra['val_miou']:.4f})")
 
 
 if __name__ == "__main__":

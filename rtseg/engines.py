@@ -22,24 +22,41 @@ def engine_dirs() -> list[Path]:
     return dirs + [ENGINES_DIR, Path.cwd() / "engines"]
 
 
-def default_engine(directory: Path | None = None) -> Path:
-    """The bundled model: ``engines/default.safetensors``, else the only .safetensors there
-    (``directory``, or the first of :func:`engine_dirs` that holds any)."""
+def _one_of(directory: Path, suffix: str) -> Path | None:
+    """``default<suffix>``, else the only ``*<suffix>`` in ``directory``; None when there is
+    none; BadInput when there are several and none is the default."""
+    default = directory / f"default{suffix}"
+    if default.is_file():
+        return default
+    found = sorted(directory.glob(f"*{suffix}"))
+    if len(found) > 1:
+        raise BadInput(f"several models in {directory} ({', '.join(p.name for p in found)}): "
+                       f"pass --engine FILE, or name the bundled one default{suffix}")
+    return found[0] if found else None
+
+
+def default_engine(directory: Path | None = None, device: str = "cpu",
+                   precision: str = "auto") -> Path:
+    """The bundled model, in ``directory`` or the first of :func:`engine_dirs` holding one.
+
+    It may come in two forms: the weights (``.safetensors``: PyTorch, fp16 on a GPU, any
+    ``--precision``) and a deploy graph (``.onnx``, e.g. int8: ONNX Runtime, the fastest on a
+    CPU). The graph is taken on the CPU (``device`` the resolved device type) at
+    ``precision`` auto, the weights otherwise or when there is no graph.
+    """
     if directory is None:
-        held = [d for d in engine_dirs() if d.is_dir() and any(d.glob("*.safetensors"))]
+        held = [d for d in engine_dirs()
+                if d.is_dir() and (any(d.glob("*.safetensors")) or any(d.glob("*.onnx")))]
         if not held:
             raise BadInput(NO_BUNDLED)
         directory = held[0]
-    default = directory / "default.safetensors"
-    if default.is_file():
-        return default
-    found = sorted(directory.glob("*.safetensors")) if directory.is_dir() else []
-    if len(found) == 1:
-        return found[0]
-    if not found:
+    if not directory.is_dir():
         raise BadInput(NO_BUNDLED)
-    raise BadInput(f"several models in {directory} ({', '.join(p.name for p in found)}): pass "
-                   "--engine FILE, or name the bundled one default.safetensors")
+    graph = _one_of(directory, ".onnx") if device == "cpu" and precision == "auto" else None
+    found = graph or _one_of(directory, ".safetensors") or _one_of(directory, ".onnx")
+    if found is None:
+        raise BadInput(NO_BUNDLED)
+    return found
 
 
 def untrained_engine(model: str, size: tuple[int, int], directory: Path | str,

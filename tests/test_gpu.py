@@ -52,7 +52,7 @@ def gpu_model() -> Path:
             pytest.skip(f"RTSEG_GPU_MODEL={env}: no such file")
     else:
         try:
-            path = default_engine(REPO / "engines")
+            path = default_engine(REPO / "engines", device="cuda")  # the weights
         except BadInput:
             pytest.skip("no trained model: engines/ holds none and RTSEG_GPU_MODEL is not set")
     assert read_checkpoint_metadata(path).dataset == "camvid", f"{path} is not a CamVid model"

@@ -496,6 +496,19 @@ def test_default_engine(tmp_path):
     assert "rtseg train" in NO_BUNDLED
 
 
+def test_default_engine_takes_the_deploy_graph_on_the_cpu_and_the_weights_elsewhere(tmp_path):
+    (tmp_path / "m.safetensors").touch()
+    (tmp_path / "m_int8.onnx").touch()
+    assert default_engine(tmp_path).name == "m_int8.onnx"  # CPU, --precision auto
+    assert default_engine(tmp_path, device="cuda").name == "m.safetensors"
+    assert default_engine(tmp_path, precision="bf16").name == "m.safetensors"
+    (tmp_path / "m.safetensors").unlink()
+    assert default_engine(tmp_path, device="cuda").name == "m_int8.onnx"  # the only form
+    (tmp_path / "n_fp32.onnx").touch()
+    with pytest.raises(BadInput, match="several"):
+        default_engine(tmp_path)
+
+
 def test_show_without_a_display_is_a_missing_dependency():
     try:
         check_display()

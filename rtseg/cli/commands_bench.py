@@ -8,9 +8,8 @@ from typing import Optional
 
 import typer
 
-from rtseg.engines import default_engine
 from rtseg.cli.common import (PRECISION_HELP, Dataset, Device, Precision, Split, app,
-                              ensure_parent, log, print_written, write_json)
+                              bundled_engine, ensure_parent, log, print_written, write_json)
 from rtseg.errors import BadInput
 from rtseg.files import atomic_write
 
@@ -126,7 +125,7 @@ def bench_(
         _check_source(source)
     ensure_parent(json_path, "--json")
     ensure_parent(markdown, "--markdown")
-    engine = engine if engine is not None else default_engine()
+    engine = engine if engine is not None else bundled_engine(device, precision)
 
     from rtseg.backends import open_engine
     from rtseg.bench import bench, to_markdown

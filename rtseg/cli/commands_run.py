@@ -12,9 +12,8 @@ from typing import Optional
 
 import typer
 
-from rtseg.cli.common import (PRECISION_HELP, Device, Precision, app, ensure_output_dir,
-                              ensure_parent, print_written, write_json)
-from rtseg.engines import default_engine
+from rtseg.cli.common import (PRECISION_HELP, Device, Precision, app, bundled_engine,
+                              ensure_output_dir, ensure_parent, print_written, write_json)
 from rtseg.errors import BadInput, RtsegError
 
 class StatusLine:
@@ -131,7 +130,7 @@ def run_(
                        max_frames=max_frames, batch=batch, fps=fps, hud=hud)
     _check_paths(source, labels, output, masks, json_path, show, serve is not None)
     _check_serve_flags(serve, serve_token, serve_linger)
-    engine = engine if engine is not None else default_engine()
+    engine = engine if engine is not None else bundled_engine(device, precision)
     status = StatusLine()
     server = _open_server(serve, serve_token, status.message)  # binds now: a taken port fails here
     with server if server is not None else contextlib.nullcontext():

@@ -10,6 +10,7 @@ from typing import Optional, Sequence
 
 import typer
 
+from rtseg.engines import default_engine
 from rtseg.errors import BadInput
 from rtseg.files import write_json  # noqa: F401  (the commands' JSON writer)
 
@@ -108,3 +109,15 @@ def print_written(outputs: Sequence[tuple[str, Optional[Path]]]) -> None:
     for what, path in outputs:
         if path is not None:
             print(f"{what}: {path}")
+
+
+def bundled_engine(device: "Device", precision: "Precision") -> Path:
+    """The bundled model in the form that suits ``--device`` and ``--precision`` (the int8
+    deploy graph on the CPU at precision auto, the weights otherwise)."""
+    kind = device.value
+    if kind == "auto":
+        from rtseg.devices import resolve_device
+
+        kind = resolve_device("auto").type
+    return default_engine(device=kind, precision=precision.value)
+
