@@ -1,7 +1,8 @@
 """Join weights that came back in parts (``MODEL.safetensors.partNN``) and check them against
 the sha256 that ``bench/train_gpu.py`` recorded in its summary.
 
-    python bench/join_parts.py --parts /work/.device/files --summary summary.json --out runs/gpu
+    tar -xzf OUT/train_gpu.tar.gz -C runs/gpu    # summary.json, histories, pred_*.png
+    python bench/join_parts.py --parts OUT --summary runs/gpu/summary.json --out runs/gpu_weights
 """
 
 from __future__ import annotations

@@ -94,8 +94,18 @@ def segmenter_to_onnx(segmenter: Segmenter, metadata: EngineMetadata, *, fp16: b
     return model, meta
 
 
+def strip_node_metadata(model: onnx.ModelProto) -> None:
+    """Drop the exporter's per-node debugging metadata (Python stack traces with the paths
+    of the machine that exported, FX node names, name scopes): nothing that runs the graph
+    reads it, and a deploy graph should not carry the exporting machine's file system."""
+    for graph_nodes in [model.graph.node, *(f.node for f in model.functions)]:
+        for node in graph_nodes:
+            del node.metadata_props[:]
+
+
 def write_model(model: onnx.ModelProto, out: Path) -> int:
     """Serialise into one self-contained file, atomically; returns its size in bytes."""
+    strip_node_metadata(model)
     data = model.SerializeToString()  # protobuf refuses > 2 GiB; our models are < 200 MB
     atomic_write(out, data)
     return len(data)
