@@ -1,7 +1,9 @@
 """``rtseg train``: class-weighted cross-entropy, poly LR, AMP on CUDA, DDP under torchrun.
 
-Reads top to bottom: ``class_weights`` → ``make_loaders`` → ``train_one_epoch`` →
-``validate`` → ``train``. Every helper takes explicit arguments.
+Reads top to bottom: ``class_weights`` → ``make_train_loader`` → ``train_one_epoch`` →
+``validate`` → the steps of ``train`` (``_check_inputs`` → ``_prepare`` → ``_resume`` →
+``_wrap_for_ddp`` → ``_make_loader`` → ``_fit``, which repeats ``_run_epoch`` → ``_replan`` →
+``_validate_and_save``) → ``train``. Every helper takes explicit arguments.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import pickle
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -22,7 +25,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
 from rtseg.backends.torch_backend import TorchBackend
-from rtseg.data import check_pair_sizes, find_pairs, get_spec, read_label
+from rtseg.data import DatasetSpec, check_pair_sizes, find_pairs, get_spec, read_label
 from rtseg.data.classes import IMAGENET_MEAN, IMAGENET_STD, engine_metadata
 from rtseg.data.device_batches import DeviceBatches, decode_split
 from rtseg.data.torch_dataset import SegmentationDataset
@@ -197,6 +200,7 @@ def validate(segmenter: Segmenter, metadata: EngineMetadata, pairs: Sequence, cf
 
 def _metadata(cfg: TrainConfig, input_size, crop, info: ddp.DistInfo, device: torch.device,
               amp: bool) -> EngineMetadata:
+    """The metadata every checkpoint of the run carries: classes, sizes and the recipe."""
     spec = get_spec(cfg.dataset)
     recipe = {k: v for k, v in asdict(cfg).items() if k not in ("data_root", "out", "extra")}
     dtype = amp_dtype(device, amp)
@@ -214,6 +218,7 @@ def _metadata(cfg: TrainConfig, input_size, crop, info: ddp.DistInfo, device: to
 
 def _save_state(path: Path, segmenter: Segmenter, optimizer, epoch: int, step: int,
                 best: float, history: list, run_id: dict) -> None:
+    """Write the resumable state ``load_state`` reads (via a temporary file)."""
     state = {"net": segmenter.net.state_dict(), "optimizer": optimizer.state_dict(),
              "epoch": epoch, "step": step, "best_miou": best,
              "history": json.dumps(history), "run": json.dumps(run_id)}
@@ -237,13 +242,70 @@ def load_state(path: Path, device: torch.device) -> dict:
     return state
 
 
-def train(cfg: TrainConfig, log: Callable[[str], None] = lambda s: None,
-          show_progress: bool = False) -> dict:
-    """Train ``cfg.model``; writes best/last safetensors, the resumable state and history.json.
+@dataclass(frozen=True)
+class _Job:
+    """A checked ``TrainConfig``: what is trained, on which images, and where it is written."""
 
-    Returns ``{"best_miou", "epochs", "out"}``. Under torchrun every rank calls this; only
-    rank 0 writes files and logs.
-    """
+    spec: DatasetSpec
+    name: str
+    input_size: tuple[int, int]
+    crop: tuple[int, int]
+    train_pairs: list
+    val_pairs: list
+    out: Path
+
+    @property
+    def state_path(self) -> Path:
+        """The resumable state, ``OUT/train_state.pt``."""
+        return self.out / STATE_FILE
+
+    @property
+    def run_id(self) -> dict:
+        """What a resumed state must match."""
+        return {"model": self.name, "dataset": self.spec.name,
+                "num_classes": self.spec.num_classes}
+
+
+@dataclass
+class _Run:
+    """What this process trains with: its device and place in the job, the network, the
+    training forward (``model``: DDP-wrapped under torchrun), loss, optimizer and scaler."""
+
+    device: torch.device
+    info: ddp.DistInfo
+    dtype: torch.dtype | None
+    metadata: EngineMetadata
+    segmenter: Segmenter
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    model: nn.Module | None = None
+
+
+@dataclass
+class _Progress:
+    """Where the run stands: epochs and steps done, the best val mIoU, the history, the
+    plan (``epochs`` in all, ``total_steps`` for the poly schedule) and the clock it is fitted
+    by (seconds of training in all and per epoch, the epoch count last logged)."""
+
+    epoch: int = 0
+    step: int = 0
+    best: float = -1.0
+    history: list = field(default_factory=list)
+    epochs: int = 0
+    total_steps: int = 0
+    train_seconds: float = 0.0
+    epoch_seconds: list[float] = field(default_factory=list)
+    logged_plan: int = 0
+
+    def plan(self, epochs: int, steps_per_epoch: int) -> None:
+        """Train ``epochs`` epochs in all; the poly schedule spans their steps."""
+        self.epochs, self.total_steps = epochs, epochs * steps_per_epoch
+
+
+def _check_inputs(cfg: TrainConfig) -> _Job:
+    """``cfg`` checked against the data before any process group or directory exists;
+    BadInput says what to fix."""
     spec = get_spec(cfg.dataset)
     name = canonical_name(cfg.model)
     input_size = tuple(cfg.input_size or spec.input_size)
@@ -258,137 +320,219 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = lambda s: None,
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise BadInput(f"--out {out}: exists and is not a directory")
-    state_path = out / STATE_FILE
-    if cfg.resume and not state_path.is_file():
+    if cfg.resume and not (out / STATE_FILE).is_file():
         raise BadInput(f"--resume: no {STATE_FILE} in {out}")
+    return _Job(spec, name, input_size, crop, train_pairs, val_pairs, out)
 
+
+def _shared_class_weights(cfg: TrainConfig, job: _Job, device: torch.device,
+                          info: ddp.DistInfo) -> torch.Tensor:
+    """Class weights counted by rank 0 and broadcast to every rank."""
+    weights = torch.zeros(job.spec.num_classes)
+    if info.is_main:
+        weights = class_weights(job.train_pairs, cfg.dataset, job.spec.num_classes,
+                                job.spec.ignore_index)
+    return ddp.broadcast_tensor(weights.to(device), info)
+
+
+def _prepare(cfg: TrainConfig, job: _Job, device: torch.device, info: ddp.DistInfo) -> _Run:
+    """Seed this rank, then build the network, weighted loss, AdamW and loss scaler on its
+    device (under torchrun on CUDA: the GPU of its local rank)."""
+    if device.type == "cuda" and info.enabled:
+        device = torch.device("cuda", info.local_rank)
+    torch.manual_seed(cfg.seed + info.rank)
+    np.random.seed(cfg.seed + info.rank)
+    amp = device.type == "cuda" if cfg.amp is None else cfg.amp
+    dtype = amp_dtype(device, amp)
+    metadata = _metadata(cfg, job.input_size, job.crop, info, device, amp)
+    segmenter = Segmenter(build_model(job.name, job.spec.num_classes, cfg.encoder_weights),
+                          IMAGENET_MEAN, IMAGENET_STD).to(device)
+    if device.type == "cuda":
+        segmenter = segmenter.to(memory_format=torch.channels_last)
+    weights = _shared_class_weights(cfg, job, device, info)
+    criterion = nn.CrossEntropyLoss(weight=weights, ignore_index=job.spec.ignore_index)
+    optimizer = torch.optim.AdamW(segmenter.parameters(), lr=cfg.lr,
+                                  weight_decay=cfg.weight_decay, fused=device.type == "cuda")
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    return _Run(device, info, dtype, metadata, segmenter, criterion, optimizer, scaler)
+
+
+def _resume(job: _Job, run: _Run, log: Callable[[str], None]) -> _Progress:
+    """Load ``train_state.pt`` into the network and optimizer; the progress it recorded.
+    BadInput when it is a run of another model or data set."""
+    state = load_state(job.state_path, run.device)
+    saved = json.loads(state.get("run", "{}"))
+    if saved and saved != job.run_id:
+        raise BadInput(f"--resume: {job.state_path} is a {saved['model']} run on "
+                       f"{saved['dataset']}, not {job.name} on {job.spec.name}")
+    run.segmenter.net.load_state_dict(state["net"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    progress = _Progress(epoch=state["epoch"], step=state["step"], best=state["best_miou"],
+                         history=json.loads(state["history"]))
+    log(f"resumed from {job.state_path} after epoch {progress.epoch}")
+    return progress
+
+
+def _wrap_for_ddp(segmenter: Segmenter, device: torch.device, info: ddp.DistInfo) -> nn.Module:
+    """The training forward; under torchrun DDP-wrapped (batch norm synced across GPUs)."""
+    model: nn.Module = _LogitsOf(segmenter)
+    if info.enabled:
+        if device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    return model
+
+
+def _make_loader(cfg: TrainConfig, job: _Job, run: _Run, start_epoch: int) -> tuple:
+    """The training batches and their sampler: made on the device (``data_on_device``; one
+    object is both) or by ``make_train_loader``."""
+    if not cfg.data_on_device:
+        return make_train_loader(job.train_pairs, cfg, job.crop, job.input_size,
+                                 job.spec.ignore_index, run.info, start_epoch)
+    images, labels = decode_split(job.train_pairs, cfg.dataset, max(cfg.workers, 1))
+    batches = DeviceBatches(
+        images, labels, job.crop, job.input_size, job.spec.ignore_index, cfg.batch_size,
+        run.device, cfg.scale_range, cfg.jitter, cfg.seed, run.info.rank, run.info.world_size,
+        cfg.colour_cast)
+    if len(batches) == 0:
+        raise BadInput(f"{len(images)} training images per process is fewer than one "
+                       f"batch of {cfg.batch_size}; lower --batch-size")
+    return batches, batches
+
+
+def _announce(cfg: TrainConfig, job: _Job, run: _Run, log: Callable[[str], None]) -> None:
+    """Rank 0: create the output directory (only now, so that bad input found earlier leaves
+    no directory behind) and log what the run trains on."""
+    job.out.mkdir(parents=True, exist_ok=True)
+    log(f"training {job.name} on {job.spec.name}: {len(job.train_pairs)} train / "
+        f"{len(job.val_pairs)} val images, crop {job.crop[0]}x{job.crop[1]}, "
+        f"input {job.input_size[0]}x{job.input_size[1]}, "
+        f"{run.info.world_size} process(es) on {run.device.type}, "
+        f"amp={run.metadata.extra['recipe']['amp']}"
+        + (", batches made on the device" if cfg.data_on_device else ""))
+
+
+@contextmanager
+def _cudnn_autotune(enabled: bool):
+    """``torch.backends.cudnn.benchmark`` set to ``enabled`` inside the block, restored after."""
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = saved
+
+
+def _run_epoch(cfg: TrainConfig, run: _Run, progress: _Progress, loader, sampler,
+               show_progress: bool) -> tuple[float, float]:
+    """Train the next epoch and count it; returns (this rank's mean loss, seconds taken)."""
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(progress.epoch)
+    t0 = time.perf_counter()
+    loss, progress.step = train_one_epoch(
+        run.model, loader, run.criterion, run.optimizer, run.device, run.dtype, run.scaler,
+        cfg.lr, progress.step, progress.total_steps, run.info,
+        show_progress and run.info.is_main, f"epoch {progress.epoch + 1}/{progress.epochs}")
+    seconds = time.perf_counter() - t0
+    progress.train_seconds += seconds
+    progress.epoch_seconds.append(seconds)
+    progress.epoch += 1
+    return loss, seconds
+
+
+def _replan(cfg: TrainConfig, run: _Run, progress: _Progress, steps_per_epoch: int,
+            log: Callable[[str], None]) -> None:
+    """Fit the epoch count to ``cfg.time_budget_s``, rank 0's plan on every rank; rank 0 logs
+    when the plan moves by more than 10 %."""
+    # pace: the median of the last few epochs, the first (autotuning) left out
+    times = progress.epoch_seconds
+    pace = float(np.median(times[1:][-5:] or times))
+    fitted = planned_epochs(cfg.epochs, progress.epoch, progress.train_seconds, pace,
+                            cfg.time_budget_s)
+    fitted = int(ddp.broadcast_tensor(torch.tensor(fitted, device=run.device), run.info))
+    if fitted == progress.epochs:
+        return
+    if run.info.is_main and abs(fitted - progress.logged_plan) > 0.1 * progress.logged_plan:
+        progress.logged_plan = fitted
+        log(f"--time-budget {cfg.time_budget_s:.0f} s: {fitted} epochs fit "
+            f"(at {pace:.2f} s/epoch)")
+    progress.plan(fitted, steps_per_epoch)
+
+
+def _save(job: _Job, run: _Run, progress: _Progress, scores: dict) -> None:
+    """Rank 0's files after a validation: last (and, if it is the best yet, best)
+    safetensors, the resumable state and history.json."""
+    miou = scores["miou"]
+    meta = run.metadata.with_updates(val_miou=miou, epoch=progress.epoch,
+                                     per_class_iou=scores["per_class_iou"])
+    save_checkpoint(job.out / "last.safetensors", run.segmenter, meta)
+    if miou > progress.best or not (job.out / "best.safetensors").exists():
+        progress.best = max(miou, progress.best)
+        save_checkpoint(job.out / "best.safetensors", run.segmenter, meta)
+    _save_state(job.state_path, run.segmenter, run.optimizer, progress.epoch, progress.step,
+                progress.best, progress.history, job.run_id)
+    write_json(job.out / "history.json", {"model": job.name, "dataset": job.spec.name,
+                                          "epochs": progress.history})
+
+
+def _validate_and_save(cfg: TrainConfig, job: _Job, run: _Run, progress: _Progress,
+                       entry: dict, log: Callable[[str], None]) -> None:
+    """Score the val split on every rank and record ``entry`` with the scores; rank 0 saves
+    and logs the epoch."""
+    ddp.broadcast_buffers(run.segmenter, run.info)
+    scores = validate(run.segmenter, run.metadata, job.val_pairs, cfg, run.device,
+                      run.info).report(job.spec.class_names)
+    entry.update(val_miou=scores["miou"], val_pixel_accuracy=scores["pixel_accuracy"])
+    progress.history.append(entry)
+    if run.info.is_main:
+        _save(job, run, progress, scores)
+        log(f"epoch {progress.epoch}/{progress.epochs}: loss {entry['loss']:.4f}, "
+            f"val mIoU {scores['miou']:.4f} (best {progress.best:.4f}), "
+            f"{entry['train_seconds']:.1f} s")
+
+
+def _fit(cfg: TrainConfig, job: _Job, run: _Run, progress: _Progress, loader, sampler,
+         log: Callable[[str], None], show_progress: bool) -> None:
+    """The epoch loop: train, re-plan to the time budget, then validate and save every
+    ``val_every`` epochs and after the last, every rank in step."""
+    progress.train_seconds = sum(e.get("train_seconds", 0.0) for e in progress.history)
+    progress.logged_plan = cfg.epochs
+    while progress.epoch < progress.epochs:
+        loss, seconds = _run_epoch(cfg, run, progress, loader, sampler, show_progress)
+        _replan(cfg, run, progress, len(loader), log)
+        losses = ddp.all_gather_objects(loss, run.info)
+        entry = {"epoch": progress.epoch, "loss": float(np.mean(losses)),
+                 "lr": poly_lr(cfg.lr, progress.step, progress.total_steps),
+                 "train_seconds": seconds}
+        if progress.epoch % max(cfg.val_every, 1) and progress.epoch < progress.epochs:
+            progress.history.append(entry)
+            continue
+        _validate_and_save(cfg, job, run, progress, entry, log)
+        ddp.barrier(run.info)
+
+
+def train(cfg: TrainConfig, log: Callable[[str], None] = lambda s: None,
+          show_progress: bool = False) -> dict:
+    """Train ``cfg.model``; writes best/last safetensors, the resumable state and history.json.
+
+    Returns ``{"best_miou", "epochs", "out", "train_seconds"}``. Under torchrun every rank
+    calls this; only rank 0 writes files and logs.
+    """
+    job = _check_inputs(cfg)
     device = resolve_device(cfg.device)
     info = ddp.init_from_env(device.type)
     try:
-        if device.type == "cuda" and info.enabled:
-            device = torch.device("cuda", info.local_rank)
-        torch.manual_seed(cfg.seed + info.rank)
-        np.random.seed(cfg.seed + info.rank)
-        amp = device.type == "cuda" if cfg.amp is None else cfg.amp
-        dtype = amp_dtype(device, amp)
-        metadata = _metadata(cfg, input_size, crop, info, device, amp)
-
-        segmenter = Segmenter(build_model(name, spec.num_classes, cfg.encoder_weights),
-                              IMAGENET_MEAN, IMAGENET_STD).to(device)
-        if device.type == "cuda":
-            segmenter = segmenter.to(memory_format=torch.channels_last)
-        weights = torch.zeros(spec.num_classes)
+        run = _prepare(cfg, job, device, info)
+        progress = _resume(job, run, log) if cfg.resume else _Progress()
+        run.model = _wrap_for_ddp(run.segmenter, run.device, info)
+        loader, sampler = _make_loader(cfg, job, run, progress.epoch)
+        progress.plan(cfg.epochs, len(loader))
         if info.is_main:
-            weights = class_weights(train_pairs, cfg.dataset, spec.num_classes, spec.ignore_index)
-        weights = ddp.broadcast_tensor(weights.to(device), info)
-        criterion = nn.CrossEntropyLoss(weight=weights, ignore_index=spec.ignore_index)
-        optimizer = torch.optim.AdamW(segmenter.parameters(), lr=cfg.lr,
-                                      weight_decay=cfg.weight_decay,
-                                      fused=device.type == "cuda")
-        scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-
-        run_id = {"model": name, "dataset": spec.name, "num_classes": spec.num_classes}
-        start_epoch, step, best, history = 0, 0, -1.0, []
-        if cfg.resume:
-            state = load_state(state_path, device)
-            saved = json.loads(state.get("run", "{}"))
-            if saved and saved != run_id:
-                raise BadInput(f"--resume: {state_path} is a {saved['model']} run on "
-                               f"{saved['dataset']}, not {run_id['model']} on {run_id['dataset']}")
-            segmenter.net.load_state_dict(state["net"])
-            optimizer.load_state_dict(state["optimizer"])
-            start_epoch, step, best = state["epoch"], state["step"], state["best_miou"]
-            history = json.loads(state["history"])
-            log(f"resumed from {state_path} after epoch {start_epoch}")
-
-        model: nn.Module = _LogitsOf(segmenter)
-        if info.enabled:
-            if device.type == "cuda":
-                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-            model = nn.parallel.DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None)
-        if cfg.data_on_device:
-            images, labels = decode_split(train_pairs, cfg.dataset, max(cfg.workers, 1))
-            loader = sampler = DeviceBatches(
-                images, labels, crop, input_size, spec.ignore_index, cfg.batch_size, device,
-                cfg.scale_range, cfg.jitter, cfg.seed, info.rank, info.world_size,
-                cfg.colour_cast)
-            if len(loader) == 0:
-                raise BadInput(f"{len(images)} training images per process is fewer than one "
-                               f"batch of {cfg.batch_size}; lower --batch-size")
-        else:
-            loader, sampler = make_train_loader(train_pairs, cfg, crop, input_size,
-                                                spec.ignore_index, info, start_epoch)
-        epochs = cfg.epochs
-        total_steps = epochs * len(loader)
-        if info.is_main:  # only now: bad input found above leaves no directory behind
-            out.mkdir(parents=True, exist_ok=True)
-            log(f"training {name} on {spec.name}: {len(train_pairs)} train / {len(val_pairs)} "
-                f"val images, crop {crop[0]}x{crop[1]}, input {input_size[0]}x{input_size[1]}, "
-                f"{info.world_size} process(es) on {device.type}, "
-                f"amp={metadata.extra['recipe']['amp']}"
-                + (", batches made on the device" if cfg.data_on_device else ""))
-
-        train_seconds_total = sum(e.get("train_seconds", 0.0) for e in history)
-        epoch_times: list[float] = []
-        logged_plan = cfg.epochs
-        cudnn_benchmark = torch.backends.cudnn.benchmark
-        torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed shapes: autotune once
-        try:
-            epoch = start_epoch
-            while epoch < epochs:
-                if hasattr(sampler, "set_epoch"):
-                    sampler.set_epoch(epoch)
-                t0 = time.perf_counter()
-                loss, step = train_one_epoch(model, loader, criterion, optimizer, device, dtype,
-                                             scaler, cfg.lr, step, total_steps, info,
-                                             show_progress and info.is_main,
-                                             f"epoch {epoch + 1}/{epochs}")
-                train_seconds = time.perf_counter() - t0
-                train_seconds_total += train_seconds
-                epoch_times.append(train_seconds)
-                epoch += 1
-                # pace: the median of the last few epochs, the first (autotuning) left out
-                pace = float(np.median(epoch_times[1:][-5:] or epoch_times))
-                fitted = planned_epochs(cfg.epochs, epoch, train_seconds_total, pace,
-                                        cfg.time_budget_s)
-                fitted = int(ddp.broadcast_tensor(torch.tensor(fitted, device=device), info))
-                if fitted != epochs:
-                    if info.is_main and abs(fitted - logged_plan) > 0.1 * logged_plan:
-                        logged_plan = fitted  # say so when the plan moves by more than 10 %
-                        log(f"--time-budget {cfg.time_budget_s:.0f} s: {fitted} epochs fit "
-                            f"(at {pace:.2f} s/epoch)")
-                    epochs, total_steps = fitted, fitted * len(loader)
-                losses = ddp.all_gather_objects(loss, info)
-                entry = {"epoch": epoch, "loss": float(np.mean(losses)),
-                         "lr": poly_lr(cfg.lr, step, total_steps),
-                         "train_seconds": train_seconds}
-                if epoch % max(cfg.val_every, 1) and epoch < epochs:
-                    history.append(entry)
-                    continue
-                ddp.broadcast_buffers(segmenter, info)
-                scores = validate(segmenter, metadata, val_pairs, cfg, device,
-                                  info).report(spec.class_names)
-                miou = scores["miou"]
-                entry.update(val_miou=miou, val_pixel_accuracy=scores["pixel_accuracy"])
-                history.append(entry)
-                if info.is_main:
-                    meta = metadata.with_updates(val_miou=miou, epoch=epoch,
-                                                 per_class_iou=scores["per_class_iou"])
-                    save_checkpoint(out / "last.safetensors", segmenter, meta)
-                    if miou > best or not (out / "best.safetensors").exists():
-                        best = max(miou, best)
-                        save_checkpoint(out / "best.safetensors", segmenter, meta)
-                    _save_state(state_path, segmenter, optimizer, epoch, step, best, history,
-                                run_id)
-                    write_json(out / "history.json", {"model": name, "dataset": spec.name,
-                                                       "epochs": history})
-                    log(f"epoch {epoch}/{epochs}: loss {entry['loss']:.4f}, "
-                        f"val mIoU {miou:.4f} (best {best:.4f}), {train_seconds:.1f} s")
-                ddp.barrier(info)
-        finally:
-            torch.backends.cudnn.benchmark = cudnn_benchmark
-        return {"best_miou": best, "epochs": epochs, "out": str(out),
-                "train_seconds": train_seconds_total}
+            _announce(cfg, job, run, log)
+        with _cudnn_autotune(run.device.type == "cuda"):  # fixed shapes: autotune once
+            _fit(cfg, job, run, progress, loader, sampler, log, show_progress)
+        return {"best_miou": progress.best, "epochs": progress.epochs, "out": str(job.out),
+                "train_seconds": progress.train_seconds}
     finally:
         ddp.shutdown(info)
