@@ -48,6 +48,7 @@ import torch
 
 from rtseg.data import get_spec
 from rtseg.data.classes import IMAGENET_MEAN, IMAGENET_STD
+from rtseg.devices import cudnn_autotune
 from rtseg.errors import BadInput
 from rtseg.models import Segmenter, build_model, canonical_name
 from rtseg.models.flops import count_flops_meta
@@ -112,17 +113,6 @@ def tf32(enabled: bool):
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
-
-
-@contextmanager
-def cudnn_benchmark():
-    """cuDNN autotuning (the deployed setting for fixed shapes) inside the block only."""
-    old = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = True
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.benchmark = old
 
 
 def matmul_tflops(device: torch.device, n: int = 8192, iters: int = 20) -> float | None:
@@ -579,7 +569,7 @@ def main(argv=None) -> None:
     results = Results(args.out, header, start)
     bench = Bench(device, ModelCache(get_spec("camvid").num_classes, device), settings, peaks,
                   results, deadline=start + args.max_seconds)
-    with cudnn_benchmark():
+    with cudnn_autotune():
         try:
             header["matmul_bf16_tflops"] = matmul_tflops(device)
         except Exception as exc:  # noqa: BLE001 — a sanity figure is not worth the run

@@ -4,6 +4,9 @@ the backends and by training."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 
 from rtseg.errors import BadInput, MissingDependency
@@ -57,3 +60,16 @@ def amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
     if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] < 8:
         return torch.float16
     return torch.bfloat16
+
+
+@contextmanager
+def cudnn_autotune(enabled: bool = True) -> Iterator[None]:
+    """cuDNN autotuning (``torch.backends.cudnn.benchmark``: worth it for fixed shapes) set to
+    ``enabled`` inside the block only, restored however the block ends."""
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = saved
+

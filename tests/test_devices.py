@@ -108,3 +108,14 @@ def test_an_fp16_training_step_with_a_loss_scaler_learns():
     assert step == 20 and scaler.get_scale() == 65536.0  # no step was skipped as overflowed
     assert model.weight.dtype == torch.float32  # fp32 master weights
     assert losses[-1] < 0.9 * losses[0], losses
+
+
+def test_cudnn_autotune_is_set_inside_the_block_and_restored_after_a_failure():
+    from rtseg.devices import cudnn_autotune
+
+    before = torch.backends.cudnn.benchmark
+    with pytest.raises(RuntimeError):
+        with cudnn_autotune(not before):
+            assert torch.backends.cudnn.benchmark is (not before)
+            raise RuntimeError("a failing training step")
+    assert torch.backends.cudnn.benchmark is before

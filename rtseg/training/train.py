@@ -13,7 +13,6 @@ import pickle
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -30,7 +29,7 @@ from rtseg.data.classes import IMAGENET_MEAN, IMAGENET_STD, engine_metadata
 from rtseg.data.device_batches import DeviceBatches, decode_split
 from rtseg.data.torch_dataset import SegmentationDataset
 from rtseg.data.transforms import TrainTransform, seed_worker
-from rtseg.devices import amp_dtype, resolve_device
+from rtseg.devices import amp_dtype, cudnn_autotune, resolve_device
 from rtseg.errors import BadInput
 from rtseg.files import write_json, write_via_temp
 from rtseg.metadata import EngineMetadata
@@ -413,17 +412,6 @@ def _announce(cfg: TrainConfig, job: _Job, run: _Run, log: Callable[[str], None]
         + (", batches made on the device" if cfg.data_on_device else ""))
 
 
-@contextmanager
-def _cudnn_autotune(enabled: bool):
-    """``torch.backends.cudnn.benchmark`` set to ``enabled`` inside the block, restored after."""
-    saved = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = enabled
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.benchmark = saved
-
-
 def _run_epoch(cfg: TrainConfig, run: _Run, progress: _Progress, loader, sampler,
                show_progress: bool) -> tuple[float, float]:
     """Train the next epoch and count it; returns (this rank's mean loss, seconds taken)."""
@@ -530,7 +518,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = lambda s: None,
         progress.plan(cfg.epochs, len(loader))
         if info.is_main:
             _announce(cfg, job, run, log)
-        with _cudnn_autotune(run.device.type == "cuda"):  # fixed shapes: autotune once
+        with cudnn_autotune(run.device.type == "cuda"):  # fixed shapes: autotune once
             _fit(cfg, job, run, progress, loader, sampler, log, show_progress)
         return {"best_miou": progress.best, "epochs": progress.epochs, "out": str(job.out),
                 "train_seconds": progress.train_seconds}
