@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The exact commands that trained the four models of engines/README.md's comparison table on a
-# 2-core CPU (no GPU was lent to this task). Reduced recipe, identical for all four:
+# 2-core CPU, without a GPU. Reduced recipe, identical for all four:
 # 192×256 crops and input, batch 8, AdamW lr 2e-3 with poly decay, ENet class weights,
 # bf16 autocast on the CPU (AVX-512 BF16: 1.9–2.3× an fp32 step here), 6 epochs, seed 0.
 # Two queues run side by side at one thread each, at low priority, balanced by cost

@@ -126,7 +126,7 @@ def choose_providers(device: str, available: list[str] | None = None, *,
     providers: list = []
     for name in gpu:
         if name == "TensorrtExecutionProvider":
-            # TensorRT builds an engine per session; keep it between runs (minutes saved).
+            # TensorRT builds an engine per process; keep it between runs (minutes saved).
             options = tensorrt_provider_options(device_id, input_size)
         else:
             options = {"device_id": device_id}
@@ -176,26 +176,26 @@ class OnnxBackend(Backend):
         extra = ({"disabled_optimizers": list(QDQ_DISABLED_OPTIMIZERS)}
                  if has_qdq_nodes(path) else {})
         try:
-            session = ort.InferenceSession(str(path), sess_options=session_options(threads),
-                                           providers=providers, **extra)
+            ort_model = ort.InferenceSession(str(path), sess_options=session_options(threads),
+                                             providers=providers, **extra)
         except _BAD_MODEL_ERRORS as exc:
             raise BadInput(f"{path} is not a usable ONNX model: {_ort_message(exc)}") from None
         metadata = EngineMetadata.from_strings(
-            dict(session.get_modelmeta().custom_metadata_map), source=str(path))
-        used = session.get_providers()[0]
+            dict(ort_model.get_modelmeta().custom_metadata_map), source=str(path))
+        used = ort_model.get_providers()[0]
         if device.startswith("cuda") and used == "CPUExecutionProvider":
             raise MissingDependency(f"--device {device} asked for, but onnxruntime could not "
                                     "start its CUDA/TensorRT provider here")
         super().__init__(metadata, SHORT_NAMES.get(used, used), metadata.precision)
-        self.providers = session.get_providers()
-        self.session = session
+        self.providers = ort_model.get_providers()
+        self.ort_model = ort_model
         # The TensorRT provider's profile ends at TRT_PROFILE_MAX_BATCH: split larger batches.
         self.max_batch = TRT_PROFILE_MAX_BATCH if used == "TensorrtExecutionProvider" else None
         self._check_io(path)
 
     def _check_io(self, path: Path) -> None:
         h, w = self.input_size
-        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        inputs, outputs = self.ort_model.get_inputs(), self.ort_model.get_outputs()
         ok = (len(inputs) == 1 and inputs[0].name == INPUT_NAME
               and inputs[0].type == "tensor(uint8)" and inputs[0].shape[1:] == [h, w, 3]
               and len(outputs) == 1 and outputs[0].name == OUTPUT_NAME
@@ -216,10 +216,10 @@ class OnnxBackend(Backend):
                                for i in range(0, len(frames), self.max_batch)])
 
     def _run(self, frames: np.ndarray) -> np.ndarray:
-        return self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(frames)})[0]
+        return self.ort_model.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(frames)})[0]
 
     def close(self) -> None:
-        self.session = None
+        self.ort_model = None
 
 
 def _names(providers: list) -> list[str]:
