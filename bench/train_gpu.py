@@ -49,7 +49,8 @@ from rtseg.backends import open_engine
 from rtseg.data import read_image
 from rtseg.imageops import resize_frame, resize_nearest
 from rtseg.models import load_checkpoint, save_checkpoint
-from rtseg.training.train import TrainConfig, train
+from rtseg.training.config import TrainConfig
+from rtseg.training.train import train
 
 MODELS = ("segnet_r50", "unet_r50", "unet_vgg16", "segnet_vgg16")
 PICTURE_FRAMES = "0016E5_07959,0016E5_08093,0016E5_08159"  # first, busiest, last val frame

@@ -90,7 +90,7 @@ def test_an_fp16_training_step_with_a_loss_scaler_learns():
     loss is scaled for backward and unscaled before plain SGD steps, so it falls instead of
     blowing up — a step that skipped the unscale would move the weights 65536 times too far."""
     from rtseg.training.distributed import DistInfo
-    from rtseg.training.train import train_one_epoch
+    from rtseg.training.epoch import train_one_epoch
 
     torch.manual_seed(0)
     frames = torch.rand(8, 3, 8, 8)

@@ -11,7 +11,8 @@ from rtseg.data import find_pairs
 from rtseg.engines import untrained_engine
 from rtseg.models import load_checkpoint
 from rtseg.training import distributed as ddp
-from rtseg.training.train import TrainConfig, make_train_loader, validate
+from rtseg.training.config import TrainConfig
+from rtseg.training.epoch import make_train_loader, validate
 
 from helpers import free_port
 

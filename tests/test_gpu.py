@@ -29,7 +29,8 @@ from rtseg.errors import BadInput
 from rtseg.scoring.evaluate import evaluate
 from rtseg.models import read_checkpoint_metadata
 from rtseg.scoring.loop import engine_frames, eval_batches
-from rtseg.training.train import TrainConfig, train
+from rtseg.training.config import TrainConfig
+from rtseg.training.train import train
 
 from helpers import decoded_frames, free_port
 

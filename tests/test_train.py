@@ -16,7 +16,10 @@ from rtseg.cli import main
 from rtseg.data import find_pairs
 from rtseg.models import MODELS, read_checkpoint_metadata
 from rtseg.training import distributed as ddp
-from rtseg.training.train import TrainConfig, class_weights, make_train_loader, poly_lr, train
+from rtseg.training.config import TrainConfig
+from rtseg.training.epoch import make_train_loader
+from rtseg.training.schedule import class_weights, poly_lr
+from rtseg.training.train import train
 
 
 def tiny(batch_size: int = 4) -> list[str]:
@@ -160,7 +163,7 @@ def test_a_time_budget_shrinks_the_epoch_count(camvid_root, tmp_path):
 
 
 def test_planned_epochs_fit_the_budget_at_the_latest_pace():
-    from rtseg.training.train import planned_epochs
+    from rtseg.training.schedule import planned_epochs
 
     assert planned_epochs(100, 0, 0.0, 0.0, 60.0) == 100       # nothing measured yet
     # a slow first epoch (autotuning) does not shrink the plan: the rest run at 1 s/epoch

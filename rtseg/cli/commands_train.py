@@ -51,7 +51,8 @@ def train(
       2. torchrun --standalone --nproc_per_node 8 -m rtseg train --model unet_r50 ...
       3. rtseg train ... --device cuda --data-on-device --batch-size 16 --time-budget 600
     """
-    from rtseg.training.train import TrainConfig, train as run_training
+    from rtseg.training.config import TrainConfig
+    from rtseg.training.train import train as run_training
 
     cfg = TrainConfig(model=model, dataset=dataset.value, data_root=data_root, out=out,
                       epochs=epochs, batch_size=batch_size, crop=parse_size(crop, "--crop"),

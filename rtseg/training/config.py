@@ -1,0 +1,37 @@
+"""What ``rtseg train`` is asked: one dataclass the CLI fills from its flags."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``rtseg train`` needs; the CLI fills it from flags."""
+
+    model: str
+    dataset: str
+    data_root: Path
+    out: Path = Path("runs/train")
+    epochs: int = 100
+    batch_size: int = 8
+    crop: tuple[int, int] | None = None        # default: the data set's training crop
+    input_size: tuple[int, int] | None = None  # default: the data set's network input size
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    device: str = "auto"
+    amp: bool | None = None                    # None: bf16 autocast on CUDA only
+    resume: bool = False
+    encoder_weights: str = "none"
+    seed: int = 0
+    workers: int = 2
+    train_limit: int | None = None             # use only the first N training images
+    val_limit: int | None = None
+    scale_range: tuple[float, float] = (0.75, 1.5)
+    jitter: float = 0.3
+    colour_cast: float = 0.0                   # per-channel gains in 1 ± this (0: off)
+    data_on_device: bool = False               # decode once, keep and augment batches on the device
+    val_every: int = 1                         # validate every N epochs (and after the last)
+    time_budget_s: float | None = None         # fit the epoch count to this many seconds of training
+    extra: dict = field(default_factory=dict)
