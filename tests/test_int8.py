@@ -335,7 +335,7 @@ def test_bench_compare_shows_int8_beside_fp32_fp16_and_bf16(graphs, camvid_root,
 
 # -- build-engine: precision rules (pure; the build itself needs TensorRT) -----------------------
 def test_int8_graphs_build_int8_engines_only():
-    from rtseg.deploy.engine_build import check_precision, plan_build
+    from rtseg.deploy.build_plan import check_precision, plan_build
 
     assert check_precision("int8", "auto") == "int8" and check_precision("fp32", "auto") == "fp16"
     for trt_major, flags in ((10, ("STRONGLY_TYPED",)), (11, ())):

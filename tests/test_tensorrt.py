@@ -32,16 +32,9 @@ from rtseg.backends.tensorrt_backend import (
     trt_messages,
 )
 from rtseg.deploy.tensorrt_ops import tensorrt_compat_problems
-from rtseg.deploy.engine_build import (
-    BuildPlan,
-    build_engine,
-    check_io_tensors,
-    format_parser_errors,
-    load_timing_cache,
-    plan_build,
-    profile_shapes,
-    read_onnx_metadata,
-)
+from rtseg.deploy.build_plan import (BuildPlan, check_io_tensors, format_parser_errors,
+                                     plan_build, profile_shapes, read_onnx_metadata)
+from rtseg.deploy.engine_build import build_engine, load_timing_cache
 from rtseg.errors import BadInput, MissingDependency
 from rtseg.deploy.export import export_onnx
 from rtseg.deploy.fp16_graph import float32_nodes, graph_to_fp16

@@ -133,7 +133,7 @@ def build_engine(
         raise BadInput(f"--int8 and --{'fp16' if fp16 else 'fp32'} exclude each other")
     ensure_parent(out, "--out")
     from rtseg.deploy.engine_build import build_engine as run_build
-    from rtseg.deploy.engine_build import graph_precision
+    from rtseg.deploy.build_plan import graph_precision
 
     if int8:
         precision = "int8"

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -39,8 +38,6 @@ import torch
 
 from rtseg.backends.tensorrt_backend import (
     INPUT_NAME,
-    OUTPUT_NAME,
-    TRT_PIP_HINT,
     import_tensorrt,
     require_cuda,
     sidecar_path,
@@ -49,173 +46,17 @@ from rtseg.backends.tensorrt_backend import (
     trt_messages,
 )
 from rtseg.deploy.tensorrt_ops import tensorrt_compat_problems
-from rtseg.errors import BadInput, MissingDependency, RtsegError
+from rtseg.deploy.build_plan import (BuildPlan, TensorInfo, check_io_tensors, check_precision,
+                                     format_parser_errors, plan_build, profile_shapes,
+                                     read_onnx_metadata)
+from rtseg.errors import BadInput, RtsegError
 from rtseg.deploy.fp16_graph import graph_to_fp16
 from rtseg.files import atomic_write, write_json
 from rtseg.metadata import EngineMetadata
 
-PRECISIONS = ("fp16", "fp32", "int8")
 GiB = 1 << 30
 
-__all__ = ["BuildPlan", "build_engine", "check_io_tensors", "check_precision",
-           "format_parser_errors", "graph_precision", "load_timing_cache", "plan_build",
-           "profile_shapes", "read_onnx_metadata", "sidecar_path"]
 
-
-# -- pure helpers (no TensorRT needed) ---------------------------------------------------------
-@dataclass(frozen=True)
-class BuildPlan:
-    """How to configure TensorRT for one (TensorRT major, graph precision, request) triple."""
-
-    creation_flags: tuple[str, ...]  # trt.NetworkDefinitionCreationFlag member names
-    builder_flags: tuple[str, ...]  # trt.BuilderFlag member names (none: strongly typed)
-    precision: str  # what the engine computes in; goes into the sidecar
-    convert_to_fp16: bool = False  # build from graph_to_fp16(graph) instead of the graph
-
-
-def plan_build(trt_major: int, graph_precision: str, requested: str) -> BuildPlan:
-    """Decide network/builder flags; BadInput for combinations TensorRT cannot honour.
-
-    Always strongly typed, so the engine computes in the precision of the graph it is given;
-    an int8 Q/DQ graph gives an int8 engine the same way (explicit quantization: no
-    ``BuilderFlag.INT8``, no calibrator).
-
-    >>> plan_build(10, "fp32", "fp16")
-    BuildPlan(creation_flags=('STRONGLY_TYPED',), builder_flags=(), precision='fp16', \
-convert_to_fp16=True)
-    """
-    requested = check_precision(graph_precision, requested)
-    if trt_major < 10:
-        raise MissingDependency(f"TensorRT {trt_major}.x is too old; rtseg needs TensorRT 10 "
-                                f"or newer. {TRT_PIP_HINT}")
-    # TensorRT 11+: strongly typed always; the flag is deprecated and ignored, so not passed.
-    creation = ("STRONGLY_TYPED",) if trt_major == 10 else ()
-    return BuildPlan(creation, (), requested,
-                     convert_to_fp16=graph_precision == "fp32" and requested == "fp16")
-
-
-def check_precision(graph_precision: str, requested: str) -> str:
-    """The engine precision for a graph of ``graph_precision`` asked to build ``requested``
-    (``auto``: int8 for an int8 Q/DQ graph, else fp16); BadInput for what cannot be built.
-    Pure, so the build's input faults are reported on machines without TensorRT.
-
-    >>> check_precision("int8", "auto"), check_precision("fp32", "auto")
-    ('int8', 'fp16')
-    """
-    if requested not in (*PRECISIONS, "auto"):
-        raise BadInput(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
-    if graph_precision not in PRECISIONS:
-        raise BadInput(f"the ONNX metadata says precision {graph_precision!r}; "
-                       f"expected one of {', '.join(PRECISIONS)}")
-    if requested == "auto":
-        return "int8" if graph_precision == "int8" else "fp16"
-    if graph_precision == "int8" and requested != "int8":
-        raise BadInput(f"this ONNX graph is int8 (Q/DQ nodes fix where int8 is computed), so "
-                       f"it cannot give an {requested} engine; build it without --fp16/--fp32, "
-                       "or build the fp32 export for a float engine")
-    if requested == "int8" and graph_precision != "int8":
-        raise BadInput(f"--int8 needs an int8 graph with Q/DQ nodes (this one's precision is "
-                       f"{graph_precision}); make one with rtseg export --int8 --calib SRC "
-                       "(TensorRT 11 has no implicit int8 calibration)")
-    if graph_precision == "fp16" and requested == "fp32":
-        raise BadInput("this ONNX graph was exported with --fp16, so it cannot give an fp32 "
-                       "engine; export again without --fp16, or build with --fp16")
-    return requested
-
-
-def graph_precision(onnx_path: str | Path) -> str | None:
-    """The ``precision`` in an ONNX file's metadata, or None when it cannot tell (the build
-    itself reports unreadable files and missing keys)."""
-    import json
-
-    try:
-        model = onnx.load(str(onnx_path), load_external_data=False)
-        value = {p.key: p.value for p in model.metadata_props}.get("precision")
-        return None if value is None else str(json.loads(value))
-    except Exception:  # noqa: BLE001 - onnx raises DecodeError and friends
-        return None
-
-
-def profile_shapes(input_size: tuple[int, int] | list[int], max_batch: int,
-                   opt_batch: int = 1) -> dict[str, tuple[int, int, int, int]]:
-    """min/opt/max shapes of ``frames`` for the optimisation profile.
-
-    ``opt_batch`` defaults to 1, the batch ``rtseg run`` sends: TensorRT picks its kernels for
-    the optimum shape.
-
-    >>> profile_shapes((360, 480), 8)["opt"]
-    (1, 360, 480, 3)
-    """
-    if int(max_batch) < 1:
-        raise BadInput(f"--max-batch must be at least 1, got {max_batch}")
-    max_batch, opt = int(max_batch), int(opt_batch)
-    if not 1 <= opt <= max_batch:
-        raise BadInput(f"--opt-batch must be between 1 and --max-batch ({max_batch}), "
-                       f"got {opt}")
-    h, w = (int(v) for v in input_size)
-    return {"min": (1, h, w, 3), "opt": (opt, h, w, 3), "max": (max_batch, h, w, 3)}
-
-
-TensorInfo = tuple[str, tuple[int, ...], str]  # (name, shape with -1 for dynamic, dtype name)
-
-
-def check_io_tensors(inputs: list[TensorInfo], outputs: list[TensorInfo],
-                     input_size: tuple[int, int] | list[int]) -> None:
-    """Raise BadInput unless the network has the contract's I/O.
-
-    Contract: input ``frames`` uint8 [N, H, W, 3], output ``labels`` uint8 [N, H, W], N
-    dynamic, (H, W) = the metadata ``input_size``.
-    """
-    h, w = (int(v) for v in input_size)
-    problems = []
-    for role, tensors, name, want in (("input", inputs, INPUT_NAME, (-1, h, w, 3)),
-                                      ("output", outputs, OUTPUT_NAME, (-1, h, w))):
-        found = {t[0]: t for t in tensors}
-        if set(found) != {name}:
-            problems.append(f"expected one {role} '{name}', the graph has "
-                            f"{', '.join(found) or 'none'}")
-            continue
-        _, shape, dtype = found[name]
-        if dtype != "uint8":
-            problems.append(f"{role} '{name}' is {dtype}, expected uint8")
-        if len(shape) != len(want):
-            problems.append(f"{role} '{name}' has shape {list(shape)}, expected rank {len(want)}")
-            continue
-        if shape[0] != -1:
-            problems.append(f"{role} '{name}' has a fixed batch of {shape[0]}; export it with a "
-                            "dynamic batch dimension")
-        if any(d not in (-1, e) for d, e in zip(shape[1:], want[1:])):
-            problems.append(f"{role} '{name}' has shape {list(shape)}, expected "
-                            f"{['N', *want[1:]]} (input_size {[h, w]} from the metadata)")
-    if problems:
-        raise BadInput("the ONNX graph does not follow the deploy contract: " + "; ".join(problems))
-
-
-def format_parser_errors(onnx_path: str | Path, errors: list[str],
-                         compat_problems: list[str] | None = None) -> str:
-    """One message with every ONNX parser error in full, plus our pre-flight findings."""
-    lines = [f"TensorRT could not parse {onnx_path} ({len(errors)} error(s)):"]
-    lines += [f"  [{i}] {e}" for i, e in enumerate(errors)]
-    if compat_problems:
-        lines.append("Known TensorRT incompatibilities in this graph:")
-        lines += [f"  - {p}" for p in compat_problems]
-    return "\n".join(lines)
-
-
-def read_onnx_metadata(onnx_path: str | Path) -> tuple[EngineMetadata, onnx.ModelProto]:
-    """The rtseg metadata stored in an ONNX file's ``metadata_props``, and the model."""
-    onnx_path = Path(onnx_path)
-    if not onnx_path.is_file():
-        raise BadInput(f"ONNX file not found: {onnx_path}")
-    try:
-        model = onnx.load(str(onnx_path), load_external_data=False)
-    except Exception as e:  # onnx raises DecodeError and friends, not one base class
-        raise BadInput(f"{onnx_path} is not a readable ONNX model: {e}") from None
-    props = {p.key: p.value for p in model.metadata_props}
-    return EngineMetadata.from_strings(props, source=str(onnx_path)), model
-
-
-# -- TensorRT glue -----------------------------------------------------------------------------
 def _dtype_name(trt: Any, dtype: Any) -> str:
     if dtype == trt.DataType.UINT8:
         return "uint8"
