@@ -24,11 +24,12 @@ def resize_frame(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=64)
-def _nearest_rows(src_h: int, dst_h: int) -> np.ndarray:
-    """Which source row each of ``dst_h`` rows copies under OpenCV's INTER_NEAREST — asked
-    of OpenCV itself (a one-column resize), so the two can never disagree."""
-    column = np.arange(src_h, dtype=np.float32).reshape(src_h, 1)
-    rows = cv2.resize(column, (1, dst_h), interpolation=cv2.INTER_NEAREST).ravel()
+def nearest_index(src: int, dst: int) -> np.ndarray:
+    """Which of ``src`` source positions each of ``dst`` positions copies under OpenCV's
+    INTER_NEAREST (rows and columns map alike) — asked of OpenCV itself (a one-column resize),
+    so the two can never disagree. Read-only."""
+    column = np.arange(src, dtype=np.float32).reshape(src, 1)
+    rows = cv2.resize(column, (1, dst), interpolation=cv2.INTER_NEAREST).ravel()
     rows = rows.astype(np.intp)
     rows.flags.writeable = False
     return rows
@@ -48,4 +49,4 @@ def resize_nearest(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if h <= src_h:
         return cv2.resize(image, (w, h), interpolation=cv2.INTER_NEAREST)
     wide = image if src_w == w else cv2.resize(image, (w, src_h), interpolation=cv2.INTER_NEAREST)
-    return wide[_nearest_rows(src_h, h)]
+    return wide[nearest_index(src_h, h)]

@@ -12,9 +12,9 @@ from rtseg.data import find_pairs, get_spec
 from rtseg.data.classes import engine_metadata
 from rtseg.engines import untrained_engine
 from rtseg.files import json_safe
-from rtseg.imageops import resize_nearest
+from rtseg.imageops import nearest_index, resize_nearest
 from rtseg.scoring.confusion import ConfusionMatrix
-from rtseg.scoring.loop import EngineScore, eval_batches, nearest_index, score
+from rtseg.scoring.loop import EngineScore, eval_batches, score
 
 
 def brute_force(target, pred, n, ignore):
@@ -123,7 +123,7 @@ def test_torch_tensors_count_like_numpy_and_join_the_matrix_when_read():
                                       ((512, 1024), (1024, 2048)), ((7, 3), (7, 3))])
 def test_nearest_index_is_the_mapping_of_resize_nearest(src, dst):
     image = np.random.default_rng(src[0]).integers(0, 256, src, dtype=np.uint8)
-    rows, cols = nearest_index(src[0], dst[0], 0), nearest_index(src[1], dst[1], 1)
+    rows, cols = nearest_index(src[0], dst[0]), nearest_index(src[1], dst[1])
     np.testing.assert_array_equal(image[rows][:, cols], resize_nearest(image, dst))
 
 

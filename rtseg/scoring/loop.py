@@ -9,7 +9,6 @@ neighbour) and one ConfusionMatrix per engine counts the pixels — the same pix
 
 from __future__ import annotations
 
-import functools
 from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -18,7 +17,7 @@ import torch
 from rtseg.backends import Backend
 from rtseg.data import get_spec
 from rtseg.data.torch_dataset import SegmentationDataset
-from rtseg.imageops import resize_frame, resize_nearest
+from rtseg.imageops import nearest_index, resize_frame, resize_nearest
 from rtseg.scoring.confusion import ConfusionMatrix
 
 Batch = tuple[Sequence[np.ndarray], Sequence[np.ndarray]]
@@ -47,15 +46,6 @@ def engine_frames(images: Sequence[np.ndarray], input_size: tuple[int, int]) -> 
     return np.stack([resize_frame(image, input_size) for image in images])
 
 
-@functools.lru_cache(maxsize=64)
-def nearest_index(src: int, dst: int, axis: int) -> np.ndarray:
-    """The source row (``axis`` 0) or column (1) that each of ``dst`` positions copies when
-    ``resize_nearest`` resizes ``src`` positions to ``dst`` — asked of it, so they agree."""
-    ramp = np.arange(src, dtype=np.float32)
-    shape, size = ((src, 1), (dst, 1)) if axis == 0 else ((1, src), (1, dst))
-    return resize_nearest(ramp.reshape(shape), size).ravel().astype(np.int64)
-
-
 class EngineScore:
     """One engine's running score: its ConfusionMatrix and how many label pixels (ignore
     included) it labels as the reference engine of :func:`score` does.
@@ -80,8 +70,8 @@ class EngineScore:
             return labels
         key = (src, tuple(size), dev)
         if key not in self._index:
-            self._index[key] = [torch.from_numpy(nearest_index(s, d, axis)).to(dev)
-                                for axis, (s, d) in enumerate(zip(src, size))]
+            self._index[key] = [torch.tensor(nearest_index(s, d), device=dev)
+                                for s, d in zip(src, size)]
         rows, cols = self._index[key]
         return labels.index_select(0, rows).index_select(1, cols)
 
@@ -104,7 +94,10 @@ class EngineScore:
             if self.on_device:
                 label = torch.from_numpy(label).to(prediction.device)
             self.matrix.update(label, prediction)
-            self.agreeing = self.agreeing + (prediction == ref).sum()
+            if prediction is ref:  # the reference engine agrees with itself everywhere
+                self.agreeing += prediction.numel() if self.on_device else prediction.size
+            else:
+                self.agreeing = self.agreeing + (prediction == ref).sum()
 
     def agreement(self) -> float:
         """Share of the pixels labelled as the reference engine labels them."""
