@@ -26,6 +26,7 @@ import torch
 from rtseg.backends import open_engine
 from rtseg.deploy.export import export_onnx, write_model
 from rtseg.deploy.quantize import DEFAULT_FRAMES, Calibration
+from rtseg.files import write_json
 from rtseg.metadata import EngineMetadata
 from rtseg.models import load_checkpoint, save_checkpoint
 from rtseg.scoring.evaluate import evaluate
@@ -36,7 +37,7 @@ def score(engine: Path, dataset: str, data_root: Path) -> dict:
     with open_engine(engine, "cpu") as backend:
         report = evaluate(backend, dataset, data_root, "val")
     report["engine"] = str(engine)
-    engine.with_suffix(".eval.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_json(engine.with_suffix(".eval.json"), report)
     return report
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
-import math
 import socket
 import threading
 import time
@@ -30,6 +29,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 from rtseg.backends import Backend
 from rtseg.errors import BadInput
+from rtseg.files import json_safe
 from rtseg.pipeline.liveframe import FrameSlot, ServeSink
 from rtseg.pipeline.serve_http import SEND_TIMEOUT_S, bind
 from rtseg.pipeline.stats import RunStats
@@ -192,7 +192,7 @@ class LiveServer:
         with self._stats_lock:
             t, body = self._stats
             if time.monotonic() - t >= STATS_CACHE_S:
-                body = json.dumps(_finite(self.stats()), separators=(",", ":")).encode()
+                body = json.dumps(json_safe(self.stats()), separators=(",", ":")).encode()
                 self._stats = (time.monotonic(), body)
             return body
 
@@ -291,13 +291,3 @@ class LiveServer:
         with self._viewer_lock:
             self.cpu_seconds += seconds
 
-
-def _finite(value):
-    """JSON that browsers parse: NaN and infinities become null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value

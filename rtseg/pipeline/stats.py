@@ -102,8 +102,9 @@ class RunStats:
 
     def latency_ms(self) -> dict[str, Optional[float]]:
         """p50 and p99 of capture→written latency in milliseconds."""
-        with self._lock:
-            lat = np.asarray(self._latency, dtype=np.float64)
+        with self._lock:  # a cheap copy under the lock (the stages wait on it), the rest outside
+            lat = self._latency.copy()
+        lat = np.asarray(lat, dtype=np.float64)
         if lat.size == 0:
             return {"p50": None, "p99": None}
         p50, p99 = np.percentile(lat * 1000.0, [50, 99])
