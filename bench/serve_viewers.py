@@ -400,9 +400,9 @@ def screenshot(engine: Path, source: Path, labels: Path | None, path: Path) -> N
     from rtseg.pipeline import LiveServer, Pipeline, RunConfig, open_source
 
     with open_engine(engine, "cpu") as backend, LiveServer("127.0.0.1:0") as server:
+        server.describe(engine=engine.name)
         pipeline = Pipeline(open_source(source, None), backend, RunConfig(labels=labels),
                             server=server)
-        server.watch(pipeline, engine=engine.name)
         worker = threading.Thread(target=pipeline.run)
         worker.start()
         try:

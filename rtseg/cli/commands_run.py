@@ -155,10 +155,10 @@ def _run(source: str, engine: Path, config, json_path: Optional[Path], device: D
     quiet_opencv()
     with open_engine(engine, device.value, precision.value) as backend:
         src = open_source(source, fps, config.reconnect, status.message)
+        if server is not None:
+            server.describe(engine=str(engine))
         pipeline = Pipeline(src, backend, config, on_status=status, on_message=status.message,
                             server=server)
-        if server is not None:
-            server.watch(pipeline, engine=str(engine))
         # From here until the JSON is written, Ctrl-C asks the pipeline to finish instead of
         # raising: a press at any moment still leaves the video finalised and the JSON written.
         with forward_sigint(pipeline.interrupt):
@@ -200,7 +200,7 @@ def _open_server(serve: Optional[str], token: Optional[str], say):
     if warning:
         say(warning)
     say(f"live view: {server.url}  (overlay, FPS, stage times; Ctrl-C stops)")
-    return server.start()
+    return server  # serving starts as the caller enters it
 
 
 def _linger(server, result: dict, seconds: Optional[float], status: StatusLine) -> None:

@@ -153,12 +153,17 @@ class LiveServer:
         """The sink that feeds the page (Pipeline adds it when given ``server=``)."""
         return ServeSink(self.slot)
 
-    def watch(self, pipeline: WatchedRun, **extra) -> None:
-        """Take the live numbers from ``pipeline`` (``extra``: keys to add, e.g. ``engine``)."""
+    def watch(self, pipeline: WatchedRun) -> None:
+        """Take the live numbers from ``pipeline`` (a Pipeline given this server calls it)."""
         with self._stats_lock:
-            self._pipeline, self._extra = pipeline, dict(extra)
+            self._pipeline = pipeline
             self._history.clear()
             self._stats = (float("-inf"), b"")
+
+    def describe(self, **extra) -> None:
+        """Keys the page's numbers carry besides the run's (e.g. ``engine``)."""
+        with self._stats_lock:
+            self._extra.update(extra)
 
     def state(self) -> str:
         """``starting`` (no frame yet), ``running`` or ``ended`` (the last frame stays)."""
