@@ -95,3 +95,20 @@ def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason="needs a CUDA GPU: torch.cuda.is_available() is false")
     for item in gpu_tests:
         item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def graphs(tmp_path_factory, camvid_root):
+    """Small real checkpoints and their fp32/int8 deploy graphs, each made once."""
+    from small_models import Graphs
+
+    return Graphs(tmp_path_factory.mktemp("graphs"), camvid_root)
+
+
+@pytest.fixture(scope="session")
+def val_frames(camvid_root):
+    """8 real CamVid val frames at the small models' 64x96 (BGR uint8)."""
+    from small_models import load_frames
+
+    return load_frames(camvid_root, "val", 8, stride=12)[0]
+

@@ -11,87 +11,27 @@ import importlib
 import importlib.util
 from pathlib import Path
 
-import cv2
 import numpy as np
 import onnx
 import pytest
-import torch
-from torch import nn
 
 from rtseg.backends import open_engine
 from rtseg.backends.onnx_backend import OnnxBackend
 from rtseg.cli import main
-from rtseg.data import find_pairs, read_image, read_label
-from rtseg.data.classes import CAMVID, IMAGENET_MEAN, IMAGENET_STD
+from rtseg.data.classes import CAMVID
 from rtseg.errors import BadInput
 from rtseg.deploy.export import OPSET, export_onnx
 from rtseg.deploy.triton import triton_config
 from rtseg.deploy.fp16_graph import float32_nodes
 from rtseg.metadata import REQUIRED_KEYS, EngineMetadata
-from rtseg.models import MODELS, Segmenter, build_model, save_checkpoint
+from rtseg.models import MODELS, save_checkpoint
 
 from helpers import engine_meta
+from small_models import H, PROBE_STEPS, W, make_segmenter
 
-H, W = 64, 96
-PROBE_STEPS = 100
 PRECISIONS = ("fp32", "fp16")
 MIN_AGREEMENT = {"fp32": 0.999, "fp16": 0.995}
 TRAINED = {"val_miou": 0.0, "recipe": {"probe_steps": PROBE_STEPS}}  # extras a checkpoint has
-
-
-def load_frames(root: Path, split: str, count: int, stride: int):
-    """``count`` real frames (and labels) of a split, resized to the network input."""
-    pairs = find_pairs("camvid", root, split)[::stride][:count]
-    frames = np.stack([cv2.resize(read_image(p), (W, H), interpolation=cv2.INTER_AREA)
-                       for p, _ in pairs])
-    labels = np.stack([cv2.resize(read_label(p, "camvid"), (W, H),
-                                  interpolation=cv2.INTER_NEAREST) for _, p in pairs])
-    return frames, labels
-
-
-def make_segmenter(model: str, camvid: Path | None) -> Segmenter:
-    """A Segmenter with real batch-norm statistics and, with CamVid, a fitted classifier.
-
-    An untrained net has near-ties in its logits, so fp16 rounding would flip many pixels
-    and the agreement test would measure noise. Training end to end costs seconds per step
-    on a CPU; instead three train-mode passes over real frames move the BN running
-    statistics (momentum 0.1) and the classifier head is fitted on the frozen features (a
-    linear probe), which gives the logits real margins in about a second.
-
-    Not exact batch statistics (momentum None): with those, segnet_r50's own half-precision
-    PyTorch forward already disagrees with fp32 on a quarter of the pixels — the random
-    body amplifies rounding — so the test would measure the weights, not the export.
-    """
-    torch.manual_seed(0)
-    seg = Segmenter(build_model(model, CAMVID.num_classes), IMAGENET_MEAN, IMAGENET_STD)
-    if camvid is None:
-        frames, labels = np.random.default_rng(0).integers(0, 256, (4, H, W, 3), np.uint8), None
-    else:
-        frames, labels = load_frames(camvid, "train", 4, stride=90)
-    x = torch.from_numpy(frames)
-    with torch.no_grad():  # BN running statistics: a blend of the init's and real frames'
-        for _ in range(3):
-            seg.train().logits(x)
-    seg.eval()
-    if labels is None:
-        return seg
-
-    head = [m for m in seg.net.modules()
-            if isinstance(m, nn.Conv2d) and m.out_channels == CAMVID.num_classes][-1]
-    captured = []
-    hook = head.register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach()))
-    with torch.no_grad():
-        seg.logits(x)
-    hook.remove()
-    target = torch.from_numpy(labels).long()
-    optimizer = torch.optim.Adam(head.parameters(), lr=1e-2)
-    loss_fn = nn.CrossEntropyLoss(ignore_index=CAMVID.ignore_index)
-    for _ in range(PROBE_STEPS):
-        loss = loss_fn(head(captured[0]), target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return seg
 
 
 class Exports:
@@ -132,10 +72,6 @@ def exports(tmp_path_factory, request) -> Exports:
         camvid = None
     return Exports(tmp_path_factory.mktemp("exports"), camvid)
 
-
-@pytest.fixture(scope="module")
-def val_frames(camvid_root) -> np.ndarray:
-    return load_frames(camvid_root, "val", 8, stride=12)[0]
 
 
 # -- the graph agrees with PyTorch ------------------------------------------------------------

@@ -23,52 +23,14 @@ from rtseg.cli import main
 from rtseg.errors import BadInput
 from rtseg.deploy.export import OPSET, export_onnx
 from rtseg.metadata import REQUIRED_KEYS, EngineMetadata
-from rtseg.models import save_checkpoint
 from rtseg.deploy.quantize import (MIN_FRAMES, Calibration, float_boundary_convs, is_quantized,
                             quantize_graph, read_calibration_frames)
 from helpers import engine_meta, save_tiny_graph, tiny_graph
-from test_export import H, W, load_frames, make_segmenter
+from small_models import CALIB_FRAMES, H, W
 
 REPO = Path(__file__).resolve().parents[1]
-CALIB_FRAMES = MIN_FRAMES  # the fewest the CLI accepts: fast, and enough for these nets
 MODELS = ("unet_r50", "segnet_vgg16")  # residual Adds; SegNet's mask unpooling (Equal)
 QDQ = ("QuantizeLinear", "DequantizeLinear")
-
-
-class Graphs:
-    """Checkpoints, fp32 and int8 graphs of the small models, each made once per module."""
-
-    def __init__(self, folder: Path, camvid: Path):
-        self.folder, self.camvid = folder, camvid
-
-    def checkpoint(self, model: str) -> Path:
-        path = self.folder / f"{model}.safetensors"
-        if not path.exists():
-            save_checkpoint(path, make_segmenter(model, self.camvid), engine_meta(model, (H, W)))
-        return path
-
-    def fp32(self, model: str) -> Path:
-        path = self.folder / f"{model}_fp32.onnx"
-        if not path.exists():
-            export_onnx(self.checkpoint(model), path)
-        return path
-
-    def int8(self, model: str) -> Path:
-        path = self.folder / f"{model}_int8.onnx"
-        if not path.exists():
-            export_onnx(self.checkpoint(model), path,
-                        calib=Calibration(self.camvid / "val", CALIB_FRAMES, "minmax"))
-        return path
-
-
-@pytest.fixture(scope="module")
-def graphs(tmp_path_factory, camvid_root) -> Graphs:
-    return Graphs(tmp_path_factory.mktemp("int8"), camvid_root)
-
-
-@pytest.fixture(scope="module")
-def val_frames(camvid_root) -> np.ndarray:
-    return load_frames(camvid_root, "val", 8, stride=12)[0]
 
 
 def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:

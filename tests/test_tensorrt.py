@@ -36,7 +36,6 @@ from rtseg.deploy.build_plan import (BuildPlan, check_io_tensors, format_parser_
                                      plan_build, profile_shapes, read_onnx_metadata)
 from rtseg.deploy.engine_build import build_engine, load_timing_cache
 from rtseg.errors import BadInput, MissingDependency
-from rtseg.deploy.export import export_onnx
 from rtseg.deploy.fp16_graph import float32_nodes, graph_to_fp16
 
 from helpers import engine_meta
@@ -494,41 +493,6 @@ def test_graph_to_fp16_refuses_what_fp16_cannot_hold():
         graph_to_fp16(float_in)
 
 
-class RealGraphs:
-    """rtseg's own SegNet and UNet with real BN statistics and a classifier head fitted on
-    CamVid frames (``test_export.make_segmenter``), exported fp32 at 64x96 on first use."""
-
-    def __init__(self, folder: Path, camvid: Path):
-        self.folder, self.camvid = folder, camvid
-
-    def onnx(self, model: str) -> Path:
-        from test_export import make_segmenter
-
-        from rtseg.models import save_checkpoint
-
-        path = self.folder / model / f"{model}.onnx"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            checkpoint = path.with_suffix(".safetensors")
-            save_checkpoint(checkpoint, make_segmenter(model, self.camvid),
-                            engine_meta(model, (64, 96)))
-            export_onnx(checkpoint, path)
-        return path
-
-
-@pytest.fixture(scope="module")
-def real_graphs(tmp_path_factory, camvid_root) -> RealGraphs:
-    return RealGraphs(tmp_path_factory.mktemp("real_graphs"), camvid_root)
-
-
-@pytest.fixture(scope="module")
-def camvid_frames(camvid_root) -> np.ndarray:
-    """8 real CamVid val frames at 64x96 (BGR uint8)."""
-    from test_export import load_frames
-
-    return load_frames(camvid_root, "val", 8, stride=12)[0]
-
-
 def _ort_labels(model: onnx.ModelProto | Path, frames: np.ndarray) -> np.ndarray:
     ort = pytest.importorskip("onnxruntime")
     source = str(model) if isinstance(model, Path) else model.SerializeToString()
@@ -539,8 +503,8 @@ def _ort_labels(model: onnx.ModelProto | Path, frames: np.ndarray) -> np.ndarray
 @pytest.mark.slow
 @pytest.mark.realdata
 @pytest.mark.parametrize("model", REAL_MODELS)
-def test_fp16_conversion_of_real_exports(model, real_graphs, camvid_frames):
-    fp32 = onnx.load(str(real_graphs.onnx(model)))
+def test_fp16_conversion_of_real_exports(model, graphs, val_frames):
+    fp32 = onnx.load(str(graphs.fp32(model)))
     assert _cast_chain_after_argmax(fp32) == [TensorProto.FLOAT, TensorProto.UINT8]
     fp16 = graph_to_fp16(fp32)
     onnx.checker.check_model(fp16, full_check=True)
@@ -557,7 +521,7 @@ def test_fp16_conversion_of_real_exports(model, real_graphs, camvid_frames):
         assert equals and all(types.get(i) == TensorProto.FLOAT16
                               for n in equals for i in n.input)
 
-    expected, got = _ort_labels(fp32, camvid_frames), _ort_labels(fp16, camvid_frames)
+    expected, got = _ort_labels(fp32, val_frames), _ort_labels(fp16, val_frames)
     agreement = float((got == expected).mean())
     print(f"{model}: converted fp16 graph agrees with fp32 on {agreement:.4%} of pixels")
     assert agreement >= 0.995, agreement
@@ -641,14 +605,14 @@ def test_tensorrt_build_survives_a_stale_timing_cache(tmp_path):
 @pytest.mark.tensorrt
 @pytest.mark.realdata
 @pytest.mark.parametrize("model", REAL_MODELS)
-def test_tensorrt_engines_of_real_exports_agree_with_onnxruntime(model, tmp_path, real_graphs,
-                                                                 camvid_frames):
+def test_tensorrt_engines_of_real_exports_agree_with_onnxruntime(model, tmp_path, graphs,
+                                                                 val_frames):
     """The default flow: rtseg export (fp32), then build-engine --fp16 (default) and --fp32;
     TensorRT's labels on real CamVid frames against ONNX Runtime's on the same graph."""
     from rtseg.errors import StageError
 
     _require_tensorrt_gpu()
-    onnx_path = real_graphs.onnx(model)
+    onnx_path = graphs.fp32(model)
     cache = tmp_path / "timing.cache"
     plans = {}
     for precision in ("fp16", "fp32"):
@@ -661,19 +625,19 @@ def test_tensorrt_engines_of_real_exports_agree_with_onnxruntime(model, tmp_path
         assert side["converted_to_fp16"] is (precision == "fp16")
 
     fp32_graph = onnx.load(str(onnx_path))
-    reference = {"fp32": _ort_labels(fp32_graph, camvid_frames),
-                 "fp16": _ort_labels(graph_to_fp16(fp32_graph), camvid_frames)}
+    reference = {"fp32": _ort_labels(fp32_graph, val_frames),
+                 "fp16": _ort_labels(graph_to_fp16(fp32_graph), val_frames)}
     assert len(np.unique(reference["fp32"])) >= 2
     # Both engines open at once, as rtseg bench --compare holds them.
     with TensorRTBackend(plans["fp16"]) as b16, TensorRTBackend(plans["fp32"]) as b32:
-        got = {"fp16": b16.infer(camvid_frames), "fp32": b32.infer(camvid_frames)}  # 4 + 4
+        got = {"fp16": b16.infer(val_frames), "fp32": b32.infer(val_frames)}  # 4 + 4
         # An error on one engine is reported by that call, and the other engine runs on.
         h, w = b16.input_size
         too_many = torch.zeros((5, h, w, 3), dtype=torch.uint8, device="cuda")
         labels = torch.zeros((5, h, w), dtype=torch.uint8, device="cuda")
         with pytest.raises(StageError, match="rejected input shape"):
             b16._enqueue(too_many, labels)  # past the profile's max batch of 4
-        np.testing.assert_array_equal(b32.infer(camvid_frames), got["fp32"])
+        np.testing.assert_array_equal(b32.infer(val_frames), got["fp32"])
     assert not getattr(tensorrt_backend._calls, "stack", [])  # every block closed
     for precision in ("fp32", "fp16"):
         agreement = float((got[precision] == reference[precision]).mean())
