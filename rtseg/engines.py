@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from rtseg.data.classes import engine_metadata
-from rtseg.data.datasets import get_spec
 from rtseg.errors import BadInput
 
 ENGINES_DIR = Path(__file__).resolve().parents[1] / "engines"  # the checkout's (pip install -e)
@@ -62,8 +60,10 @@ def default_engine(directory: Path | None = None, device: str = "cpu",
 def untrained_engine(model: str, size: tuple[int, int], directory: Path | str,
                      dataset: str = "camvid", seed: int = 0) -> Path:
     """A seeded, untrained engine file: the speed of a trained ``model``, not its accuracy."""
-    import torch
+    import torch  # the lookup above stays light: the CLI imports it at start
 
+    from rtseg.data.classes import engine_metadata
+    from rtseg.data.datasets import get_spec
     from rtseg.models import Segmenter, build_model, save_checkpoint
 
     spec = get_spec(dataset)
