@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -65,12 +67,14 @@ class Exports:
 
 
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory, request) -> Exports:
+def exports(tmp_path_factory, request) -> Iterator[Exports]:
     try:
         camvid = request.getfixturevalue("camvid_root")
     except pytest.skip.Exception:  # structural tests still run; agreement tests skip
         camvid = None
-    return Exports(tmp_path_factory.mktemp("exports"), camvid)
+    folder = tmp_path_factory.mktemp("exports")
+    yield Exports(folder, camvid)
+    shutil.rmtree(folder, ignore_errors=True)  # 1 GB of graphs: free the disk for later modules
 
 
 
