@@ -74,10 +74,11 @@ class FakeBackend(Backend):
 
 
 def tiny_graph(input_size=(64, 96), precision: str = "fp32", metadata: bool = True,
-               input_name: str = "frames"):
+               input_name: str = "frames", **extra):
     """The smallest rtseg deploy graph: uint8 frames → argmax over B, G, R → uint8 labels,
-    with rtseg's CamVid metadata at ``precision`` (none when ``metadata`` is false). ``int8``
-    puts a symmetric Q/DQ pair before the argmax, as ``rtseg export --int8`` would."""
+    with rtseg's CamVid metadata at ``precision`` (none when ``metadata`` is false) and the
+    ``extra`` keys. ``int8`` puts a symmetric Q/DQ pair before the argmax, as ``rtseg export
+    --int8`` would."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -97,8 +98,8 @@ def tiny_graph(input_size=(64, 96), precision: str = "fp32", metadata: bool = Tr
         [helper.make_tensor_value_info("labels", TensorProto.UINT8, ["N", h, w])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     if metadata:
-        helper.set_model_props(model, engine_meta("tiny", input_size,
-                                                  precision=precision).to_strings())
+        helper.set_model_props(model, engine_meta("tiny", input_size, precision=precision,
+                                                  **extra).to_strings())
     onnx.checker.check_model(model)
     return model
 

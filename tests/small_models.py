@@ -15,7 +15,7 @@ from torch import nn
 from rtseg.data import find_pairs, read_image, read_label
 from rtseg.data.classes import CAMVID, IMAGENET_MEAN, IMAGENET_STD
 from rtseg.deploy.export import export_onnx
-from rtseg.deploy.quantize import MIN_FRAMES, Calibration
+from rtseg.deploy.calibration import MIN_FRAMES, Calibration
 from rtseg.models import Segmenter, build_model, save_checkpoint
 
 from helpers import engine_meta
@@ -98,9 +98,9 @@ class Graphs:
             export_onnx(self.checkpoint(model), path)
         return path
 
-    def int8(self, model: str) -> Path:
-        path = self.folder / f"{model}_int8.onnx"
+    def int8(self, model: str, target: str = "tensorrt") -> Path:
+        path = self.folder / f"{model}_int8_{target}.onnx"
         if not path.exists():
-            export_onnx(self.checkpoint(model), path,
-                        calib=Calibration(self.camvid / "val", CALIB_FRAMES, "minmax"))
+            export_onnx(self.checkpoint(model), path, calib=Calibration(
+                self.camvid / "val", CALIB_FRAMES, "minmax", target))
         return path

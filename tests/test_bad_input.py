@@ -219,6 +219,11 @@ class Inputs:
         return save_tiny_graph(self.root / "int8.onnx", precision="int8")
 
     @cached_property
+    def cpu_int8_onnx(self) -> Path:
+        """An int8 graph quantized for ONNX Runtime on CPUs (``--int8-target cpu``)."""
+        return save_tiny_graph(self.root / "cpu_int8.onnx", precision="int8", int8_target="cpu")
+
+    @cached_property
     def fp32_onnx(self) -> Path:
         """An rtseg fp32 deploy graph (no Q/DQ)."""
         return save_tiny_graph(self.root / "fp32.onnx")
@@ -614,6 +619,12 @@ INT8_CASES = [  # rtseg export --int8 and build-engine on int8 graphs: all befor
     case("export-int8-calib-camera", f"{INT8} --calib 0", "not a camera"),
     case("export-int8-calib-method-unknown", f"{INT8} --calib {{frames}} --calib-method kl",
          "'--calib-method'"),
+    case("export-int8-target-unknown", f"{INT8} --calib {{frames}} --int8-target gpu",
+         "'--int8-target'"),
+    case("export-int8-target-without-int8", f"{EXPORT} --out {{out}}/m.onnx --int8-target cpu",
+         "--int8-target", "add --int8"),
+    case("build-engine-cpu-int8-graph", "build-engine --onnx {cpu_int8_onnx} --out {out}/m.plan",
+         "quantized for cpu", "--int8-target tensorrt"),
     case("export-int8-already-quantized", "export --checkpoint {int8_onnx} --out {out}/m.onnx "
          "--int8 --calib {frames}", "already quantized"),
     case("export-onnx-without-int8", "export --checkpoint {fp32_onnx} --out {out}/m.onnx",

@@ -21,10 +21,11 @@ from rtseg.backends.onnx_backend import OnnxBackend
 from rtseg.deploy.tensorrt_ops import tensorrt_compat_problems
 from rtseg.cli import main
 from rtseg.errors import BadInput
-from rtseg.deploy.export import OPSET, export_onnx
+from rtseg.deploy.export import OPSET, export_onnx, static_resize_scales
 from rtseg.metadata import REQUIRED_KEYS, EngineMetadata
-from rtseg.deploy.quantize import (MIN_FRAMES, Calibration, float_boundary_convs, is_quantized,
-                            quantize_graph, read_calibration_frames)
+from rtseg.deploy.calibration import MIN_FRAMES, TARGETS, Calibration, read_calibration_frames
+from rtseg.deploy.quantize import (SCHEMES, float_boundary_convs, float_data_movers, is_quantized,
+                                   quantize_graph)
 from helpers import engine_meta, save_tiny_graph, tiny_graph
 from small_models import CALIB_FRAMES, H, W
 
@@ -165,7 +166,62 @@ def test_small_int8_graphs_run_and_segment(model, graphs, val_frames):
 
 @pytest.mark.slow
 @pytest.mark.realdata
-def test_int8_agrees_with_fp32_on_real_frames(tmp_path, camvid_root, dashcam_clip):
+@pytest.mark.parametrize("model", MODELS)
+def test_cpu_int8_graph_keeps_int8_between_convolutions(model, graphs, val_frames):
+    """--int8-target cpu: uint8 activations with zero points, the ReLUs after quantized
+    convolutions folded into their ranges, SegNet's unpooling mask still float; ONNX Runtime
+    runs it and labels like the fp32 graph."""
+    fp32 = onnx.load(str(graphs.fp32(model)))
+    cpu = onnx.load(str(graphs.int8(model, "cpu")))
+    onnx.checker.check_model(cpu, full_check=True)
+    consts = _constants(cpu)
+    weights = {t.name for t in cpu.graph.initializer}
+    activation_zps = [consts[n.input[2]] for n in cpu.graph.node
+                      if n.op_type in QDQ and n.input[0] not in weights]
+    assert activation_zps and all(zp.dtype == np.uint8 for zp in activation_zps)
+    relus = lambda m: sum(n.op_type == "Relu" for n in m.graph.node)  # noqa: E731
+    assert relus(cpu) < relus(fp32) // 2, (relus(cpu), relus(fp32))
+    meta = EngineMetadata.from_strings({p.key: p.value for p in cpu.metadata_props})
+    assert meta.precision == "int8" and meta.extra["int8_target"] == "cpu"
+    assert "uint8 asymmetric activations" in meta.extra["quantizer"]
+    assert (float_data_movers(fp32, SCHEMES["cpu"].ops) != []) == model.startswith("segnet")
+    with OnnxBackend(graphs.fp32(model), "cpu") as reference, \
+            OnnxBackend(graphs.int8(model, "cpu"), "cpu") as int8:
+        expected, got = reference.infer(val_frames), int8.infer(val_frames)
+    agreement = float((got == expected).mean())
+    print(f"{model}: cpu int8 agrees with fp32 on {agreement:.2%} of pixels")
+    assert agreement >= 0.9  # random-body nets, as the tensorrt layout above
+
+
+def test_upsampling_has_constant_scales():
+    """The exporter's ``Resize(sizes=Concat(Shape(x)[:2], HW))`` becomes ``Resize(scales)``
+    (exact for whole multiples); a Shape would keep ONNX Runtime's int8 path off it."""
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Shape", ["x"], ["s"], start=0, end=2),
+             helper.make_node("Concat", ["s", "hw"], ["sizes"], axis=0),
+             helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], mode="nearest")]
+    graph = helper.make_graph(
+        nodes, "up", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 6, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 12, 16])],
+        [numpy_helper.from_array(np.array([12, 16], np.int64), "hw")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    x = np.random.default_rng(0).standard_normal((2, 4, 6, 8)).astype(np.float32)
+    import onnxruntime as ort
+
+    before = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    assert static_resize_scales(model) == 1
+    assert [n.op_type for n in model.graph.node] == ["Resize"]
+    assert _constants(model)[model.graph.node[0].input[2]].tolist() == [1, 1, 2, 2]
+    assert list(_constants(model)) == [model.graph.node[0].input[2]]  # hw: dropped, unread
+    after = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(after, before)
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+@pytest.mark.parametrize("target", TARGETS)
+def test_int8_agrees_with_fp32_on_real_frames(target, tmp_path, camvid_root, dashcam_clip):
     """The bundled trained model, exported fp32 and int8 (calibrated on CamVid train), on 24
     CamVid val frames and 16 dashcam frames: ≥ 97 % of pixels labelled alike."""
     from rtseg.bench import source_frames
@@ -173,7 +229,8 @@ def test_int8_agrees_with_fp32_on_real_frames(tmp_path, camvid_root, dashcam_cli
     checkpoint = next((REPO / "engines").glob("*.safetensors"))
     fp32_path, int8_path = tmp_path / "fp32.onnx", tmp_path / "int8.onnx"
     meta = export_onnx(checkpoint, fp32_path)
-    export_onnx(fp32_path, int8_path, calib=Calibration(camvid_root / "train", 32))
+    export_onnx(fp32_path, int8_path,
+                calib=Calibration(camvid_root / "train", 32, target=target))
     size = tuple(meta.input_size)
     from rtseg.compare import split_frames
 
@@ -183,7 +240,8 @@ def test_int8_agrees_with_fp32_on_real_frames(tmp_path, camvid_root, dashcam_cli
         for name, batch in frames.items():
             expected, got = fp32.infer(batch), int8.infer(batch)
             agreement = float((got == expected).mean())
-            print(f"{checkpoint.name} {name}: int8 agrees with fp32 on {agreement:.2%}")
+            print(f"{checkpoint.name} {name}: int8 ({target}) agrees with fp32 on "
+                  f"{agreement:.2%}")
             assert agreement >= 0.97, (name, agreement)
             assert len(np.unique(expected)) >= 3
 

@@ -10,14 +10,12 @@ import typer
 
 from rtseg.cli.common import app, ensure_parent, log, parse_size
 from rtseg.errors import BadInput
-from rtseg.deploy.quantize import DEFAULT_FRAMES, DEFAULT_METHOD, MIN_FRAMES, Calibration
+from rtseg.deploy.calibration import (DEFAULT_FRAMES, DEFAULT_METHOD, DEFAULT_TARGET, METHODS,
+                                      MIN_FRAMES, TARGETS, Calibration)
 
-
-class CalibMethod(str, Enum):
-    """How int8 calibration finds each activation's range (see rtseg.deploy.quantize)."""
-    minmax = "minmax"
-    percentile = "percentile"
-    entropy = "entropy"
+# typer's choices, from the one list each (rtseg.deploy.calibration).
+CalibMethod = Enum("CalibMethod", {name: name for name in METHODS}, type=str)
+Int8Target = Enum("Int8Target", {name: name for name in TARGETS}, type=str)
 
 
 @app.command()
@@ -45,6 +43,10 @@ def export(
     calib_method: Optional[CalibMethod] = typer.Option(
         None, help=f"Activation ranges: minmax, percentile or entropy (default "
                    f"{DEFAULT_METHOD}, which kept the most mIoU on CamVid)."),
+    int8_target: Optional[Int8Target] = typer.Option(
+        None, help="Who runs the int8 graph: tensorrt (default; symmetric int8 Q/DQ, also runs "
+                   "on ONNX Runtime) or cpu (ONNX Runtime on CPUs only: uint8 activations, "
+                   "faster there; TensorRT refuses it)."),
 ):
     """Export trained weights as the ONNX deploy graph: uint8 BGR frames in, class ids out.
 
@@ -55,11 +57,13 @@ def export(
       3. rtseg export --checkpoint best.safetensors --triton-repo models/ --fp16
       4. rtseg export --checkpoint best.safetensors --out segnet_int8.onnx --int8 --calib drive.mp4
       5. rtseg export --checkpoint segnet_fp32.onnx --out segnet_int8.onnx --int8 --calib frames/
+      6. rtseg export --checkpoint best.safetensors --out segnet_cpu.onnx --int8 --calib frames/ \\
+           --int8-target cpu
     """
     from rtseg.deploy.export import export_onnx
     from rtseg.deploy.triton import export_triton_repo
 
-    calibration = _calibration(int8, fp16, calib, calib_frames, calib_method)
+    calibration = _calibration(int8, fp16, calib, calib_frames, calib_method, int8_target)
     if (out is None) == (triton_repo is None):
         raise BadInput("give exactly one of --out FILE.onnx or --triton-repo DIR")
     if out is not None and max_batch is not None:
@@ -78,12 +82,14 @@ def export(
 
 
 def _calibration(int8: bool, fp16: bool, source: Optional[str], frames: Optional[int],
-                 method: Optional[CalibMethod]) -> Optional[Calibration]:
+                 method: Optional[CalibMethod],
+                 target: Optional[Int8Target]) -> Optional[Calibration]:
     """The --int8 flags as a Calibration (None without --int8); BadInput for combinations that
     cannot work, checked before any file is read."""
     if not int8:
         given = [flag for flag, value in (("--calib", source), ("--calib-frames", frames),
-                                          ("--calib-method", method)) if value is not None]
+                                          ("--calib-method", method),
+                                          ("--int8-target", target)) if value is not None]
         if given:
             raise BadInput(f"{given[0]} calibrates an int8 graph; add --int8")
         return None
@@ -93,7 +99,8 @@ def _calibration(int8: bool, fp16: bool, source: Optional[str], frames: Optional
     if source is None:
         raise BadInput("--int8 needs --calib SRC: a frame folder or a video of real frames")
     calibration = Calibration(source, DEFAULT_FRAMES if frames is None else frames,
-                              (method or CalibMethod(DEFAULT_METHOD)).value)
+                              method.value if method else DEFAULT_METHOD,
+                              target.value if target else DEFAULT_TARGET)
     calibration.check()
     return calibration
 

@@ -77,6 +77,17 @@ def check_precision(graph_precision: str, requested: str) -> str:
     return requested
 
 
+def check_int8_target(meta: EngineMetadata) -> None:
+    """BadInput for an int8 graph quantized for ONNX Runtime on CPUs (``rtseg export --int8
+    --int8-target cpu``): its uint8 activations have zero points, and TensorRT's explicit
+    quantization takes symmetric int8 only."""
+    target = meta.extra.get("int8_target", "tensorrt")
+    if meta.precision == "int8" and target != "tensorrt":
+        raise BadInput(f"this int8 graph was quantized for {target} (--int8-target {target}: "
+                       "uint8 activations with zero points, which TensorRT does not take); "
+                       "export it again with --int8-target tensorrt, or run it with ONNX Runtime")
+
+
 def graph_precision(onnx_path: str | Path) -> str | None:
     """The ``precision`` in an ONNX file's metadata, or None when it cannot tell (the build
     itself reports unreadable files and missing keys)."""

@@ -46,9 +46,9 @@ from rtseg.backends.tensorrt_backend import (
     trt_messages,
 )
 from rtseg.deploy.tensorrt_ops import tensorrt_compat_problems
-from rtseg.deploy.build_plan import (BuildPlan, TensorInfo, check_io_tensors, check_precision,
-                                     format_parser_errors, plan_build, profile_shapes,
-                                     read_onnx_metadata)
+from rtseg.deploy.build_plan import (BuildPlan, TensorInfo, check_int8_target, check_io_tensors,
+                                     check_precision, format_parser_errors, plan_build,
+                                     profile_shapes, read_onnx_metadata)
 from rtseg.errors import BadInput, RtsegError
 from rtseg.deploy.fp16_graph import graph_to_fp16
 from rtseg.files import atomic_write, write_json
@@ -133,6 +133,7 @@ def build_engine(onnx_path: str | Path, out_path: str | Path, *, precision: str 
     meta, model = read_onnx_metadata(onnx_path)  # the input's faults first, on any machine
     shapes = profile_shapes(meta.input_size, max_batch, opt_batch)
     precision = check_precision(meta.precision, precision)
+    check_int8_target(meta)
     trt = import_tensorrt()
     trt_version = trt.__version__
     device_index = require_cuda()

@@ -2,32 +2,40 @@
 
 TensorRT 11 takes INT8 only as explicit ``QuantizeLinear``/``DequantizeLinear`` (Q/DQ) nodes in
 the ONNX graph (implicit quantization and its calibrators are gone), and ONNX Runtime on a CPU
-with VNNI runs the same Q/DQ graph with integer kernels. The quantizer is ONNX Runtime's
-``quantize_static`` (QDQ format); nothing here computes a scale or rounds a weight.
+with VNNI runs Q/DQ graphs with integer kernels. The quantizer is ONNX Runtime's
+``quantize_static`` (QDQ format); nothing here computes a scale or rounds a weight. Two
+layouts (``--int8-target``, ``SCHEMES``):
 
-The scheme, as TensorRT's explicit quantization expects it ("Working with Quantized Types" /
-"Explicit Quantization" in the TensorRT 10 and 11 documentation): **symmetric int8** (zero
-points 0), **per-channel weights** (axis 0, stored int8 behind a ``DequantizeLinear``),
-**per-tensor activations**, and the bias left in float (``QuantizeBias=False``: TensorRT does
-not dequantize int32 and folds the bias into the convolution itself). Q/DQ nodes go around the
-convolutions — their activation input, their weights and their output — so ONNX Runtime fuses
-each ``DQ → Conv → Q`` into one ``QLinearConv`` and TensorRT fuses it into an int8 convolution
-(an output Q/DQ pair is one of the two layouts the TensorRT guide shows it fusing), and around
-the residual additions of ResNet encoders (TensorRT's guide: quantize the residual input;
-ONNX Runtime: ``QLinearAdd``). Each reader gets its own Q/DQ pair (``DedicatedQDQPair``), and
-a pair put on a tensor for a convolution's input belongs to that convolution: the tensor's
-other readers read it in float (``keep_float_readers_float``). Two convolutions stay float,
-as is usual: the first one, which reads the 3-channel image (no int8 speed-up with 3 input
-channels, and the most sensitive layer), and the last one, whose logits go to the argmax
-(int8 logits would turn near-ties into ties). Everything else of the
-deploy graph is left as it is: the uint8 ``frames`` / ``labels`` ends, the normalisation, the
-argmax and its casts, resizes, pools and SegNet's unpooling mask (its ``Equal`` compares a
-pooled maximum with the window it came from, which must stay in one precision).
+**tensorrt** (the default), as TensorRT's explicit quantization expects it ("Working with
+Quantized Types" / "Explicit Quantization" in the TensorRT 10 and 11 documentation):
+**symmetric int8** (zero points 0), **per-channel weights** (axis 0, stored int8 behind a
+``DequantizeLinear``), **per-tensor activations**, and the bias left in float
+(``QuantizeBias=False``: TensorRT does not dequantize int32 and folds the bias into the
+convolution itself). Q/DQ nodes go around the convolutions — their activation input, their
+weights and their output — so ONNX Runtime fuses each ``DQ → Conv → Q`` into one
+``QLinearConv`` and TensorRT fuses it into an int8 convolution (an output Q/DQ pair is one of
+the two layouts the TensorRT guide shows it fusing), and around the residual additions of
+ResNet encoders (TensorRT's guide: quantize the residual input; ONNX Runtime: ``QLinearAdd``).
+The graph runs on ONNX Runtime too, CPUs included.
 
-Calibration frames come from a frame folder or a video, spread evenly over it, resized
-exactly as the live pipeline resizes them (``rtseg.imageops.resize_frame``).
+**cpu**, ONNX Runtime's own layout for x86 and Arm CPUs: **uint8 activations with zero
+points** (asymmetric ranges), so a ReLU after a convolution disappears into its output range
+(the quantized minimum is 0), and pooling, upsampling and the decoder's concatenations stay
+int8 between the convolutions instead of going back to float around each one. Weights,
+bias and the float layers are as above. TensorRT takes no zero points: ``rtseg build-engine``
+refuses this graph. On the 2-core CI CPU it ran the bundled unet_vgg16 about 1.25x faster
+than the tensorrt layout (bench/results/int8_*).
 
->>> calib = Calibration("runs/frames", frames=64)
+In both, each reader gets its own Q/DQ pair (``DedicatedQDQPair``), and a pair put on a
+tensor for a quantized op's input belongs to that op: the tensor's other readers read it in
+float (``keep_float_readers_float``). Two convolutions stay float, as is usual: the first one,
+which reads the 3-channel image (no int8 speed-up with 3 input channels, and the most
+sensitive layer), and the last one, whose logits go to the argmax (int8 logits would turn
+near-ties into ties). The uint8 ``frames`` / ``labels`` ends, the normalisation, the argmax
+and its casts, and SegNet's unpooling mask (its ``Equal`` compares a pooled maximum with the
+window it came from, which must stay in one precision) are left as they are.
+
+>>> calib = Calibration("runs/frames", frames=64, target="cpu")
 >>> frames = read_calibration_frames(calib, (352, 480))
 >>> int8 = quantize_graph(onnx.load("segnet_fp32.onnx"), frames, calib)
 """
@@ -39,32 +47,20 @@ import io
 import json
 import logging
 import tempfile
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rtseg.deploy.calibration import Calibration, FrameReader, Log
 from rtseg.errors import BadInput, RtsegError
-from rtseg.metadata import INPUT_NAME
 
-# How the activation ranges are found. The default is the one that keeps the mIoU on CamVid
-# val for every model tried (bench/int8_cpu.py, bench/results/int8_*.md; CamVid train frames):
-# with 128 frames entropy lost 0.03 point on both the bundled unet_vgg16 (192x256) and
-# segnet_r50 (352x480); with 64 frames min-max lost up to 9.6 and percentile up to 4.4 —
-# segnet_r50 has activation outliers that stretch a min-max range (entropy: +0.06). More frames
-# help entropy: unet_vgg16 kept -0.36 with 64 frames, -0.03 with 128.
-METHODS = ("minmax", "percentile", "entropy")
-DEFAULT_METHOD = "entropy"
-DEFAULT_FRAMES = 128
-MIN_FRAMES = 8  # below this the ranges describe a handful of images, not the scene
-CALIB_BATCH = 4  # frames per calibration run: bounds the memory of the recorded activations
-QUANTIZED_OPS = ("Conv", "Add")
 # Ops that mean "this graph is quantized already".
 _QUANT_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
                         "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"})
-
-Log = Callable[[str], None]
+# Ops that only move or pick values: int8 in, int8 out with the input's scale (ONNX Runtime
+# runs them on the quantized tensor, QLinearConcat requantizes).
+_DATA_MOVERS = ("MaxPool", "Resize", "Concat")
 
 if TYPE_CHECKING:  # onnx and numpy load with the functions that use them: the CLI starts fast
     import numpy as np
@@ -74,30 +70,21 @@ if TYPE_CHECKING:  # onnx and numpy load with the functions that use them: the C
 
 
 @dataclass(frozen=True)
-class Calibration:
-    """What ``rtseg export --int8`` calibrates on: ``--calib``, ``--calib-frames`` and the
-    range method (``minmax``, ``percentile`` or ``entropy``)."""
+class Scheme:
+    """How ``quantize_static`` lays out one ``--int8-target``."""
 
-    source: str | Path
-    frames: int = DEFAULT_FRAMES
-    method: str = DEFAULT_METHOD
+    ops: tuple[str, ...]  # op types quantized
+    unsigned_activations: bool  # uint8 activations with zero points (else int8, zero point 0)
+    description: str  # for the graph's ``quantizer`` metadata
 
-    def check(self) -> None:
-        """BadInput for settings that cannot calibrate, before any work is done."""
-        if self.method not in METHODS:
-            raise BadInput(f"--calib-method {self.method}: use one of {', '.join(METHODS)}")
-        if int(self.frames) < MIN_FRAMES:
-            raise BadInput(f"--calib-frames {self.frames}: calibration needs at least "
-                           f"{MIN_FRAMES} frames ({DEFAULT_FRAMES} by default)")
-        text = str(self.source)
-        from rtseg.pipeline.sources import is_stream_url
 
-        if text.isdigit() or is_stream_url(text):
-            raise BadInput(f"--calib {text}: calibrate on a frame folder or a video file, "
-                           "not a camera or a live stream")
-        path = Path(text)
-        if not path.exists():
-            raise BadInput(f"--calib {text}: not found (expected a frame folder or a video file)")
+SCHEMES = {
+    "tensorrt": Scheme(("Conv", "Add"), False,
+                       "int8 symmetric activations (TensorRT explicit quantization)"),
+    "cpu": Scheme(("Conv", "Add", "Relu", *_DATA_MOVERS), True,
+                  "uint8 asymmetric activations, ReLU folded, int8 pooling/resize/concat "
+                  "(ONNX Runtime on CPUs; not TensorRT)"),
+}
 
 
 def is_quantized(model: onnx.ModelProto) -> bool:
@@ -138,54 +125,6 @@ def load_fp32_graph(path: Path | str) -> tuple["onnx.ModelProto", "EngineMetadat
     return model, meta
 
 
-def read_calibration_frames(calib: Calibration, size: tuple[int, int] | list[int],
-                            log: Log | None = None) -> np.ndarray:
-    """``calib.frames`` frames of ``calib.source``, evenly spread over it and resized to ``size``
-    (H, W) as the pipeline resizes them: uint8 [N, H, W, 3] BGR.
-
-    Unreadable frames of a folder are skipped with a warning. BadInput for a source that is
-    missing, empty or unreadable, or that yields fewer than ``MIN_FRAMES`` frames; a source
-    with fewer frames than asked for (but enough) is used whole, with a note.
-    """
-    import numpy as np
-
-    log = log or (lambda _msg: None)
-    calib.check()
-    from rtseg.pipeline.sources import open_source
-    from rtseg.imageops import resize_frame
-
-    size = (int(size[0]), int(size[1]))
-    wanted = int(calib.frames)
-    source = open_source(calib.source, on_message=log)  # BadInput: empty, unreadable
-    try:
-        # Spread the frames over the whole source: consecutive video frames are near copies.
-        total = len(getattr(source, "files", ())) or int(getattr(source, "expected", 0))
-        stride = max(1, total // wanted) if total else 1
-        frames = [resize_frame(image, size) for image in _every(source, stride, wanted)]
-    finally:
-        source.close()
-    if len(frames) < MIN_FRAMES:
-        raise BadInput(f"--calib {calib.source}: only {len(frames)} frame(s) could be read; "
-                       f"calibration needs at least {MIN_FRAMES}")
-    if len(frames) < wanted:
-        log(f"note: --calib {calib.source} has {len(frames)} frames; calibrating on all of "
-            f"them (--calib-frames {wanted})")
-    return np.stack(frames)
-
-
-def _every(source, stride: int, count: int) -> Iterator[np.ndarray]:
-    """Every ``stride``-th frame of ``source``, at most ``count`` of them."""
-    stop, index, kept = threading.Event(), 0, 0
-    while kept < count:
-        got = source.read(stop)
-        if got is None:
-            return
-        if index % stride == 0:
-            kept += 1
-            yield got[0]
-        index += 1
-
-
 def float_boundary_convs(model: onnx.ModelProto) -> list[str]:
     """Names of the convolutions kept in float: those that read the image (no Conv between
     them and a graph input) and those that make the logits (no Conv between them and a graph
@@ -221,9 +160,36 @@ def float_boundary_convs(model: onnx.ModelProto) -> list[str]:
     return sorted(first | last)
 
 
-def keep_float_readers_float(model: "onnx.ModelProto") -> int:
-    """Give the float consumers of a tensor quantized *for a convolution's input* the tensor
-    itself again, instead of its Q/DQ copy; returns how many inputs were re-pointed.
+def float_data_movers(model: "onnx.ModelProto", ops: tuple[str, ...]) -> list[str]:
+    """Names of the pools, resizes and concatenations in ``ops`` that must stay float because
+    something reads their output in float (SegNet's unpooling mask, a graph output): an int8
+    op there would hand its float readers rounded values. Found from the outputs back."""
+    movers = [n for n in model.graph.node if n.op_type in _DATA_MOVERS and n.op_type in ops]
+    readers: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    outputs = {o.name for o in model.graph.output}
+    floating: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for node in movers:
+            if node.name in floating:
+                continue
+            after = [r for o in node.output for r in readers.get(o, [])]
+            if (any(o in outputs for o in node.output)
+                    or any(r.op_type not in ops or r.name in floating for r in after)):
+                floating.add(node.name)
+                changed = True
+    return sorted(floating)
+
+
+def keep_float_readers_float(model: "onnx.ModelProto", ops: tuple[str, ...],
+                             float_nodes: Collection[str] = ()) -> int:
+    """Give the float consumers of a tensor quantized *for an op's input* (an op of ``ops``
+    not named in ``float_nodes``) the tensor itself again, instead of its Q/DQ copy; returns
+    how many inputs were re-pointed.
 
     ``quantize_static`` puts one Q/DQ pair on such a tensor and points every consumer at the
     dequantized copy. In TensorRT's explicit quantization a Q/DQ pair belongs to the layer it
@@ -243,10 +209,10 @@ def keep_float_readers_float(model: "onnx.ModelProto") -> int:
         if q is None or q.op_type != "QuantizeLinear":
             continue
         source = producer.get(q.input[0])
-        if source is not None and source.op_type in QUANTIZED_OPS:
+        if source is not None and source.op_type in ops and source.name not in float_nodes:
             continue  # an int8 output: its readers stay on the Q/DQ copy
         for node in graph.node:
-            if node.op_type in QUANTIZED_OPS:
+            if node.op_type in ops and node.name not in float_nodes:
                 continue
             for i, name in enumerate(node.input):
                 if name == dq.output[0]:
@@ -269,32 +235,6 @@ def _drop_unread_qdq(graph: "onnx.GraphProto") -> None:
             graph.node.remove(node)
 
 
-class _FrameReader:
-    """ONNX Runtime's ``CalibrationDataReader`` protocol over frames in memory, in batches of
-    ``CALIB_BATCH``; ``set_range`` lets the calibrator record a few batches at a time."""
-
-    def __init__(self, frames: "np.ndarray", batch: int = CALIB_BATCH):
-        self.batches = [frames[i:i + batch] for i in range(0, len(frames), batch)]
-        self.set_range(0, len(self.batches))
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def set_range(self, start_index: int, end_index: int) -> None:
-        self.position, self.end = start_index, end_index
-
-    def rewind(self) -> None:
-        self.position = 0
-
-    def get_next(self) -> dict | None:
-        import numpy as np
-
-        if self.position >= self.end:
-            return None
-        self.position += 1
-        return {INPUT_NAME: np.ascontiguousarray(self.batches[self.position - 1])}
-
-
 def quantize_graph(model: onnx.ModelProto, frames: np.ndarray, calib: Calibration,
                    log: Log | None = None) -> onnx.ModelProto:
     """The int8 Q/DQ deploy graph of the fp32 deploy graph ``model``, calibrated on ``frames``
@@ -312,18 +252,26 @@ def quantize_graph(model: onnx.ModelProto, frames: np.ndarray, calib: Calibratio
                                           quantize_static)
 
     check_quantizable(model)
+    calib.check()
+    scheme = SCHEMES[calib.target]
     props = {p.key: p.value for p in model.metadata_props}
     method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
               "entropy": CalibrationMethod.Entropy}[calib.method]
     keep_float = float_boundary_convs(model)
-    found = {op: sum(n.op_type == op for n in model.graph.node) for op in QUANTIZED_OPS}
+    float_movers = float_data_movers(model, scheme.ops)
+    found = {op: sum(n.op_type == op for n in model.graph.node) for op in scheme.ops}
     found["Conv"] -= len(keep_float)
+    for node in model.graph.node:
+        if node.name in float_movers:
+            found[node.op_type] -= 1
     counts = ", ".join(f"{n} {op}" for op, n in found.items() if n)
-    log(f"calibrating on {len(frames)} frames of {calib.source} ({calib.method}); int8 around "
-        f"{counts}; float: {', '.join(keep_float) or 'none'}")
-    reader = _FrameReader(frames)
+    log(f"calibrating on {len(frames)} frames of {calib.source} ({calib.method}, for "
+        f"{calib.target}); int8 around {counts}; float: {', '.join(keep_float) or 'none'}")
+    reader = FrameReader(frames)
+    activations = QuantType.QUInt8 if scheme.unsigned_activations else QuantType.QInt8
     options = {
-        "ActivationSymmetric": True,  # TensorRT: zero point 0 everywhere
+        # TensorRT: zero point 0 everywhere; cpu: ranges of their own, ReLU folded into them.
+        "ActivationSymmetric": not scheme.unsigned_activations,
         "WeightSymmetric": True,
         "QuantizeBias": False,  # TensorRT does not dequantize int32; it folds float bias
         # One Q/DQ pair per reader: ONNX Runtime fuses a DQ into one QLinearConv only, and a
@@ -337,15 +285,16 @@ def quantize_graph(model: onnx.ModelProto, frames: np.ndarray, calib: Calibratio
             with _quiet_quantizer():
                 quantize_static(
                     model, out, reader, quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_exclude=keep_float,
-                    per_channel=True, reduce_range=False, activation_type=QuantType.QInt8,
+                    op_types_to_quantize=list(scheme.ops),
+                    nodes_to_exclude=keep_float + float_movers, per_channel=True,
+                    reduce_range=False, activation_type=activations,
                     weight_type=QuantType.QInt8, calibrate_method=method,
                     calibration_providers=["CPUExecutionProvider"], extra_options=options)
         except (ValueError, RuntimeError) as exc:  # ORT raises plain exceptions here
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise RtsegError(f"onnxruntime quantize_static failed: {first}") from exc
         quantized = onnx.load(str(out))
-    keep_float_readers_float(quantized)
+    keep_float_readers_float(quantized, scheme.ops, keep_float + float_movers)
     if not is_quantized(quantized):
         raise RtsegError("onnxruntime quantize_static inserted no Q/DQ node")
     props.update({k: json.dumps(v) for k, v in {
@@ -353,8 +302,9 @@ def quantize_graph(model: onnx.ModelProto, frames: np.ndarray, calib: Calibratio
         "calibration_source": str(calib.source),
         "calibration_frames": int(len(frames)),
         "calibration_method": calib.method,
-        "quantizer": f"onnxruntime {ort_version} quantize_static, QDQ: int8 symmetric, "
-                     "per-channel weights, per-tensor activations, float bias",
+        "int8_target": calib.target,
+        "quantizer": f"onnxruntime {ort_version} quantize_static, QDQ: {scheme.description}; "
+                     "int8 symmetric per-channel weights, per-tensor activations, float bias",
         "float_layers": keep_float,
     }.items()})
     del quantized.metadata_props[:]

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from rtseg.deploy.export import OPSET, Log, deploy_graph, write_model
-from rtseg.deploy.quantize import Calibration
+from rtseg.deploy.calibration import Calibration
 from rtseg.errors import BadInput
 from rtseg.files import atomic_write
 from rtseg.metadata import INPUT_NAME, OUTPUT_NAME, EngineMetadata
