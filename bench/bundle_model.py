@@ -6,12 +6,17 @@ code on the val split, and writes that score into the file's metadata, so the mo
 the metadata and ``tests/test_bundled_model.py`` all quote the same number. With
 ``--int8-calib SRC`` the fp16 file is also exported as an int8 Q/DQ graph calibrated on SRC
 (what ``rtseg export --int8 --calib SRC`` writes), which is scored the same way and gets its
-own score in its metadata (``OUT_int8.onnx``, ``OUT_int8.eval.json``).
+own score in its metadata (``OUT_int8.onnx``, ``OUT_int8.eval.json``). The int8 graph is
+ONNX Runtime's CPU layout by default (``--int8-target cpu``: it is what ``rtseg run`` runs on
+a CPU; a GPU runs the fp16 weights). ``--int8-only`` remakes just the int8 graph from the
+bundled OUT.
 
     python bench/bundle_model.py --checkpoint runs/gpu/unet_vgg16/best.safetensors \
         --history runs/gpu/unet_vgg16/history.json --data-root ../shared/data/camvid \
         --out engines/unet_vgg16_camvid.safetensors --hardware "one NVIDIA H200" \
         --input-size 256x352 --int8-calib ../shared/data/camvid/train
+    python bench/bundle_model.py --out engines/unet_vgg16_camvid.safetensors --int8-only \
+        --data-root ../shared/data/camvid --int8-calib ../shared/data/camvid/train
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import torch
 
 from rtseg.backends import open_engine
 from rtseg.deploy.export import export_onnx, write_model
-from rtseg.deploy.quantize import DEFAULT_FRAMES, Calibration
+from rtseg.deploy.calibration import DEFAULT_FRAMES, TARGETS, Calibration
 from rtseg.files import write_json
 from rtseg.metadata import EngineMetadata
 from rtseg.models import load_checkpoint, save_checkpoint
@@ -52,17 +57,28 @@ def restate_onnx_metadata(path: Path, **updates) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", type=Path, required=True)
-    p.add_argument("--history", type=Path, required=True)
+    p.add_argument("--checkpoint", type=Path)
+    p.add_argument("--history", type=Path)
     p.add_argument("--data-root", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--hardware", required=True)
+    p.add_argument("--hardware")
     p.add_argument("--input-size", help="HxW the bundled model runs at (default: as trained); "
                                         "smaller is faster on a CPU, at some cost in mIoU")
     p.add_argument("--int8-calib", type=Path,
                    help="also write OUT_int8.onnx, calibrated on these frames (a folder or video)")
     p.add_argument("--calib-frames", type=int, default=DEFAULT_FRAMES)
+    p.add_argument("--int8-target", choices=TARGETS, default="cpu")
+    p.add_argument("--int8-only", action="store_true",
+                   help="remake only OUT_int8.onnx from the bundled OUT")
     args = p.parse_args()
+    if args.int8_only:
+        if not args.int8_calib:
+            p.error("--int8-only needs --int8-calib")
+        bundle_int8(args.out, args.int8_calib, args.calib_frames, args.int8_target,
+                    args.data_root)
+        return
+    if not (args.checkpoint and args.history and args.hardware):
+        p.error("--checkpoint, --history and --hardware are required (or --int8-only)")
 
     segmenter, meta = load_checkpoint(args.checkpoint)
     epochs = json.loads(args.history.read_text())["epochs"]
@@ -89,15 +105,21 @@ def main() -> None:
           f"{len(epochs)} epochs, {train_hours:.2f} h on {args.hardware}")
 
     if args.int8_calib:
-        int8 = args.out.with_name(args.out.stem + "_int8.onnx")
-        export_onnx(args.out, int8, calib=Calibration(args.int8_calib, args.calib_frames),
-                    log=print)
-        report = score(int8, meta.dataset, args.data_root)
-        restate_onnx_metadata(int8, val_miou=report["miou"],
-                              per_class_iou=report["per_class_iou"],
-                              weights_val_miou=meta.extra["val_miou"])
-        print(f"{int8}: {int8.stat().st_size / 2**20:.1f} MiB, val mIoU {report['miou']:.4f} "
-              f"(the fp16 weights: {meta.extra['val_miou']:.4f})")
+        bundle_int8(args.out, args.int8_calib, args.calib_frames, args.int8_target,
+                    args.data_root)
+
+
+def bundle_int8(bundled: Path, calib: Path, frames: int, target: str, data_root: Path) -> None:
+    """``bundled``'s int8 graph, ``<stem>_int8.onnx`` beside it, scored on val like the
+    weights and with that score in its metadata."""
+    _, meta = load_checkpoint(bundled)
+    int8 = bundled.with_name(bundled.stem + "_int8.onnx")
+    export_onnx(bundled, int8, calib=Calibration(calib, frames, target=target), log=print)
+    report = score(int8, meta.dataset, data_root)
+    restate_onnx_metadata(int8, val_miou=report["miou"], per_class_iou=report["per_class_iou"],
+                          weights_val_miou=meta.extra["val_miou"])
+    print(f"{int8}: {int8.stat().st_size / 2**20:.1f} MiB, val mIoU {report['miou']:.4f} "
+          f"(the fp16 weights: {meta.extra['val_miou']:.4f})")
 
 
 if __name__ == "__main__":

@@ -2,17 +2,20 @@
 and the live pipeline with the int8 engine — one process run, any checkpoint.
 
 1. The checkpoint is exported to the fp32 deploy graph and quantized once per calibration
-   method (``rtseg.deploy.export.export_onnx(..., calib=...)``, what ``rtseg export --int8`` runs),
+   method and ``--int8-target`` (tensorrt: symmetric int8 Q/DQ; cpu: ONNX Runtime's CPU
+   layout) (``rtseg.deploy.export.export_onnx(..., calib=...)``, what ``rtseg export --int8`` runs),
    on ``--calib-frames`` frames of ``--calib`` (CamVid *train* by default: the scores below
    are on val, so calibration never sees a scored frame).
 2. fp32 and every int8 graph are scored together on all labelled frames of the split
    (``rtseg.compare.score_together``: the numbers ``rtseg eval`` gives, plus the fraction of
    pixels labelled as the fp32 graph labels them): the mIoU each method keeps.
 3. Batch-1 speed, engine alone on a worker thread (``rtseg.bench.time_engine``), rounds
-   alternating fp32 ONNX Runtime / bf16 PyTorch (the ``.safetensors@bf16`` path) / int8
-   ONNX Runtime, medians reported: a change of load on the shared machine hits all three.
-4. The pipeline with the chosen int8 graph writing an overlay mp4 of ``--source``, alternating
-   with the engine alone (``rtseg.bench.bench``, what ``rtseg bench --source`` runs).
+   alternating fp32 ONNX Runtime / bf16 PyTorch (the ``.safetensors@bf16`` path) / each int8
+   target's graph on ONNX Runtime, medians reported: a change of load on the shared machine
+   hits all of them.
+4. The pipeline with the fastest int8 graph (the cpu target's, when made) writing an overlay
+   mp4 of ``--source``, alternating with the engine alone (``rtseg.bench.bench``, what
+   ``rtseg bench --source`` runs).
 
     python bench/int8_cpu.py --checkpoint engines/unet_vgg16_camvid.safetensors \\
         --out bench/results/int8_bundled_cpu
@@ -40,7 +43,7 @@ from rtseg.bench import bench, machine, on_worker, time_engine
 from rtseg.compare import score_together, split_frames
 from rtseg.deploy.export import export_onnx
 from rtseg.files import atomic_write, write_json
-from rtseg.deploy.quantize import DEFAULT_FRAMES, DEFAULT_METHOD, METHODS, Calibration
+from rtseg.deploy.calibration import DEFAULT_FRAMES, DEFAULT_METHOD, METHODS, TARGETS, Calibration
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("RTSEG_DATA", REPO.parent / "shared" / "data"))
@@ -114,6 +117,11 @@ def speed(engines: dict[str, tuple[Path, str]], pool: np.ndarray, rounds: int, i
                    "fps_rounds": fps[name]} for name in engines}
 
 
+def graph_name(target: str, method: str) -> str:
+    """``int8 entropy`` for the tensorrt layout (the default), ``int8-cpu entropy`` for cpu."""
+    return f"int8 {method}" if target == "tensorrt" else f"int8-{target} {method}"
+
+
 def markdown(report: dict) -> str:
     ck, acc, sp, pipe = (report["checkpoint"], report.get("accuracy"), report.get("speed"),
                          report.get("pipeline"))
@@ -136,21 +144,23 @@ def markdown(report: dict) -> str:
             lines.append(f"| {name} | {s['miou']:.4f} | {s['miou_delta_points']:+.2f} | "
                          f"{100 * s['pixel_agreement']:.2f} % | "
                          f"{extra.get('seconds', 0):.1f} | {extra.get('mib', 0):.1f} |")
-        lines += ["", f"Best mIoU on this checkpoint: **{report['best']}**. Speed and the "
-                  f"pipeline below use **{report['chosen']}**, the default of `rtseg export "
-                  f"--int8` (chosen over all checkpoints tried: `rtseg/deploy/quantize.py`).", ""]
+        lines += ["", f"Best mIoU on this checkpoint: **{report['best']}**. Speed below uses "
+                  f"{', '.join(f'**{v}**' for v in report['chosen'].values())}: each target "
+                  f"with the default method of `rtseg export --int8` (chosen over all "
+                  f"checkpoints tried: `rtseg/deploy/calibration.py`).", ""]
     if sp:
         lines += [f"## Speed, batch 1, engine alone — median of {report['rounds']} alternating "
                   f"rounds × {report['iters']} calls", "",
-                  "| engine | FPS | p50 ms | × fp32 ONNX Runtime | int8 × this |",
+                  "| engine | FPS | p50 ms | × fp32 ONNX Runtime | fastest int8 × this |",
                   "|---|---:|---:|---:|---:|"]
-        base, int8 = sp["fp32"]["fps"], sp["int8"]["fps"]
+        base, int8 = sp["fp32"]["fps"], max(v["fps"] for k, v in sp.items()
+                                            if k.startswith("int8"))
         for name, s in sp.items():
             lines.append(f"| {name} | {s['fps']:.2f} | {s['p50_ms']:.1f} | "
                          f"{s['fps'] / base:.2f}× | {int8 / s['fps']:.2f}× |")
         lines.append("")
     if pipe:
-        lines += [f"## Pipeline — `rtseg run` with the int8 graph writing an mp4 of "
+        lines += [f"## Pipeline — `rtseg run` with {pipe['graph']} writing an mp4 of "
                   f"`{pipe['source']}`, {pipe['rounds_done']} rounds of "
                   f"{pipe['frames_per_round']} frames alternating with the engine alone", "",
                   "| | value |", "|---|---:|",
@@ -175,6 +185,8 @@ def main() -> None:
     p.add_argument("--calib", type=Path, default=None, help="default: DATA-ROOT/train")
     p.add_argument("--calib-frames", type=int, default=DEFAULT_FRAMES)
     p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--targets", default=",".join(TARGETS),
+                   help="--int8-target layouts to make (tensorrt, cpu)")
     p.add_argument("--source", type=Path, default=DATA / "video" / "solidWhiteRight.mp4")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--iters", type=int, default=10)
@@ -189,6 +201,7 @@ def main() -> None:
     args = p.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     methods = [m for m in args.methods.split(",") if m]
+    targets = [t for t in args.targets.split(",") if t]
     say = lambda m: print(m, flush=True)  # noqa: E731
     calib_src = args.calib or args.data_root / "train"
 
@@ -197,14 +210,16 @@ def main() -> None:
         fp32 = work / "fp32.onnx"
         meta = export_onnx(args.checkpoint, fp32, log=say)
         graphs, int8 = {"fp32": {"mib": fp32.stat().st_size / 2**20}}, {}
-        for method in methods:
-            path = work / f"int8_{method}.onnx"
-            t0 = time.perf_counter()
-            export_onnx(fp32, path, log=say,
-                        calib=Calibration(calib_src, args.calib_frames, method))
-            graphs[f"int8 {method}"] = {"seconds": time.perf_counter() - t0,
-                                        "mib": path.stat().st_size / 2**20}
-            int8[f"int8 {method}"] = path
+        for target in targets:
+            for method in methods:
+                name = graph_name(target, method)
+                path = work / f"{name.replace(' ', '_')}.onnx"
+                t0 = time.perf_counter()
+                export_onnx(fp32, path, log=say,
+                            calib=Calibration(calib_src, args.calib_frames, method, target))
+                graphs[name] = {"seconds": time.perf_counter() - t0,
+                                "mib": path.stat().st_size / 2**20}
+                int8[name] = path
         import onnxruntime
         import torch
 
@@ -218,11 +233,12 @@ def main() -> None:
                               "torch": torch.__version__},
                   "split": args.split,
                   "calibration": {"source": str(calib_src), "frames": args.calib_frames,
-                                  "methods": methods},
+                                  "methods": methods, "targets": targets},
                   "graphs": graphs, "rounds": args.rounds, "iters": args.iters}
-        # Speed and the pipeline: the graph rtseg export --int8 writes by default (every
-        # method gives the same graph but for its scales, so the same speed).
-        chosen = f"int8 {DEFAULT_METHOD}" if DEFAULT_METHOD in methods else f"int8 {methods[0]}"
+        # Speed and the pipeline: per target, the graph of rtseg export --int8's default method
+        # (every method gives the same graph but for its scales, so the same speed).
+        method = DEFAULT_METHOD if DEFAULT_METHOD in methods else methods[0]
+        chosen = {graph_name(t, "").strip(): graph_name(t, method) for t in targets}
         if "accuracy" not in skip:
             acc = accuracy(fp32, int8, args.data_root, args.split, say)
             report["accuracy"] = acc
@@ -233,18 +249,20 @@ def main() -> None:
             pool = split_frames("camvid", args.data_root, args.split, tuple(meta.input_size), 16)
             report["speed"] = speed({"fp32": (fp32, "auto"),
                                      "bf16": (args.checkpoint, "bf16"),
-                                     "int8": (int8[chosen], "auto")},
+                                     **{k: (int8[v], "auto") for k, v in chosen.items()}},
                                     pool, args.rounds, args.iters, args.warmup, say)
             s = report["speed"]
-            report["ratios"] = {"int8_vs_fp32": s["int8"]["fps"] / s["fp32"]["fps"],
-                                "int8_vs_bf16": s["int8"]["fps"] / s["bf16"]["fps"]}
+            report["ratios"] = {f"{k}_vs_{base}".replace("-", "_"): s[k]["fps"] / s[base]["fps"]
+                                for k in chosen for base in ("fp32", "bf16")}
             say(json.dumps(report["ratios"]))
         if "pipeline" not in skip:
-            with open_engine(int8[chosen], "cpu") as backend:
+            fastest = chosen.get("int8-cpu") or next(iter(chosen.values()))
+            with open_engine(int8[fastest], "cpu") as backend:
                 got = bench(backend, args.source, [1], args.iters * 2,
                             rounds=args.pipeline_rounds, max_frames=args.pipeline_frames,
                             output=work / "overlay.mp4", on_progress=say)
-            report["pipeline"] = {"source": str(args.source), "engine_fps": got["engine_fps"],
+            report["pipeline"] = {"graph": fastest, "source": str(args.source),
+                                  "engine_fps": got["engine_fps"],
                                   "pipeline_fps": got["pipeline_fps"],
                                   "pipeline_ratio": got["pipeline_ratio"],
                                   "median_round_ratio": float(np.median(

@@ -384,17 +384,19 @@ def test_cli_build_engine_passes_the_contract_flags(tmp_path, monkeypatch, capsy
     from rtseg.cli import main
     from rtseg.deploy import engine_build
 
-    calls = []
+    from rtseg.deploy.build_plan import check_precision
+
+    calls = []  # the build's summary names the precision it resolved (fp32 graph: auto → fp16)
     monkeypatch.setattr(engine_build, "build_engine", lambda onnx_path, out, **kw: (
-        calls.append((onnx_path, out, kw)) or {"plan": str(out), "precision": kw["precision"],
-                                               "tensorrt_version": "10.x",
-                                               "gpu_name": "test GPU"}))
+        calls.append((onnx_path, out, kw)) or {
+            "plan": str(out), "precision": check_precision("fp32", kw["precision"]),
+            "tensorrt_version": "10.x", "gpu_name": "test GPU"}))
     onnx_path, plan = tmp_path / "tiny.onnx", tmp_path / "tiny.plan"
     onnx.save(contract_model(), onnx_path)
     assert main(["build-engine", "--onnx", str(onnx_path), "--out", str(plan)]) == 0
     got_onnx, got_out, kw = calls[-1]
     assert (Path(got_onnx), Path(got_out)) == (onnx_path, plan)
-    assert (kw["precision"], kw["max_batch"], kw["opt_batch"]) == ("fp16", 8, 1)  # defaults
+    assert (kw["precision"], kw["max_batch"], kw["opt_batch"]) == ("auto", 8, 1)  # defaults
     assert Path(kw["timing_cache"]) == tmp_path / "tiny.plan.timing.cache"
     assert f"wrote {plan} (fp16, TensorRT 10.x, test GPU)" in capsys.readouterr().out
     assert main(["build-engine", "--onnx", str(onnx_path), "--out", str(plan), "--fp32",

@@ -140,14 +140,9 @@ def build_engine(
         raise BadInput(f"--int8 and --{'fp16' if fp16 else 'fp32'} exclude each other")
     ensure_parent(out, "--out")
     from rtseg.deploy.engine_build import build_engine as run_build
-    from rtseg.deploy.build_plan import graph_precision
 
-    if int8:
-        precision = "int8"
-    elif fp16 is None:  # the default: what the graph is made for
-        precision = "int8" if graph_precision(onnx_file) == "int8" else "fp16"
-    else:
-        precision = "fp16" if fp16 else "fp32"
+    # auto: what the graph is made for (int8 for an int8 graph, else fp16; build_plan).
+    precision = "int8" if int8 else "auto" if fp16 is None else "fp16" if fp16 else "fp32"
     result = run_build(onnx_file, out, precision=precision,
                        max_batch=max_batch, opt_batch=opt_batch, workspace_gb=workspace,
                        timing_cache=out.with_name(out.name + ".timing.cache"), log=log)

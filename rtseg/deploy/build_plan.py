@@ -88,19 +88,6 @@ def check_int8_target(meta: EngineMetadata) -> None:
                        "export it again with --int8-target tensorrt, or run it with ONNX Runtime")
 
 
-def graph_precision(onnx_path: str | Path) -> str | None:
-    """The ``precision`` in an ONNX file's metadata, or None when it cannot tell (the build
-    itself reports unreadable files and missing keys)."""
-    import json
-
-    try:
-        model = onnx.load(str(onnx_path), load_external_data=False)
-        value = {p.key: p.value for p in model.metadata_props}.get("precision")
-        return None if value is None else str(json.loads(value))
-    except Exception:  # noqa: BLE001 - onnx raises DecodeError and friends
-        return None
-
-
 def profile_shapes(input_size: tuple[int, int] | list[int], max_batch: int,
                    opt_batch: int = 1) -> dict[str, tuple[int, int, int, int]]:
     """min/opt/max shapes of ``frames`` for the optimisation profile.
