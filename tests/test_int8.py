@@ -17,7 +17,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from rtseg.backends.onnx_backend import OnnxBackend
+from rtseg.backends.onnx_backend import OnnxBackend, disabled_optimizers
 from rtseg.deploy.tensorrt_ops import tensorrt_compat_problems
 from rtseg.cli import main
 from rtseg.errors import BadInput
@@ -190,6 +190,11 @@ def test_cpu_int8_graph_keeps_int8_between_convolutions(model, graphs, val_frame
         expected, got = reference.infer(val_frames), int8.infer(val_frames)
     agreement = float((got == expected).mean())
     print(f"{model}: cpu int8 agrees with fp32 on {agreement:.2%} of pixels")
+    # ONNX Runtime merges the cpu layout's identical Q nodes (it fuses only then); the signed
+    # tensorrt layout keeps them apart (a signed Q read twice stays float on x86).
+    assert disabled_optimizers(graphs.int8(model, "cpu")) == []
+    assert disabled_optimizers(graphs.int8(model)) == ["CommonSubexpressionElimination"]
+    assert disabled_optimizers(graphs.fp32(model)) == []
     assert agreement >= 0.9  # random-body nets, as the tensorrt layout above
 
 
