@@ -33,7 +33,7 @@ from rtseg.deploy.export import export_onnx, write_model
 from rtseg.deploy.calibration import DEFAULT_FRAMES, TARGETS, Calibration
 from rtseg.files import write_json
 from rtseg.metadata import EngineMetadata
-from rtseg.models import load_checkpoint, save_checkpoint
+from rtseg.models import load_checkpoint, read_checkpoint_metadata, save_checkpoint
 from rtseg.scoring.evaluate import evaluate
 
 
@@ -49,9 +49,7 @@ def score(engine: Path, dataset: str, data_root: Path) -> dict:
 def restate_onnx_metadata(path: Path, **updates) -> None:
     """Rewrite the rtseg metadata of the graph at ``path`` with ``updates`` (nothing else)."""
     model = onnx.load(str(path))
-    meta = EngineMetadata.from_strings({p.key: p.value for p in model.metadata_props})
-    del model.metadata_props[:]
-    onnx.helper.set_model_props(model, meta.with_updates(**updates).to_strings())
+    EngineMetadata.from_onnx(model).with_updates(**updates).write_onnx(model)
     write_model(model, path)
 
 
@@ -112,7 +110,7 @@ def main() -> None:
 def bundle_int8(bundled: Path, calib: Path, frames: int, target: str, data_root: Path) -> None:
     """``bundled``'s int8 graph, ``<stem>_int8.onnx`` beside it, scored on val like the
     weights and with that score in its metadata."""
-    _, meta = load_checkpoint(bundled)
+    meta = read_checkpoint_metadata(bundled)
     int8 = bundled.with_name(bundled.stem + "_int8.onnx")
     export_onnx(bundled, int8, calib=Calibration(calib, frames, target=target), log=print)
     report = score(int8, meta.dataset, data_root)

@@ -105,6 +105,18 @@ class EngineMetadata:
                 parsed[k] = v
         return cls.from_dict(parsed, source)
 
+    @classmethod
+    def from_onnx(cls, model, source: str = "engine") -> "EngineMetadata":
+        """The metadata in an ONNX model's ``metadata_props`` (an ``onnx.ModelProto``)."""
+        return cls.from_strings({p.key: p.value for p in model.metadata_props}, source)
+
+    def write_onnx(self, model) -> None:
+        """Make this the ONNX model's ``metadata_props``, replacing what was there."""
+        del model.metadata_props[:]
+        for key, value in self.to_strings().items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, value
+
     def with_updates(self, **changes: Any) -> "EngineMetadata":
         """A copy with some contract keys (or extras, for unknown names) changed."""
         d = self.to_dict()

@@ -63,7 +63,7 @@ def export(
     from rtseg.deploy.export import export_onnx
     from rtseg.deploy.triton import export_triton_repo
 
-    calibration = _calibration(int8, fp16, calib, calib_frames, calib_method, int8_target)
+    calibration = _calibration(int8, calib, calib_frames, calib_method, int8_target)
     if (out is None) == (triton_repo is None):
         raise BadInput("give exactly one of --out FILE.onnx or --triton-repo DIR")
     if out is not None and max_batch is not None:
@@ -81,11 +81,11 @@ def export(
         print(f"wrote Triton model {model_dir.name} in {triton_repo}")
 
 
-def _calibration(int8: bool, fp16: bool, source: Optional[str], frames: Optional[int],
+def _calibration(int8: bool, source: Optional[str], frames: Optional[int],
                  method: Optional[CalibMethod],
                  target: Optional[Int8Target]) -> Optional[Calibration]:
     """The --int8 flags as a Calibration (None without --int8); BadInput for combinations that
-    cannot work, checked before any file is read."""
+    cannot work, checked before any file is read (``--int8`` with ``--fp16``: the export)."""
     if not int8:
         given = [flag for flag, value in (("--calib", source), ("--calib-frames", frames),
                                           ("--calib-method", method),
@@ -93,16 +93,11 @@ def _calibration(int8: bool, fp16: bool, source: Optional[str], frames: Optional
         if given:
             raise BadInput(f"{given[0]} calibrates an int8 graph; add --int8")
         return None
-    if fp16:
-        raise BadInput("--int8 and --fp16 exclude each other: the int8 graph keeps fp32 "
-                       "between its Q/DQ nodes (build-engine chooses the engine precision)")
     if source is None:
         raise BadInput("--int8 needs --calib SRC: a frame folder or a video of real frames")
-    calibration = Calibration(source, DEFAULT_FRAMES if frames is None else frames,
-                              method.value if method else DEFAULT_METHOD,
-                              target.value if target else DEFAULT_TARGET)
-    calibration.check()
-    return calibration
+    return Calibration(source, DEFAULT_FRAMES if frames is None else frames,
+                       method.value if method else DEFAULT_METHOD,
+                       target.value if target else DEFAULT_TARGET)
 
 
 @app.command("build-engine")

@@ -163,5 +163,4 @@ def read_onnx_metadata(onnx_path: str | Path) -> tuple[EngineMetadata, onnx.Mode
         model = onnx.load(str(onnx_path), load_external_data=False)
     except Exception as e:  # onnx raises DecodeError and friends, not one base class
         raise BadInput(f"{onnx_path} is not a readable ONNX model: {e}") from None
-    props = {p.key: p.value for p in model.metadata_props}
-    return EngineMetadata.from_strings(props, source=str(onnx_path)), model
+    return EngineMetadata.from_onnx(model, source=str(onnx_path)), model

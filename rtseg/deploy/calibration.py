@@ -54,7 +54,7 @@ class Calibration:
     method: str = DEFAULT_METHOD
     target: str = DEFAULT_TARGET
 
-    def check(self) -> None:
+    def __post_init__(self) -> None:
         """BadInput for settings that cannot calibrate, before any work is done."""
         if self.method not in METHODS:
             raise BadInput(f"--calib-method {self.method}: use one of {', '.join(METHODS)}")
@@ -86,7 +86,6 @@ def read_calibration_frames(calib: Calibration, size: tuple[int, int] | list[int
     import numpy as np
 
     log = log or (lambda _msg: None)
-    calib.check()
     from rtseg.pipeline.sources import open_source
     from rtseg.imageops import resize_frame
 

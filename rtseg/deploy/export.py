@@ -37,6 +37,7 @@ from rtseg.backends import PICKLE_SUFFIXES
 from rtseg.errors import BadInput, RtsegError
 from rtseg.files import atomic_write
 from rtseg.deploy.fp16_graph import drop_exact_upcasts
+from rtseg.deploy.graph_edits import static_resize_scales, strip_node_metadata
 from rtseg.metadata import INPUT_NAME, OUTPUT_NAME, EngineMetadata
 from rtseg.models import Segmenter, load_checkpoint
 from rtseg.models.registry import check_input_size
@@ -81,8 +82,7 @@ def segmenter_to_onnx(segmenter: Segmenter, metadata: EngineMetadata, *, fp16: b
     meta = metadata.with_updates(precision=precision, input_size=[h, w], opset=opset,
                                  exporter=f"torch.onnx dynamo (torch {torch.__version__})",
                                  **(extra or {}))
-    del model.metadata_props[:]
-    onnx.helper.set_model_props(model, meta.to_strings())
+    meta.write_onnx(model)
     model.graph.name = meta.model
     model.producer_name, model.producer_version = "rtseg", rtseg_version
     model.doc_string = (f"rtseg {meta.model} ({meta.dataset}, {precision}): uint8 BGR "
@@ -93,70 +93,6 @@ def segmenter_to_onnx(segmenter: Segmenter, metadata: EngineMetadata, *, fp16: b
         raise RtsegError(f"the exported graph of {meta.model} fails onnx.checker: "
                          f"{str(exc).splitlines()[0]}") from exc
     return model, meta
-
-
-def static_resize_scales(model: onnx.ModelProto) -> int:
-    """Give each ``Resize`` whose output is a whole multiple of its input constant ``scales``
-    instead of ``sizes`` computed at run time from ``Shape`` (how the exporter writes
-    ``F.interpolate(scale_factor=2)`` with a dynamic batch); returns how many were changed.
-
-    The same output either way (the scale is an exact integer), but a ``Shape`` reading a
-    tensor keeps ONNX Runtime from running the upsampling and the concatenation after it in
-    int8, and a constant is simpler for TensorRT too. The dead shape arithmetic is removed.
-    """
-    import numpy as np
-    from onnx import numpy_helper
-
-    graph = model.graph
-    shapes = {}
-    for info in (*onnx.shape_inference.infer_shapes(model).graph.value_info, *graph.input):
-        dims = info.type.tensor_type.shape.dim
-        shapes[info.name] = [d.dim_value if d.HasField("dim_value") else None for d in dims]
-    producer = {out: node for node in graph.node for out in node.output}
-    constants = {t.name: t for t in graph.initializer}
-    changed = 0
-    for node in graph.node:
-        if node.op_type != "Resize" or len(node.input) != 4:
-            continue
-        sizes, src = producer.get(node.input[3]), shapes.get(node.input[0])
-        if (sizes is None or sizes.op_type != "Concat" or len(sizes.input) != 2
-                or sizes.input[1] not in constants or not src or None in src[2:]):
-            continue
-        spatial = numpy_helper.to_array(constants[sizes.input[1]]).tolist()
-        if len(spatial) != len(src) - 2 or any(o % i for o, i in zip(spatial, src[2:])):
-            continue
-        scales = np.array([1, 1, *(o // i for o, i in zip(spatial, src[2:]))], np.float32)
-        name = f"{node.name}_scales"
-        graph.initializer.append(numpy_helper.from_array(scales, name))
-        node.input[2] = name
-        del node.input[3]
-        changed += 1
-    _drop_dead_nodes(graph)
-    return changed
-
-
-def _drop_dead_nodes(graph: onnx.GraphProto) -> None:
-    """Remove nodes none of whose outputs is read, and initializers nothing reads."""
-    outputs = {o.name for o in graph.output}
-    while True:
-        read = {name for node in graph.node for name in node.input} | outputs
-        dead = [n for n in graph.node if not any(o in read for o in n.output)]
-        if not dead:
-            break
-        for node in dead:
-            graph.node.remove(node)
-    read = {name for node in graph.node for name in node.input}
-    for tensor in [t for t in graph.initializer if t.name not in read]:
-        graph.initializer.remove(tensor)
-
-
-def strip_node_metadata(model: onnx.ModelProto) -> None:
-    """Drop the exporter's per-node debugging metadata (Python stack traces with the paths
-    of the machine that exported, FX node names, name scopes): nothing that runs the graph
-    reads it, and a deploy graph should not carry the exporting machine's file system."""
-    for graph_nodes in [model.graph.node, *(f.node for f in model.functions)]:
-        for node in graph_nodes:
-            del node.metadata_props[:]
 
 
 def write_model(model: onnx.ModelProto, out: Path) -> int:
@@ -187,11 +123,9 @@ def deploy_graph(checkpoint: Path | str, *, fp16: bool, size: tuple[int, int] | 
     from rtseg.deploy.calibration import read_calibration_frames
     from rtseg.deploy.quantize import load_fp32_graph, quantize_graph
 
-    if calib is not None:
-        if fp16:
-            raise BadInput("--int8 and --fp16 exclude each other: the int8 graph keeps fp32 "
-                           "between its Q/DQ nodes (build-engine chooses the engine precision)")
-        calib.check()
+    if calib is not None and fp16:
+        raise BadInput("--int8 and --fp16 exclude each other: the int8 graph keeps fp32 "
+                       "between its Q/DQ nodes (build-engine chooses the engine precision)")
     if size is not None:
         check_input_size(size)  # before the slow part
     checkpoint = Path(checkpoint)
@@ -215,7 +149,7 @@ def deploy_graph(checkpoint: Path | str, *, fp16: bool, size: tuple[int, int] | 
                                         opset=opset, extra={"exported_from": checkpoint.name})
     if calib is not None:
         model = quantize_graph(model, frames, calib, log)
-        meta = EngineMetadata.from_strings({p.key: p.value for p in model.metadata_props})
+        meta = EngineMetadata.from_onnx(model)
     return model, meta
 
 

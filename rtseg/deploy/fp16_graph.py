@@ -6,13 +6,13 @@ while the uint8 ends, the argmax → cast → uint8 chain and what ONNX requires
 from __future__ import annotations
 
 import copy
-import json
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
 from rtseg.errors import BadInput, RtsegError
+from rtseg.metadata import EngineMetadata
 
 _COMPARISONS = frozenset({"Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual"})
 
@@ -112,11 +112,9 @@ def graph_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     if leftover:
         raise RtsegError("fp16 conversion left float32 compute in the graph: "
                          + ", ".join(leftover[:5]))
-    props = {p.key: p.value for p in model.metadata_props}
-    if "precision" in props:  # values are JSON strings (EngineMetadata.to_strings)
-        props.update(precision=json.dumps("fp16"), converted_from=json.dumps("fp32"))
-        del model.metadata_props[:]
-        onnx.helper.set_model_props(model, props)
+    if any(p.key == "precision" for p in model.metadata_props):  # an rtseg deploy graph
+        EngineMetadata.from_onnx(model).with_updates(
+            precision="fp16", converted_from="fp32").write_onnx(model)
     onnx.checker.check_model(model, full_check=True)
     return model
 

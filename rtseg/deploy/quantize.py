@@ -48,13 +48,16 @@ import io
 import json
 import logging
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rtseg.deploy.calibration import Calibration, FrameReader, Log
+from rtseg.deploy.graph_edits import drop_dead_nodes
 from rtseg.errors import BadInput, RtsegError
+from rtseg.metadata import EngineMetadata
 
 # Ops that mean "this graph is quantized already".
 _QUANT_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
@@ -63,11 +66,9 @@ _QUANT_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLi
 # runs them on the quantized tensor, QLinearConcat requantizes).
 _DATA_MOVERS = ("MaxPool", "Resize", "Concat")
 
-if TYPE_CHECKING:  # onnx and numpy load with the functions that use them: the CLI starts fast
+if TYPE_CHECKING:  # annotations only (the export, which imports this module, loads onnx)
     import numpy as np
     import onnx
-
-    from rtseg.metadata import EngineMetadata
 
 
 @dataclass(frozen=True)
@@ -110,8 +111,6 @@ def load_fp32_graph(path: Path | str) -> tuple["onnx.ModelProto", "EngineMetadat
     missing, unreadable, lacks rtseg's metadata, or is not fp32 (``check_quantizable``)."""
     import onnx
 
-    from rtseg.metadata import EngineMetadata
-
     path = Path(path)
     if not path.is_file():
         raise BadInput(f"--checkpoint {path}: file not found")
@@ -120,8 +119,7 @@ def load_fp32_graph(path: Path | str) -> tuple["onnx.ModelProto", "EngineMetadat
     except Exception as exc:  # noqa: BLE001 - onnx raises DecodeError and friends
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise BadInput(f"--checkpoint {path} is not a readable ONNX model: {first}") from None
-    meta = EngineMetadata.from_strings({p.key: p.value for p in model.metadata_props},
-                                       source=str(path))
+    meta = EngineMetadata.from_onnx(model, source=str(path))
     check_quantizable(model)
     return model, meta
 
@@ -219,21 +217,8 @@ def keep_float_readers_float(model: "onnx.ModelProto", ops: tuple[str, ...],
                 if name == dq.output[0]:
                     node.input[i] = q.input[0]
                     moved += 1
-    _drop_unread_qdq(graph)
+    drop_dead_nodes(graph)  # the float readers' dedicated pairs
     return moved
-
-
-def _drop_unread_qdq(graph: "onnx.GraphProto") -> None:
-    """Remove Q/DQ nodes nothing reads any more (a float reader's dedicated pair)."""
-    outputs = {o.name for o in graph.output}
-    while True:
-        read = {name for node in graph.node for name in node.input} | outputs
-        dead = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
-                and n.output[0] not in read]
-        if not dead:
-            return
-        for node in dead:
-            graph.node.remove(node)
 
 
 def quantize_graph(model: onnx.ModelProto, frames: np.ndarray, calib: Calibration,
@@ -253,19 +238,14 @@ def quantize_graph(model: onnx.ModelProto, frames: np.ndarray, calib: Calibratio
                                           quantize_static)
 
     check_quantizable(model)
-    calib.check()
     scheme = SCHEMES[calib.target]
-    props = {p.key: p.value for p in model.metadata_props}
     method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
               "entropy": CalibrationMethod.Entropy}[calib.method]
     keep_float = float_boundary_convs(model)
-    float_movers = float_data_movers(model, scheme.ops)
-    found = {op: sum(n.op_type == op for n in model.graph.node) for op in scheme.ops}
-    found["Conv"] -= len(keep_float)
-    for node in model.graph.node:
-        if node.name in float_movers:
-            found[node.op_type] -= 1
-    counts = ", ".join(f"{n} {op}" for op, n in found.items() if n)
+    float_nodes = keep_float + float_data_movers(model, scheme.ops)
+    found = Counter(n.op_type for n in model.graph.node
+                    if n.op_type in scheme.ops and n.name not in float_nodes)
+    counts = ", ".join(f"{found[op]} {op}" for op in scheme.ops if found[op])
     log(f"calibrating on {len(frames)} frames of {calib.source} ({calib.method}, for "
         f"{calib.target}); int8 around {counts}; float: {', '.join(keep_float) or 'none'}")
     reader = FrameReader(frames)
@@ -287,7 +267,7 @@ def quantize_graph(model: onnx.ModelProto, frames: np.ndarray, calib: Calibratio
                 quantize_static(
                     model, out, reader, quant_format=QuantFormat.QDQ,
                     op_types_to_quantize=list(scheme.ops),
-                    nodes_to_exclude=keep_float + float_movers, per_channel=True,
+                    nodes_to_exclude=float_nodes, per_channel=True,
                     reduce_range=False, activation_type=activations,
                     weight_type=QuantType.QInt8, calibrate_method=method,
                     calibration_providers=["CPUExecutionProvider"], extra_options=options)
@@ -295,21 +275,16 @@ def quantize_graph(model: onnx.ModelProto, frames: np.ndarray, calib: Calibratio
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise RtsegError(f"onnxruntime quantize_static failed: {first}") from exc
         quantized = onnx.load(str(out))
-    keep_float_readers_float(quantized, scheme.ops, keep_float + float_movers)
+    keep_float_readers_float(quantized, scheme.ops, float_nodes)
     if not is_quantized(quantized):
         raise RtsegError("onnxruntime quantize_static inserted no Q/DQ node")
-    props.update({k: json.dumps(v) for k, v in {
-        "precision": "int8",
-        "calibration_source": str(calib.source),
-        "calibration_frames": int(len(frames)),
-        "calibration_method": calib.method,
-        "int8_target": calib.target,
-        "quantizer": f"onnxruntime {ort_version} quantize_static, QDQ: {scheme.description}; "
-                     "int8 symmetric per-channel weights, per-tensor activations, float bias",
-        "float_layers": keep_float,
-    }.items()})
-    del quantized.metadata_props[:]
-    onnx.helper.set_model_props(quantized, props)
+    EngineMetadata.from_onnx(model).with_updates(
+        precision="int8", calibration_source=str(calib.source),
+        calibration_frames=int(len(frames)), calibration_method=calib.method,
+        int8_target=calib.target,
+        quantizer=f"onnxruntime {ort_version} quantize_static, QDQ: {scheme.description}; "
+                  "int8 symmetric per-channel weights, per-tensor activations, float bias",
+        float_layers=keep_float).write_onnx(quantized)
     quantized.producer_name = model.producer_name
     quantized.producer_version = model.producer_version
     quantized.graph.name, quantized.doc_string = model.graph.name, model.doc_string.replace(
