@@ -1,7 +1,8 @@
 """Train the report's four models from scratch on CamVid on one GPU, within a time budget,
 and pack what comes back (histories, scores, the chosen weights split into parts).
 
-Every model goes through ``rtseg.training.train`` (the code behind ``rtseg train``) with one recipe:
+Every model goes through ``rtseg.training.train`` (the code behind ``rtseg train``) with one recipe
+(but for the batch size of the ResNet-50 models, below):
 frames decoded once and augmented on the GPU (``--data-on-device``: random scale 0.75–1.5 of
 the 352×480 network input, random crop, flip, colour jitter and a per-channel colour cast —
 CamVid's skies are grey, a dashcam's often blue), ENet class weights, AdamW with poly decay,

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rtseg.data.datasets import read_image, read_label
+from rtseg.data.datasets import load_pair
 from rtseg.errors import BadInput
 
 BGR_LUMA = (0.114, 0.587, 0.299)
@@ -32,15 +32,8 @@ def decode_split(pairs: Sequence, dataset: str, workers: int = 8) -> tuple[np.nd
     BadInput if a label's size differs from its image's, or if the frames differ in size
     (batches on the device need one frame size; resize the data set or use the data loader).
     """
-    def load(pair):
-        image, label = read_image(pair[0]), read_label(pair[1], dataset)
-        if image.shape[:2] != label.shape:
-            raise BadInput(f"label {pair[1].name} is {label.shape[1]}×{label.shape[0]} but image "
-                           f"{pair[0].name} is {image.shape[1]}×{image.shape[0]}")
-        return image, label
-
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        loaded = list(pool.map(load, pairs))
+        loaded = list(pool.map(lambda pair: load_pair(pair[0], pair[1], dataset), pairs))
     sizes = {image.shape for image, _ in loaded}
     if len(sizes) > 1:
         raise BadInput(f"--data-on-device needs frames of one size; found {len(sizes)} sizes "
@@ -66,6 +59,7 @@ class DeviceBatches:
         self.scale_range, self.jitter, self.colour_cast = scale_range, jitter, colour_cast
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.device = device
+        self.luma = torch.tensor(BGR_LUMA, device=device).view(1, 3, 1, 1)
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -80,26 +74,29 @@ class DeviceBatches:
         order = torch.Generator().manual_seed(self.seed + 7919 * self.epoch)
         perm = torch.randperm(len(self.images), generator=order)
         perm = perm[: len(perm) - len(perm) % self.world_size][self.rank::self.world_size]
+        perm = perm.to(self.device)  # once per epoch, not a blocking copy per batch
         rng = torch.Generator().manual_seed(self.seed + 7919 * self.epoch + 104729 * (self.rank + 1))
         for b in range(len(self)):
-            index = perm[b * self.batch_size:(b + 1) * self.batch_size]
-            yield self.augment(index.to(self.device), rng)
+            yield self.augment(perm[b * self.batch_size:(b + 1) * self.batch_size], rng)
 
     def _grid(self, n: int, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Sampling grid [n, h, w, 2] of the random scale/crop/flip, and where it is inside
-        the scaled frame (False: padding)."""
+        the scaled frame (False: padding). The draws are made on the CPU (the generator is
+        there); the per-pixel grid is computed on the device, in float64 as on the CPU."""
         ch, cw = self.crop
         lo, hi = self.scale_range
         scale = lo + (hi - lo) * torch.rand(n, generator=rng, dtype=torch.float64)
+        crop_at = torch.stack([torch.rand(n, generator=rng, dtype=torch.float64)
+                               for _ in ("top", "left")])  # where the crop starts, as fractions
+        flip = torch.rand(n, generator=rng) < 0.5
+        scale, crop_at, flip = (t.to(self.device) for t in (scale, crop_at, flip))
         sh = (self.base_size[0] * scale).round().clamp(min=1)
         sw = (self.base_size[1] * scale).round().clamp(min=1)
-        top = (torch.rand(n, generator=rng, dtype=torch.float64)
-               * ((sh - ch).clamp(min=0) + 1)).floor()
-        left = (torch.rand(n, generator=rng, dtype=torch.float64)
-                * ((sw - cw).clamp(min=0) + 1)).floor()
-        flip = torch.rand(n, generator=rng) < 0.5
-        ys = torch.arange(ch, dtype=torch.float64)[None, :] + top[:, None]          # [n, ch]
-        xs = torch.arange(cw, dtype=torch.float64)[None, :].expand(n, cw)
+        top = (crop_at[0] * ((sh - ch).clamp(min=0) + 1)).floor()
+        left = (crop_at[1] * ((sw - cw).clamp(min=0) + 1)).floor()
+        f64 = dict(dtype=torch.float64, device=self.device)
+        ys = torch.arange(ch, **f64)[None, :] + top[:, None]                          # [n, ch]
+        xs = torch.arange(cw, **f64)[None, :].expand(n, cw)
         xs = torch.where(flip[:, None], (cw - 1) - xs, xs) + left[:, None]         # [n, cw]
         inside = (ys < sh[:, None])[:, :, None] & (xs < sw[:, None])[:, None, :]     # [n, ch, cw]
         # Pixel centre of scaled row y is source row (y + ½)·H/sh − ½; grid_sample with
@@ -107,18 +104,16 @@ class DeviceBatches:
         gy = (ys + 0.5) / sh[:, None] * 2 - 1
         gx = (xs + 0.5) / sw[:, None] * 2 - 1
         grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)
-        return (grid.to(self.device, torch.float32, non_blocking=True),
-                inside.to(self.device, non_blocking=True))
+        return grid.float(), inside
 
     def _jitter(self, images: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
         """Random saturation, then contrast about the frame's mean, then brightness (float
         NCHW BGR on the 0–255 scale), as ``TrainTransform``'s jitter."""
         n, s = images.shape[0], self.jitter
-        def uniform():
-            return ((torch.rand(n, generator=rng) * 2 - 1) * s).to(self.device).view(n, 1, 1, 1)
-        saturation, contrast, brightness = 1 + uniform(), 1 + uniform(), 255 * uniform() / 2
-        luma = torch.tensor(BGR_LUMA, device=self.device).view(1, 3, 1, 1)
-        grey = (images * luma).sum(dim=1, keepdim=True)
+        draws = torch.stack([torch.rand(n, generator=rng) for _ in range(3)])  # one copy
+        draws = ((draws * 2 - 1) * s).to(self.device).view(3, n, 1, 1, 1)
+        saturation, contrast, brightness = 1 + draws[0], 1 + draws[1], 255 * draws[2] / 2
+        grey = (images * self.luma).sum(dim=1, keepdim=True)
         images = grey + saturation * (images - grey)
         mean = images.mean(dim=(1, 2, 3), keepdim=True)
         return contrast * (images - mean) + mean + brightness

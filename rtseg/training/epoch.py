@@ -11,7 +11,6 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
 from rtseg.backends.torch_backend import TorchBackend
-from rtseg.errors import BadInput
 from rtseg.data.torch_dataset import SegmentationDataset
 from rtseg.data.transforms import TrainTransform, seed_worker
 from rtseg.metadata import EngineMetadata
@@ -46,9 +45,6 @@ def make_train_loader(pairs, cfg: TrainConfig, crop, input_size, ignore_index,
                         num_workers=cfg.workers, worker_init_fn=seed_worker,
                         generator=generator, pin_memory=torch.cuda.is_available(),
                         persistent_workers=cfg.workers > 0)
-    if len(loader) == 0:
-        raise BadInput(f"{len(ds)} training images per process is fewer than one batch of "
-                       f"{cfg.batch_size}; lower --batch-size")
     return loader, sampler
 
 

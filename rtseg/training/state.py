@@ -13,7 +13,6 @@ import torch
 
 from rtseg.data import get_spec
 from rtseg.data.classes import engine_metadata
-from rtseg.devices import amp_dtype
 from rtseg.errors import BadInput
 from rtseg.files import write_via_temp
 from rtseg.metadata import EngineMetadata
@@ -26,11 +25,11 @@ STATE_KEYS = ("net", "optimizer", "epoch", "step", "best_miou", "history")
 
 
 def run_metadata(cfg: TrainConfig, input_size, crop, info: ddp.DistInfo, device: torch.device,
-              amp: bool) -> EngineMetadata:
-    """The metadata every checkpoint of the run carries: classes, sizes and the recipe."""
+                 dtype: torch.dtype | None) -> EngineMetadata:
+    """The metadata every checkpoint of the run carries: classes, sizes and the recipe
+    (``dtype``: the autocast dtype, None without autocast)."""
     spec = get_spec(cfg.dataset)
     recipe = {k: v for k, v in asdict(cfg).items() if k not in ("data_root", "out", "extra")}
-    dtype = amp_dtype(device, amp)
     recipe.update(crop=list(crop), input_size=list(input_size), world_size=info.world_size,
                   process_group=ddp.backend_name(info),
                   device_type=device.type,

@@ -11,6 +11,7 @@ Reads top to bottom: the steps of ``train`` (``_check_inputs`` → ``_prepare`` 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from rtseg.data.classes import IMAGENET_MEAN, IMAGENET_STD
 from rtseg.data.device_batches import DeviceBatches, decode_split
 from rtseg.devices import amp_dtype, cudnn_autotune, resolve_device
 from rtseg.errors import BadInput
-from rtseg.files import write_json
+from rtseg.files import write_json, write_via_temp
 from rtseg.metadata import EngineMetadata
 from rtseg.models import Segmenter, build_model, canonical_name, save_checkpoint
 from rtseg.models.registry import check_input_size
@@ -138,7 +139,7 @@ def _prepare(cfg: TrainConfig, job: _Job, device: torch.device, info: ddp.DistIn
     np.random.seed(cfg.seed + info.rank)
     amp = device.type == "cuda" if cfg.amp is None else cfg.amp
     dtype = amp_dtype(device, amp)
-    metadata = run_metadata(cfg, job.input_size, job.crop, info, device, amp)
+    metadata = run_metadata(cfg, job.input_size, job.crop, info, device, dtype)
     segmenter = Segmenter(build_model(job.name, job.spec.num_classes, cfg.encoder_weights),
                           IMAGENET_MEAN, IMAGENET_STD).to(device)
     if device.type == "cuda":
@@ -180,7 +181,12 @@ def _wrap_for_ddp(segmenter: Segmenter, device: torch.device, info: ddp.DistInfo
 
 def _make_loader(cfg: TrainConfig, job: _Job, run: _Run, start_epoch: int) -> tuple:
     """The training batches and their sampler: made on the device (``data_on_device``; one
-    object is both) or by ``make_train_loader``."""
+    object is both) or by ``make_train_loader``; BadInput, before any decoding, when a process
+    gets less than one batch (both drop the last partial batch)."""
+    per_process = len(job.train_pairs) // run.info.world_size
+    if per_process < cfg.batch_size:
+        raise BadInput(f"{per_process} training images per process is fewer than one batch "
+                       f"of {cfg.batch_size}; lower --batch-size")
     if not cfg.data_on_device:
         return make_train_loader(job.train_pairs, cfg, job.crop, job.input_size,
                                  job.spec.ignore_index, run.info, start_epoch)
@@ -189,9 +195,6 @@ def _make_loader(cfg: TrainConfig, job: _Job, run: _Run, start_epoch: int) -> tu
         images, labels, job.crop, job.input_size, job.spec.ignore_index, cfg.batch_size,
         run.device, cfg.scale_range, cfg.jitter, cfg.seed, run.info.rank, run.info.world_size,
         cfg.colour_cast)
-    if len(batches) == 0:
-        raise BadInput(f"{len(images)} training images per process is fewer than one "
-                       f"batch of {cfg.batch_size}; lower --batch-size")
     return batches, batches
 
 
@@ -249,10 +252,12 @@ def _save(job: _Job, run: _Run, progress: _Progress, scores: dict) -> None:
     miou = scores["miou"]
     meta = run.metadata.with_updates(val_miou=miou, epoch=progress.epoch,
                                      per_class_iou=scores["per_class_iou"])
-    save_checkpoint(job.out / "last.safetensors", run.segmenter, meta)
-    if miou > progress.best or not (job.out / "best.safetensors").exists():
+    last, best = job.out / "last.safetensors", job.out / "best.safetensors"
+    save_checkpoint(last, run.segmenter, meta)
+    if miou > progress.best or not best.exists():
         progress.best = max(miou, progress.best)
-        save_checkpoint(job.out / "best.safetensors", run.segmenter, meta)
+        write_via_temp(best, lambda tmp: shutil.copyfile(last, tmp))  # the same bytes
+
     save_state(job.state_path, run.segmenter, run.optimizer, progress.epoch, progress.step,
                 progress.best, progress.history, job.run_id)
     write_json(job.out / "history.json", {"model": job.name, "dataset": job.spec.name,
