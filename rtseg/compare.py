@@ -53,12 +53,8 @@ def score_together(backends: Sequence[Backend], dataset: str, data_root: Path | 
         on_progress(f"scored {done}/{len(pairs)} images")
 
     score(engines, eval_batches(pairs, dataset, batch_size), progress if on_progress else None)
-    rows = []
-    for engine in engines:
-        report = engine.report()
-        rows.append({key: report[key] for key in ("miou", "pixel_accuracy", "per_class_iou")}
-                    | {"pixel_agreement": engine.agreement()})
-    return rows, len(pairs)
+    return [engine.report() | {"pixel_agreement": engine.agreement()} for engine in engines], \
+        len(pairs)
 
 
 def split_frames(dataset: str, data_root: Path | str, split: str, input_size: tuple[int, int],

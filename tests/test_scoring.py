@@ -171,7 +171,7 @@ def test_loop_hands_the_reference_maps_to_on_image_and_counts_agreement(camvid_r
     engines = [EngineScore(BandsBackend(), "camvid"), EngineScore(BandsBackend(), "camvid"),
                EngineScore(BandsBackend(shift=1), "camvid")]
     score(engines, eval_batches(pairs, "camvid", batch_size=2), on_batch=batches.append,
-          on_image=lambda i, label, pred: seen.append((i, label.shape, pred.shape)))
+          on_image=lambda i, image, label, pred: seen.append((i, label.shape, pred.shape)))
     assert batches == [2, 1]
     assert seen == [(i, (360, 480), (360, 480)) for i in range(3)]
     assert engines[0].agreement() == engines[1].agreement() == 1.0

@@ -189,8 +189,9 @@ def _check_serve_flags(serve: Optional[str], token: Optional[str],
 
 
 def _open_server(serve: Optional[str], token: Optional[str], say):
-    """The live page's server, bound and serving (before the engine loads, so the page is
-    up at once and a bad address fails before any work); None without --serve."""
+    """The live page's server, bound (it serves once the caller enters it), before the engine
+    loads, so the page is up at once and a bad address fails before any work; None without
+    --serve."""
     if serve is None:
         return None
     from rtseg.pipeline.serve import LiveServer

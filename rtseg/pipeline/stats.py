@@ -27,7 +27,9 @@ class RunStats:
         self._lock = threading.Lock()
         self._seconds = {s: 0.0 for s in STAGES}
         self._frames = {s: 0 for s in STAGES}
-        self._latency: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        # Capture→written seconds of the last LATENCY_WINDOW frames, a ring indexed by the
+        # frame count: the stages write one slot, readers copy a slice (fast under the lock).
+        self._latency = np.empty(LATENCY_WINDOW)
         self._recent: deque[float] = deque(maxlen=RECENT)
         self.queue_max: dict[str, int] = {}
         self.frames = 0  # written by every sink
@@ -61,8 +63,8 @@ class RunStats:
         """A frame left the last sink: count it and its capture→written latency."""
         now = time.perf_counter()
         with self._lock:
+            self._latency[self.frames % LATENCY_WINDOW] = now - t_capture
             self.frames += 1
-            self._latency.append(now - t_capture)
             self._recent.append(now)
             self.t_last = now
 
@@ -96,15 +98,14 @@ class RunStats:
         """Mean capture→written latency of the last few frames in milliseconds (None before
         any): the latency curve of the live page."""
         with self._lock:
-            n = min(RECENT, len(self._latency))
-            recent = [self._latency[-1 - i] for i in range(n)]
-        return 1000.0 * sum(recent) / n if n else None
+            n = min(RECENT, self.frames)
+            recent = self._latency[(self.frames - 1 - np.arange(n)) % LATENCY_WINDOW]
+        return 1000.0 * float(recent.mean()) if n else None
 
     def latency_ms(self) -> dict[str, Optional[float]]:
         """p50 and p99 of capture→written latency in milliseconds."""
         with self._lock:  # a cheap copy under the lock (the stages wait on it), the rest outside
-            lat = self._latency.copy()
-        lat = np.asarray(lat, dtype=np.float64)
+            lat = self._latency[:min(self.frames, LATENCY_WINDOW)].copy()
         if lat.size == 0:
             return {"p50": None, "p99": None}
         p50, p99 = np.percentile(lat * 1000.0, [50, 99])

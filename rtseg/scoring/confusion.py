@@ -24,17 +24,19 @@ class ConfusionMatrix:
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self._matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
-        self._device_counts: Any = None  # a torch tensor of bin counts, see ``_codes``
+        self._device_counts: Any = None  # a torch tensor of bin counts, see ``_bins``
 
-    def _codes(self, t, p):
-        """Bin of every pixel: ``n * truth + prediction``; ``n²`` for a pixel not scored,
-        ``n² + 1`` for a scored pixel with a prediction out of range."""
+    def _bins(self, t, p):
+        """Bin of every pixel (int64 numpy arrays or torch tensors, flat):
+        ``n * truth + prediction``; ``n²`` for a pixel not scored, ``n² + 1`` for a scored
+        pixel with a prediction out of range."""
         n = self.num_classes
         keep = (t >= 0) & (t < n)
         if self.ignore_index is not None:
             keep &= t != self.ignore_index
         bad = keep & ((p < 0) | (p >= n))
-        return n * t + p, keep & ~bad, bad
+        good = keep & ~bad
+        return (n * t + p) * good + (n * n + bad) * ~good
 
     def _add(self, counts: np.ndarray) -> None:
         n = self.num_classes
@@ -49,14 +51,12 @@ class ConfusionMatrix:
                              f"{tuple(prediction.shape)} differ")
         bins = self.num_classes ** 2 + 2
         if isinstance(target, np.ndarray):
-            codes, good, bad = self._codes(target.reshape(-1).astype(np.int64),
-                                           np.asarray(prediction).reshape(-1).astype(np.int64))
-            codes = np.where(good, codes, np.where(bad, bins - 1, bins - 2))
+            codes = self._bins(target.reshape(-1).astype(np.int64),
+                               np.asarray(prediction).reshape(-1).astype(np.int64))
             self._add(np.bincount(codes, minlength=bins))
             return
-        codes, good, bad = self._codes(target.reshape(-1).long(), prediction.reshape(-1).long())
-        codes = codes.where(good, bad.long() + (bins - 2))
-        counts = codes.bincount(minlength=bins)
+        counts = self._bins(target.reshape(-1).long(), prediction.reshape(-1).long()
+                            ).bincount(minlength=bins)
         if self._device_counts is not None:
             counts += self._device_counts
         self._device_counts = counts

@@ -33,14 +33,14 @@ def write_grid_png(path: Path, image_bgr: np.ndarray, truth: np.ndarray, pred: n
 
 
 def grid_writer(pairs: Sequence[tuple[Path, Path]], grid_dir: Path,
-                palette: Sequence[Sequence[int]]) -> Callable[[int, np.ndarray, np.ndarray], None]:
-    """``write(i, truth, pred)``: the grid PNG of ``pairs[i]``, named after its image."""
+                palette: Sequence[Sequence[int]]
+                ) -> Callable[[int, np.ndarray, np.ndarray, np.ndarray], None]:
+    """``write(i, image, truth, pred)``: the grid PNG of ``pairs[i]`` (whose decoded image is
+    ``image``), named after its image file."""
     lut = palette_lut(palette)
 
-    def write(i: int, truth: np.ndarray, pred: np.ndarray) -> None:
-        image_path = pairs[i][0]
-        image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
-        write_grid_png(grid_dir / f"{image_path.stem}.png", image, truth, pred, lut)
+    def write(i: int, image: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> None:
+        write_grid_png(grid_dir / f"{pairs[i][0].stem}.png", image, truth, pred, lut)
 
     return write
 

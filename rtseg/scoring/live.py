@@ -46,7 +46,7 @@ def check_labels(labels_dir: Path | str, frames_dir: Path | str) -> None:
 
 
 class LiveScorer:
-    """Callable ``(frame, full_size_prediction)`` that accumulates a ConfusionMatrix.
+    """Callable ``(frame_path, full_size_prediction)`` that accumulates a ConfusionMatrix.
 
     ``labels_dir`` is searched recursively once, so both a flat CamVid ``valannot/`` and a
     Cityscapes ``gtFine/val`` (with city folders) work.

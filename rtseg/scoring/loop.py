@@ -75,10 +75,10 @@ class EngineScore:
         rows, cols = self._index[key]
         return labels.index_select(0, rows).index_select(1, cols)
 
-    def predict(self, images: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]]) -> list:
-        """The engine's label maps of ``images``, each resized (nearest) to its (H, W) in
-        ``sizes``: numpy arrays, or tensors on the device when ``on_device``."""
-        frames = engine_frames(images, self.backend.input_size)
+    def predict(self, frames: np.ndarray, sizes: Sequence[tuple[int, int]]) -> list:
+        """The engine's label maps of ``frames`` (uint8 [N, H, W, 3] at the engine's input
+        size), each resized (nearest) to its (H, W) in ``sizes``: numpy arrays, or tensors on
+        the device when ``on_device``."""
         if not self.on_device:
             labels = self.backend.infer(frames)
             return [resize_nearest(lbl, size) for lbl, size in zip(labels, sizes)]
@@ -110,21 +110,27 @@ class EngineScore:
 
 def score(engines: Sequence[EngineScore], batches: Iterable[Batch],
           on_batch: Callable[[int], None] | None = None,
-          on_image: Callable[[int, np.ndarray, np.ndarray], None] | None = None) -> None:
+          on_image: Callable[[int, np.ndarray, np.ndarray, np.ndarray], None] | None = None
+          ) -> None:
     """Every engine segments each batch of full-size (images, labels) and counts it; the first
     engine is the reference of the others' agreement. ``on_batch(n)`` after each batch of
-    ``n``; ``on_image(index, label, prediction)`` with the first engine's label map."""
+    ``n``; ``on_image(index, image, label, prediction)`` with the first engine's label map.
+    Engines of one input size share one resize of the batch."""
     seen = 0
     for images, labels in batches:
         sizes = [label.shape for label in labels]
+        resized: dict[tuple[int, int], np.ndarray] = {}
         reference = None
         for engine in engines:
-            predictions = engine.predict(images, sizes)
+            size = tuple(engine.backend.input_size)
+            if size not in resized:
+                resized[size] = engine_frames(images, size)
+            predictions = engine.predict(resized[size], sizes)
             reference = predictions if reference is None else reference
             engine.add(labels, predictions, reference)
         if on_image is not None:
-            for index, (label, prediction) in enumerate(zip(labels, reference), seen):
-                on_image(index, label, prediction)
+            for index, item in enumerate(zip(images, labels, reference), seen):
+                on_image(index, *item)
         seen += len(labels)
         if on_batch:
             on_batch(len(labels))
