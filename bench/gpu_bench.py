@@ -34,9 +34,7 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
-import json
 import math
-import os
 import platform
 import statistics
 import time
@@ -50,6 +48,7 @@ from rtseg.data import get_spec
 from rtseg.data.classes import IMAGENET_MEAN, IMAGENET_STD
 from rtseg.devices import cudnn_autotune
 from rtseg.errors import BadInput
+from rtseg.files import atomic_write, write_json
 from rtseg.models import Segmenter, build_model, canonical_name
 from rtseg.models.flops import count_flops_meta
 from rtseg.models.fusion import fold_batchnorm
@@ -321,16 +320,9 @@ class Results:
 
     def save(self) -> None:
         document = self.document()
-        write_atomic(self.out.with_suffix(".json"), json.dumps(document, indent=2) + "\n")
-        write_atomic(self.out.with_suffix(".md"), to_markdown(document))
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file beside ``path`` and rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        write_json(self.out.with_suffix(".json"), document)
+        atomic_write(self.out.with_suffix(".md"), to_markdown(document))
 
 
 def _fmt(value, spec: str) -> str:

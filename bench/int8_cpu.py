@@ -29,7 +29,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -55,27 +54,6 @@ def sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()[:16]
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def cpu_flags() -> list[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines()
-                  if ln.startswith("flags")), [])
-    return sorted(f for f in flags if f.startswith(("avx512_vnni", "avx_vnni", "avx512_bf16",
-                                                    "amx")))
 
 
 def accuracy(fp32: Path, int8: dict[str, Path], data_root: Path, split: str, say) -> dict:
@@ -128,8 +106,8 @@ def markdown(report: dict) -> str:
     m = report["machine"]
     lines = [f"# INT8 on the CPU — `{ck['path']}`", "",
              f"{ck['model']} ({ck['dataset']}), input {ck['input_size'][0]}×"
-             f"{ck['input_size'][1]}, sha256 {ck['sha256']}. Machine: {m['cpu']} "
-             f"({m['cpu_count']} CPUs; {', '.join(m['cpu_flags'])}), onnxruntime "
+             f"{ck['input_size'][1]}, sha256 {ck['sha256']}. Machine: {m['cpu_model']} "
+             f"({m['cpu_count']} CPUs; {', '.join(m['cpu_features'])}), onnxruntime "
              f"{m['onnxruntime']}, torch {m.get('torch', '?')}. One process run; "
              f"{report['date']}.", "",
              f"Command: `{report['command']}`", ""]
@@ -228,7 +206,7 @@ def main() -> None:
                   "checkpoint": {"path": str(args.checkpoint), "sha256": sha256(args.checkpoint),
                                  "model": meta.model, "dataset": meta.dataset,
                                  "input_size": meta.input_size},
-                  "machine": {**machine("cpu"), "cpu": cpu_name(), "cpu_flags": cpu_flags(),
+                  "machine": {**machine("cpu"),
                               "onnxruntime": onnxruntime.__version__,
                               "torch": torch.__version__},
                   "split": args.split,

@@ -200,14 +200,8 @@ def soak(backend: Backend, clip: Path | str, workdir: Path | str, frames: int = 
 
 
 def describe_machine(device: str = "cpu") -> dict:
-    """rtseg.bench's machine description plus the CPU model and the load when measured."""
+    """rtseg.bench's machine description plus the load when measured."""
     info = machine(device)
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu_model"] = line.split(":", 1)[1].strip()
-                break
     if hasattr(os, "getloadavg"):
         info["loadavg_1_5_15"] = [round(v, 2) for v in os.getloadavg()]
     return info

@@ -3,7 +3,9 @@ folder on the import path)."""
 
 from __future__ import annotations
 
+import importlib.util
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -16,6 +18,21 @@ from rtseg.data import get_spec
 from rtseg.data.classes import engine_metadata
 from rtseg.metadata import EngineMetadata
 
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def bench_script(name: str):
+    """``bench/<name>.py`` imported as a module (bench/ holds scripts, not a package), once,
+    and registered in ``sys.modules`` (dataclasses look their module up there)."""
+    module_name = f"rtseg_bench_{name}"
+    if module_name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(module_name, REPO / "bench" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[module_name]
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
@@ -110,3 +127,39 @@ def save_tiny_graph(path: Path, **kwargs) -> Path:
 
     onnx.save(tiny_graph(**kwargs), str(path))
     return path
+
+
+CONTRACT_SIZE = (16, 16)  # 768 bytes a frame in, 256 out: 256-byte aligned chunks
+CLASSES = 11
+
+
+def contract_model(precision: str = "fp32", opset: int = 17):
+    """Smallest graph honouring the deploy contract: uint8 NHWC frames → uint8 labels, with
+    the real export's int64 → float → uint8 cast of the argmax (TensorRT casts to uint8 only
+    from fp32/fp16)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    ftype = TensorProto.FLOAT16 if precision == "fp16" else TensorProto.FLOAT
+    np_type = np.float16 if precision == "fp16" else np.float32
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.standard_normal((CLASSES, 3, 1, 1)).astype(np_type), "w")
+    bias = numpy_helper.from_array(np.zeros(CLASSES, np_type), "b")
+    nodes = [
+        helper.make_node("Cast", ["frames"], ["x"], to=ftype, name="to_float"),
+        helper.make_node("Transpose", ["x"], ["nchw"], perm=[0, 3, 1, 2], name="nhwc_to_nchw"),
+        helper.make_node("Conv", ["nchw", "w", "b"], ["logits"], name="head"),
+        helper.make_node("ArgMax", ["logits"], ["ids"], axis=1, keepdims=0, name="argmax"),
+        helper.make_node("Cast", ["ids"], ["ids_float"], to=ftype, name="ids_to_float"),
+        helper.make_node("Cast", ["ids_float"], ["labels"], to=TensorProto.UINT8,
+                         name="to_uint8"),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny",
+        [helper.make_tensor_value_info("frames", TensorProto.UINT8, ["N", *CONTRACT_SIZE, 3])],
+        [helper.make_tensor_value_info("labels", TensorProto.UINT8, ["N", *CONTRACT_SIZE])],
+        initializer=[weight, bias])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    helper.set_model_props(model, engine_meta("tiny", CONTRACT_SIZE, precision=precision).to_strings())
+    onnx.checker.check_model(model)
+    return model

@@ -16,7 +16,6 @@ Also a short soak (bench/soak.py): structure and invariants, not speed.
 from __future__ import annotations
 
 import errno
-import importlib.util
 import itertools
 import json
 import os
@@ -37,7 +36,7 @@ from rtseg.pipeline import sinks
 from rtseg.pipeline.sinks import VideoSink
 from rtseg.pipeline.sources import LiveSource, ReconnectPolicy, Source, VideoFileSource
 
-from helpers import decoded_frames
+from helpers import decoded_frames, bench_script
 
 REPO = Path(__file__).resolve().parents[1]
 CONTRACT_KEYS = {"frames", "seconds", "fps", "dropped", "backend", "miou", "stage_ms",
@@ -311,11 +310,8 @@ def test_an_engine_failing_mid_run_exits_1_with_outputs_kept(dashcam_clip, engin
 # --- soak (bench/soak.py), short ----------------------------------------------------------
 
 def load_soak():
-    """bench/soak.py as a module (bench/ is scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location("rtseg_soak", REPO / "bench" / "soak.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """bench/soak.py as a module."""
+    return bench_script("soak")
 
 
 @pytest.mark.slow

@@ -24,11 +24,10 @@ from rtseg.backends.torch_backend import TorchBackend
 from rtseg.devices import DTYPES
 from rtseg.cli import main
 from rtseg.engines import default_engine
-from rtseg.data import find_pairs
 from rtseg.errors import BadInput
 from rtseg.scoring.evaluate import evaluate
 from rtseg.models import read_checkpoint_metadata
-from rtseg.scoring.loop import engine_frames, eval_batches
+from rtseg.compare import split_frames
 from rtseg.training.config import TrainConfig
 from rtseg.training.train import train
 
@@ -61,18 +60,17 @@ def gpu_model() -> Path:
 
 
 @pytest.fixture(scope="module")
-def val_frames(gpu_model, camvid_root) -> np.ndarray:
-    """8 real CamVid val frames, resized to the model's input exactly as ``rtseg eval`` does."""
-    h, w = read_checkpoint_metadata(gpu_model).input_size
-    pairs = find_pairs("camvid", camvid_root, "val")[:8]
-    images, _ = next(iter(eval_batches(pairs, "camvid", batch_size=8)))
-    return engine_frames(images, (h, w))
+def model_val_frames(gpu_model, camvid_root) -> np.ndarray:
+    """8 real CamVid val frames, resized to the model's input exactly as ``rtseg eval`` does
+    (conftest's ``val_frames`` are at the small models' 64x96)."""
+    size = tuple(read_checkpoint_metadata(gpu_model).input_size)
+    return split_frames("camvid", camvid_root, "val", size, 8)
 
 
 @pytest.fixture(scope="module")
-def cpu_labels(gpu_model, val_frames) -> np.ndarray:
+def cpu_labels(gpu_model, model_val_frames) -> np.ndarray:
     """The reference: the CPU backend in fp32."""
-    return TorchBackend.from_file(gpu_model, device="cpu", precision="fp32").infer(val_frames)
+    return TorchBackend.from_file(gpu_model, device="cpu", precision="fp32").infer(model_val_frames)
 
 
 def child_env(**extra: str) -> dict:
@@ -92,7 +90,7 @@ AGREEMENT = {"fp16": 0.995, "bf16": 0.99}
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
-def test_cuda_backend_agrees_with_cpu_fp32(precision, gpu_model, val_frames, cpu_labels):
+def test_cuda_backend_agrees_with_cpu_fp32(precision, gpu_model, model_val_frames, cpu_labels):
     backend = TorchBackend.from_file(gpu_model, device="cuda", precision=precision)
     assert backend.precision == precision and backend.torch_device.type == "cuda"
     convs = [m.weight for m in backend.segmenter.modules() if isinstance(m, nn.Conv2d)]
@@ -101,7 +99,7 @@ def test_cuda_backend_agrees_with_cpu_fp32(precision, gpu_model, val_frames, cpu
     # 1×1 kernels are contiguous in both layouts: some weight must really have been reordered.
     assert any(not w.is_contiguous() for w in convs)
 
-    labels = backend.infer(val_frames)
+    labels = backend.infer(model_val_frames)
     assert labels.shape == cpu_labels.shape and labels.dtype == np.uint8
     agreement = float((labels == cpu_labels).mean())
     assert agreement >= AGREEMENT[precision], (

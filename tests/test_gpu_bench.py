@@ -4,7 +4,6 @@ so a typo can't waste borrowed GPU minutes."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import torch
 
 from rtseg.models import MODELS, build_model
 from rtseg.models.flops import count_flops, count_flops_meta
+from helpers import bench_script
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "bench" / "gpu_bench.py"
@@ -24,12 +24,7 @@ SCRIPT = REPO / "bench" / "gpu_bench.py"
 @pytest.fixture(scope="module")
 def gpu_bench():
     """The script imported as a module (bench/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("gpu_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_bench"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules["gpu_bench"]
+    return bench_script("gpu_bench")
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

@@ -1,7 +1,6 @@
 """The prepared GPU scripts, dry-run on the CPU, so that minutes on a lent GPU go to measuring
 rather than to typos: bench/train_gpu.py (train, pack, join) and bench/gpu_check.sh."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,15 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from helpers import bench_script
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def train_gpu():
     """bench/train_gpu.py as a module."""
-    spec = importlib.util.spec_from_file_location("train_gpu", REPO / "bench" / "train_gpu.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_script("train_gpu")
 
 
 def run(cmd, **env):

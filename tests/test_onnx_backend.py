@@ -10,8 +10,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from helpers import save_tiny_graph
-from test_tensorrt import CLASSES, H, W, contract_model
 
 from rtseg.backends import onnx_backend
 from rtseg.backends.onnx_backend import (
@@ -23,6 +21,9 @@ from rtseg.backends.onnx_backend import (
 )
 from rtseg.errors import BadInput, MissingDependency
 
+from helpers import CLASSES, CONTRACT_SIZE, contract_model, save_tiny_graph
+
+H, W = CONTRACT_SIZE
 GPU = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
 CPU_ONLY = ["CPUExecutionProvider"]
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import importlib.util
 import json
 import os
 import queue
@@ -34,7 +33,7 @@ from rtseg.pipeline.liveframe import FrameSlot
 from rtseg.pipeline.serve import exposure_warning, is_loopback, parse_address
 from rtseg.pipeline.sources import VideoFileSource
 
-from helpers import FakeBackend
+from helpers import FakeBackend, bench_script
 
 REPO = Path(__file__).resolve().parents[1]
 CONTRACT_KEYS = {"frames", "seconds", "fps", "dropped", "backend", "miou", "stage_ms",
@@ -540,11 +539,7 @@ def test_cli_serve_linger_zero_returns_at_the_end(dashcam_clip, engine_path, tmp
 # --- a real browser ------------------------------------------------------------------------------
 def load_bench():
     """bench/serve_viewers.py as a module: its headless-Chromium driver."""
-    spec = importlib.util.spec_from_file_location("rtseg_serve_viewers",
-                                                  REPO / "bench" / "serve_viewers.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_script("serve_viewers")
 
 
 @pytest.fixture(scope="module")

@@ -38,39 +38,10 @@ from rtseg.deploy.engine_build import build_engine, load_timing_cache
 from rtseg.errors import BadInput, MissingDependency
 from rtseg.deploy.fp16_graph import float32_nodes, graph_to_fp16
 
-from helpers import engine_meta
+from helpers import CLASSES, CONTRACT_SIZE, contract_model, engine_meta
 
-H, W, CLASSES = 16, 16, 11  # 768 bytes a frame in, 256 out: 256-byte aligned chunks
+H, W = CONTRACT_SIZE
 REAL_MODELS = ("segnet_vgg16", "unet_resnet18")  # a SegNet (unpooling mask) and a UNet
-
-
-def contract_model(precision: str = "fp32", opset: int = 17) -> onnx.ModelProto:
-    """Smallest graph honouring the deploy contract: uint8 NHWC frames → uint8 labels, with
-    the real export's int64 → float → uint8 cast of the argmax (TensorRT casts to uint8 only
-    from fp32/fp16)."""
-    ftype = TensorProto.FLOAT16 if precision == "fp16" else TensorProto.FLOAT
-    np_type = np.float16 if precision == "fp16" else np.float32
-    rng = np.random.default_rng(0)
-    weight = numpy_helper.from_array(rng.standard_normal((CLASSES, 3, 1, 1)).astype(np_type), "w")
-    bias = numpy_helper.from_array(np.zeros(CLASSES, np_type), "b")
-    nodes = [
-        helper.make_node("Cast", ["frames"], ["x"], to=ftype, name="to_float"),
-        helper.make_node("Transpose", ["x"], ["nchw"], perm=[0, 3, 1, 2], name="nhwc_to_nchw"),
-        helper.make_node("Conv", ["nchw", "w", "b"], ["logits"], name="head"),
-        helper.make_node("ArgMax", ["logits"], ["ids"], axis=1, keepdims=0, name="argmax"),
-        helper.make_node("Cast", ["ids"], ["ids_float"], to=ftype, name="ids_to_float"),
-        helper.make_node("Cast", ["ids_float"], ["labels"], to=TensorProto.UINT8,
-                         name="to_uint8"),
-    ]
-    graph = helper.make_graph(
-        nodes, "tiny",
-        [helper.make_tensor_value_info("frames", TensorProto.UINT8, ["N", H, W, 3])],
-        [helper.make_tensor_value_info("labels", TensorProto.UINT8, ["N", H, W])],
-        initializer=[weight, bias])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    helper.set_model_props(model, engine_meta("tiny", (H, W), precision=precision).to_strings())
-    onnx.checker.check_model(model)
-    return model
 
 
 def single_node_model(node: onnx.NodeProto, inputs, outputs, opset: int = 17,
