@@ -10,6 +10,7 @@ from typing import Optional, Sequence
 
 import typer
 
+from rtseg.cuda_driver import driver_gpu_count
 from rtseg.engines import default_engine
 from rtseg.errors import BadInput
 from rtseg.files import write_json  # noqa: F401  (the commands' JSON writer)
@@ -116,8 +117,10 @@ def bundled_engine(device: "Device", precision: "Precision") -> Path:
     deploy graph on the CPU at precision auto, the weights otherwise)."""
     kind = device.value
     if kind == "auto":
-        from rtseg.devices import resolve_device
+        kind = "cpu"
+        if driver_gpu_count():  # only then is PyTorch worth importing to ask whether it can use one
+            from rtseg.devices import resolve_device
 
-        kind = resolve_device("auto").type
+            kind = resolve_device("auto").type
     return default_engine(device=kind, precision=precision.value)
 

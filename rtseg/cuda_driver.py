@@ -1,0 +1,25 @@
+"""Whether this machine has an NVIDIA GPU, asked of the CUDA driver itself (``libcuda`` through
+ctypes) instead of PyTorch: on a machine without one, choosing the bundled model's form then
+costs no PyTorch import (about 1.4 s of ``rtseg run``'s start on a 2-core CPU)."""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+
+_LIBRARIES = ("nvcuda.dll",) if sys.platform == "win32" else ("libcuda.so.1", "libcuda.so")
+
+
+def driver_gpu_count() -> int:
+    """How many GPUs the CUDA driver sees (honouring ``CUDA_VISIBLE_DEVICES``); 0 where there
+    is no driver or it fails to start."""
+    for name in _LIBRARIES:
+        try:
+            driver = ctypes.CDLL(name)
+        except OSError:
+            continue
+        count = ctypes.c_int(0)
+        if driver.cuInit(0) != 0 or driver.cuDeviceGetCount(ctypes.byref(count)) != 0:
+            return 0
+        return count.value
+    return 0
