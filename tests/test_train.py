@@ -83,6 +83,28 @@ def test_resume_continues_where_it_stopped(camvid_root, tmp_path):
     assert read_checkpoint_metadata(tmp_path / "last.safetensors").extra["epoch"] == 2
 
 
+@pytest.mark.parametrize("state_every_s, writes", [(1e9, [1, 3]), (0.0, [1, 2, 3])])
+def test_the_resumable_state_is_written_at_most_every_interval_and_after_the_last_epoch(
+        camvid_root, tmp_path, monkeypatch, state_every_s, writes):
+    # The state (weights + optimizer moments) is the large write of a validation: on a GPU
+    # that validates every few seconds it is throttled; a run still resumes from its end.
+    from rtseg.training import train as train_module
+
+    written = []
+    save_state = train_module.save_state
+    monkeypatch.setattr(train_module, "save_state",
+                        lambda *a, **k: written.append(a[3]) or save_state(*a, **k))
+    cfg = TrainConfig(model="segnet_r50", dataset="camvid", data_root=camvid_root,
+                      out=tmp_path, epochs=3, batch_size=4, crop=(64, 64), input_size=(64, 64),
+                      workers=0, train_limit=8, val_limit=2, state_every_s=state_every_s)
+    train(cfg)
+    assert written == writes  # the epoch each state was written after
+    cfg.epochs, cfg.resume = 4, True
+    assert train(cfg)["epochs"] == 4
+    history = json.loads((tmp_path / "history.json").read_text())["epochs"]
+    assert [e["epoch"] for e in history] == [1, 2, 3, 4]
+
+
 @pytest.mark.slow
 def test_torchrun_ddp_on_cpu_trains_and_only_rank_0_reports(camvid_root, tmp_path):
     # Which images each rank sees: tests/test_distributed.py, on the sampler itself.

@@ -34,4 +34,5 @@ class TrainConfig:
     data_on_device: bool = False               # decode once, keep and augment batches on the device
     val_every: int = 1                         # validate every N epochs (and after the last)
     time_budget_s: float | None = None         # fit the epoch count to this many seconds of training
+    state_every_s: float = 60.0                # resumable state: at most this often (and after the last epoch)
     extra: dict = field(default_factory=dict)
