@@ -23,9 +23,9 @@ points** (asymmetric ranges), so a ReLU after a convolution disappears into its 
 (the quantized minimum is 0), and pooling, upsampling and the decoder's concatenations stay
 int8 between the convolutions instead of going back to float around each one. Weights,
 bias and the float layers are as above. TensorRT takes no zero points: ``rtseg build-engine``
-refuses this graph. On a 2-core Xeon (AVX-512 VNNI) it ran the bundled unet_vgg16 at 2.78x
-the fp32 graph's FPS, the tensorrt layout at 2.34x, with the same mIoU
-(bench/results/int8_bundled_256x352_targets_cpu.md).
+refuses this graph. On a 2-core Xeon (AVX-512 VNNI) it ran the bundled unet_vgg16 at 2.82x
+the fp32 graph's FPS, the tensorrt layout at 2.22x, losing 0.02 point of mIoU against 0.34
+(bench/results/int8_bundled_320x448_targets_cpu.md).
 
 In both, each reader gets its own Q/DQ pair (``DedicatedQDQPair``), and a pair put on a
 tensor for a quantized op's input belongs to that op: the tensor's other readers read it in
