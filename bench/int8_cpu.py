@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench_data import DATA, default_clip
 from rtseg.backends import open_engine
 from rtseg.bench import bench, machine, on_worker, time_engine
 from rtseg.compare import score_together, split_frames
@@ -45,7 +45,6 @@ from rtseg.files import atomic_write, write_json
 from rtseg.deploy.calibration import DEFAULT_FRAMES, DEFAULT_METHOD, METHODS, TARGETS, Calibration
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("RTSEG_DATA", REPO.parent / "shared" / "data"))
 
 
 def sha256(path: Path) -> str:
@@ -165,7 +164,7 @@ def main() -> None:
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--targets", default=",".join(TARGETS),
                    help="--int8-target layouts to make (tensorrt, cpu)")
-    p.add_argument("--source", type=Path, default=DATA / "video" / "solidWhiteRight.mp4")
+    p.add_argument("--source", type=Path, default=default_clip())
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)

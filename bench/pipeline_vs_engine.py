@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 from pathlib import Path
 
+from bench_data import default_clip
 from rtseg.backends import open_engine
 from rtseg.bench import bench, to_markdown
 from rtseg.engines import untrained_engine
@@ -32,9 +32,6 @@ from rtseg.engines import untrained_engine
 REPO = Path(__file__).resolve().parents[1]
 
 
-def default_clip() -> Path:
-    root = Path(os.environ.get("RTSEG_DATA", REPO.parent / "shared" / "data"))
-    return root / "video" / "solidWhiteRight.mp4"
 
 
 def main() -> None:

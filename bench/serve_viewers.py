@@ -38,6 +38,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from bench_data import default_clip
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -251,11 +253,6 @@ class Viewers:
 
 
 # --- the benchmark -------------------------------------------------------------------------------
-def default_clip() -> Path:
-    """The real dashcam clip: ``$RTSEG_DATA`` or ``../shared/data``, else the bench copy."""
-    root = Path(os.environ.get("RTSEG_DATA", REPO.parent / "shared" / "data"))
-    clip = root / "video" / "solidWhiteRight.mp4"
-    return clip if clip.exists() else REPO / "bench" / "data" / "solidWhiteRight.mp4"
 
 
 def looped_clip(path: Path, laps: int):

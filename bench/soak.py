@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bench_data import default_clip
 from rtseg.backends import Backend, open_engine
 from rtseg.bench import machine
 from rtseg.engines import untrained_engine
@@ -55,11 +56,6 @@ def rss_bytes() -> int:
     return psutil.Process().memory_info().rss
 
 
-def default_clip() -> Path:
-    """The real dashcam clip: ``$RTSEG_DATA`` or ``../shared/data``, else the bench copy."""
-    root = Path(os.environ.get("RTSEG_DATA", REPO.parent / "shared" / "data"))
-    clip = root / "video" / "solidWhiteRight.mp4"
-    return clip if clip.is_file() else REPO / "bench" / "data" / "solidWhiteRight.mp4"
 
 
 class LoopingVideo(Source):

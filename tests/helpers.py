@@ -27,6 +27,8 @@ def bench_script(name: str):
     """``bench/<name>.py`` imported as a module (bench/ holds scripts, not a package), once,
     and registered in ``sys.modules`` (dataclasses look their module up there)."""
     module_name = f"rtseg_bench_{name}"
+    if str(REPO / "bench") not in sys.path:  # as `python bench/<name>.py` has it: its siblings
+        sys.path.append(str(REPO / "bench"))
     if module_name not in sys.modules:
         spec = importlib.util.spec_from_file_location(module_name, REPO / "bench" / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
