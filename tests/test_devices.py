@@ -124,7 +124,16 @@ def test_cudnn_autotune_is_set_inside_the_block_and_restored_after_a_failure():
     assert torch.backends.cudnn.benchmark is before
 
 
-def test_the_bundled_form_is_chosen_without_pytorch_where_the_driver_sees_no_gpu():
+@pytest.fixture()
+def both_forms(tmp_path, monkeypatch):
+    """A bundled model in both forms (weights and int8 graph) in ``$RTSEG_ENGINES``."""
+    for name in ("m.safetensors", "m_int8.onnx"):
+        (tmp_path / name).write_bytes(b"")
+    monkeypatch.setenv("RTSEG_ENGINES", str(tmp_path))
+    return tmp_path
+
+
+def test_the_bundled_form_is_chosen_without_pytorch_where_the_driver_sees_no_gpu(both_forms):
     """`rtseg run` without --engine, on a machine whose CUDA driver sees no GPU: the int8
     graph, and PyTorch (a second or more to import) is never loaded to decide it."""
     from rtseg.cuda_driver import driver_gpu_count
@@ -132,18 +141,18 @@ def test_the_bundled_form_is_chosen_without_pytorch_where_the_driver_sees_no_gpu
     if driver_gpu_count():
         pytest.skip("the CUDA driver sees a GPU here: the choice asks PyTorch")
     code = ("import sys; from rtseg.cli.common import Device, Precision, bundled_engine; "
-            "print(bundled_engine(Device.auto, Precision.auto).suffix, 'torch' in sys.modules)")
+            "print(bundled_engine(Device.auto, Precision.auto).name, 'torch' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.split() == [".onnx", "False"]
+    assert proc.stdout.split() == ["m_int8.onnx", "False"]
 
 
-@pytest.mark.parametrize("torch_sees_cuda, form", [(True, ".safetensors"), (False, ".onnx")])
-def test_where_the_driver_sees_a_gpu_pytorch_decides_the_bundled_form(monkeypatch,
-                                                                       torch_sees_cuda, form):
+@pytest.mark.parametrize("torch_sees_cuda, form", [(True, "m.safetensors"), (False, "m_int8.onnx")])
+def test_where_the_driver_sees_a_gpu_pytorch_decides_the_bundled_form(
+        monkeypatch, both_forms, torch_sees_cuda, form):
     from rtseg.cli import common
 
     monkeypatch.setattr(common, "driver_gpu_count", lambda: 1)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: torch_sees_cuda)
-    assert common.bundled_engine(common.Device.auto, common.Precision.auto).suffix == form
+    assert common.bundled_engine(common.Device.auto, common.Precision.auto).name == form
