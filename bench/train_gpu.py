@@ -25,8 +25,10 @@ model restarts from its last validated epoch.
 
 ``--export DIR`` writes ``DIR/train_gpu.tar.gz`` (summary, histories, logs, each model's
 predictions of ``--picture-frames`` for bench/side_by_side.py) and the chosen
-weights as fp16 safetensors in parts of at most 15 MiB (``MODEL.safetensors.partNN``); the
-summary holds each file's sha256, and ``bench/join_parts.py`` joins and checks them.
+weights as fp16 safetensors in parts of at most 15 MiB (``MODEL.safetensors.partNN``), as
+many as fit in what one call brings back (60 MiB); a later ``--export-only`` call on the same
+machine sends the parts still to go (each part once). The summary holds each file's sha256
+and part count, and ``bench/join_parts.py`` joins the parts of every call and checks them.
 """
 
 from __future__ import annotations
@@ -173,7 +175,10 @@ def choose_exports(summary: dict) -> list[str]:
 
 
 def export(runs: Path, models: list[str], out: Path) -> None:
-    """Pack results into ``out``: the tarball and fp16 parts of as many ``models`` as fit."""
+    """Pack results into ``out``: the tarball, and the fp16 parts of ``models`` that fit in
+    what one call brings back. Parts are sent once: the summary records which went, so a
+    file too large for one call (unet_r50's 62 MiB) comes back over two ``--export-only``
+    calls, and the summary of the last lists every file that came back."""
     out.mkdir(parents=True, exist_ok=True)
     summary_path = runs / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {"models": {}}
@@ -183,21 +188,27 @@ def export(runs: Path, models: list[str], out: Path) -> None:
         best = runs / name / "best.safetensors"
         if not best.is_file():
             continue
-        segmenter, meta = load_checkpoint(best)
         fp16 = runs / f"{name}.fp16.safetensors"
-        save_checkpoint(fp16, segmenter, meta, dtype=torch.float16)
+        if not fp16.is_file() or fp16.stat().st_mtime < best.stat().st_mtime:
+            segmenter, meta = load_checkpoint(best)
+            save_checkpoint(fp16, segmenter, meta, dtype=torch.float16)
         data = fp16.read_bytes()
-        if len(data) > room:
-            print(f"{name}: {len(data) / 2**20:.1f} MiB does not fit in this call's "
-                  f"{room / 2**20:.1f} MiB; export it with --export-only --models {name}")
-            continue
-        room -= len(data)
+        digest = hashlib.sha256(data).hexdigest()
         parts = [data[i:i + PART_BYTES] for i in range(0, len(data), PART_BYTES)]
+        record = summary["exported"].get(name, {})
+        if record.get("sha256") != digest:  # new weights: send every part
+            record = {"sha256": digest, "bytes": len(data), "parts": len(parts), "sent": []}
         for i, part in enumerate(parts):
+            if i in record["sent"] or len(part) > room:
+                continue
             (out / f"{name}.safetensors.part{i:02d}").write_bytes(part)
-        summary["exported"][name] = {"sha256": hashlib.sha256(data).hexdigest(),
-                                     "bytes": len(data), "parts": len(parts)}
-        print(f"exported {name}: {len(data) / 2**20:.1f} MiB in {len(parts)} parts")
+            record["sent"].append(i)
+            room -= len(part)
+        summary["exported"][name] = record
+        left = len(parts) - len(record["sent"])
+        print(f"exported {name}: {len(data) / 2**20:.1f} MiB, {len(record['sent'])} of "
+              f"{len(parts)} parts sent" + (f"; send the other {left} with --export-only "
+                                            f"--models {name}" if left else ""))
     if summary_path.is_file():
         write_summary(runs, summary)
     with tarfile.open(out / "train_gpu.tar.gz", "w:gz") as tar:

@@ -42,30 +42,67 @@ def test_train_gpu_dry_run_trains_packs_and_the_parts_join(camvid_root, tmp_path
     for name in models:
         result = summary["models"][name]
         assert 0 <= result["best_val_miou"] <= 1 and result["epochs"] == 2, result
-    # Both fp16 files (51.7 + 45.4 MiB) do not fit in what one call brings back: one comes now,
-    # the other with a second, --export-only call, whose summary lists both.
-    (first,) = summary["exported"]
-    exported = summary["exported"][first]
-    parts = sorted(out.glob(f"{first}.safetensors.part*"))
-    assert len(parts) == exported["parts"] >= 2
-    assert all(p.stat().st_size <= 15 * 2**20 for p in parts)  # each under the 16 MiB limit
-    (second,) = models - {first}
+    # Both fp16 files (51.7 + 45.4 MiB) do not fit in what one call brings back (60 MiB): the
+    # chosen model's parts come now, as many others as fit; a second, --export-only call
+    # sends the rest, each part once, and its summary lists both files.
+    for name, record in summary["exported"].items():
+        parts = sorted(out.glob(f"{name}.safetensors.part*"))
+        assert [int(p.name[-2:]) for p in parts] == sorted(record["sent"])
+        assert all(p.stat().st_size <= 15 * 2**20 for p in parts)  # each under the 16 MiB limit
+    assert sum(p.stat().st_size for p in out.glob("*.part*")) <= 60 * 2**20
     run([sys.executable, "bench/train_gpu.py", "--runs", str(runs), "--export", str(out2),
-         "--export-only", "--models", second])
+         "--export-only", "--models", ",".join(sorted(models))])
     with tarfile.open(out2 / "train_gpu.tar.gz") as tar:
         summary = json.load(tar.extractfile("summary.json"))
     assert set(summary["exported"]) == models
+    for name, record in summary["exported"].items():
+        assert sorted(record["sent"]) == list(range(record["parts"])), name
+    first = {p.name for p in out.glob("*.part*")}
+    assert first.isdisjoint(p.name for p in out2.glob("*.part*"))  # nothing sent twice
 
-    for part in out2.glob("*.part*"):
-        part.rename(out / part.name)
     (tmp_path / "summary.json").write_text(json.dumps(summary))
-    run([sys.executable, "bench/join_parts.py", "--parts", str(out), "--summary",
+    run([sys.executable, "bench/join_parts.py", "--parts", str(out), str(out2), "--summary",
          str(tmp_path / "summary.json"), "--out", str(tmp_path / "joined")])
     from rtseg.models import read_checkpoint_metadata
 
     for name in models:
         meta = read_checkpoint_metadata(tmp_path / "joined" / f"{name}.safetensors")
         assert meta.model == name and meta.precision == "fp16"
+    assert_a_file_larger_than_a_call_comes_back_over_two(runs, tmp_path / "large")
+
+
+def assert_a_file_larger_than_a_call_comes_back_over_two(runs: Path, tmp_path: Path) -> None:
+    """unet_vgg16's 45.4 MiB in 8 MiB parts (6) with 24 MiB a call: 3 parts, then the other
+    3, then none; each part sent once, and the last summary joins them all."""
+    script = train_gpu()
+    summary = json.loads((runs / "summary.json").read_text())
+    del summary["exported"]["unet_vgg16"]  # as if never sent
+    (runs / "summary.json").write_text(json.dumps(summary))
+    calls = [tmp_path / c for c in "abc"]
+    old = script.PART_BYTES, script.RETURN_BYTES
+    script.PART_BYTES, script.RETURN_BYTES = 8 * 2**20, 24 * 2**20
+    try:
+        for folder in calls:
+            script.export(runs, ["unet_vgg16"], folder)
+    finally:
+        script.PART_BYTES, script.RETURN_BYTES = old
+    sent = [sorted(p.name[-2:] for p in folder.glob("unet_vgg16.safetensors.part*"))
+            for folder in calls]
+    assert sent == [["00", "01", "02"], ["03", "04", "05"], []]
+    with tarfile.open(calls[-1] / "train_gpu.tar.gz") as tar:
+        record = json.load(tar.extractfile("summary.json"))["exported"]["unet_vgg16"]
+    assert record["parts"] == 6 and sorted(record["sent"]) == list(range(6))
+    (tmp_path / "summary.json").write_text(json.dumps({"exported": {"unet_vgg16": record}}))
+    run([sys.executable, "bench/join_parts.py", "--parts", *map(str, calls[:2]), "--summary",
+         str(tmp_path / "summary.json"), "--out", str(tmp_path / "joined")])
+    # A part that did not come back is named, not joined into a corrupt file.
+    (calls[1] / "unet_vgg16.safetensors.part04").unlink()
+    proc = subprocess.run([sys.executable, "bench/join_parts.py", "--parts",
+                           *map(str, calls[:2]), "--summary", str(tmp_path / "summary.json"),
+                           "--out", str(tmp_path / "joined2")],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "1 of 6 parts missing (unet_vgg16.safetensors.part04)" in proc.stderr
 
 
 @pytest.mark.slow
