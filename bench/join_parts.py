@@ -17,8 +17,14 @@ from pathlib import Path
 
 def join(parts_dirs: list[Path], name: str, info: dict, out: Path) -> Path:
     """``out/NAME.safetensors`` from its parts in ``parts_dirs``; ValueError when some are
-    missing or the checksum differs."""
-    found = {p.name: p for d in parts_dirs for p in d.glob(f"{name}.safetensors.part*")}
+    missing, two folders hold different copies of one, or the checksum differs."""
+    found: dict[str, Path] = {}
+    for folder in parts_dirs:
+        for path in folder.glob(f"{name}.safetensors.part*"):
+            if path.name in found and found[path.name].read_bytes() != path.read_bytes():
+                raise ValueError(f"{path.name}: {found[path.name].parent} and {folder} hold "
+                                 "different copies (weights of two runs?)")
+            found[path.name] = path
     names = [f"{name}.safetensors.part{i:02d}" for i in range(info["parts"])]
     missing = [n for n in names if n not in found]
     if missing:

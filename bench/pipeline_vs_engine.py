@@ -32,8 +32,6 @@ from rtseg.engines import untrained_engine
 REPO = Path(__file__).resolve().parents[1]
 
 
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--engine", type=Path, default=None)

@@ -56,8 +56,6 @@ def rss_bytes() -> int:
     return psutil.Process().memory_info().rss
 
 
-
-
 class LoopingVideo(Source):
     """A video file played in a loop, for ever: reopened at its end; frames are named by
     their running index, so masks of different laps never overwrite each other."""

@@ -15,7 +15,7 @@ autotuning of a first epoch) took longer than planned, so the call ends, results
 before a per-call limit. ResNet-50 models train with larger batches (``--batch-sizes``): at
 batch 16 their epochs were bound by per-step overhead. A model whose run dies (out of memory,
 a non-finite loss) is reported and the others go on. Runs are resumable: an interrupted
-model restarts from its last validated epoch.
+model restarts from its last saved state (written at most a minute apart).
 
     python bench/pack_camvid.py --src ../shared/data/camvid --out .gpu/camvid   # here
     python bench/train_gpu.py --data-root .gpu/camvid --runs runs/gpu --budget 440 \\
@@ -174,11 +174,12 @@ def choose_exports(summary: dict) -> list[str]:
     return [first] + ([best] if best != first else [])
 
 
-def export(runs: Path, models: list[str], out: Path) -> None:
+def export(runs: Path, models: list[str], out: Path, resend: bool = False) -> None:
     """Pack results into ``out``: the tarball, and the fp16 parts of ``models`` that fit in
     what one call brings back. Parts are sent once: the summary records which went, so a
     file too large for one call (unet_r50's 62 MiB) comes back over two ``--export-only``
-    calls, and the summary of the last lists every file that came back."""
+    calls, and the summary of the last lists every file that came back. ``resend``: send
+    every part again (a call whose files were lost)."""
     out.mkdir(parents=True, exist_ok=True)
     summary_path = runs / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {"models": {}}
@@ -188,16 +189,18 @@ def export(runs: Path, models: list[str], out: Path) -> None:
         best = runs / name / "best.safetensors"
         if not best.is_file():
             continue
+        source = hashlib.sha256(best.read_bytes()).hexdigest()
+        record = summary["exported"].get(name, {})
         fp16 = runs / f"{name}.fp16.safetensors"
-        if not fp16.is_file() or fp16.stat().st_mtime < best.stat().st_mtime:
+        if record.get("source_sha256") != source or not fp16.is_file() or resend:
+            # new weights (or a fresh start): a new fp16 file — safetensors writes its header
+            # in no fixed order, so a file made again has other bytes — and every part to send
             segmenter, meta = load_checkpoint(best)
             save_checkpoint(fp16, segmenter, meta, dtype=torch.float16)
+            record = {"source_sha256": source, "sent": []}
         data = fp16.read_bytes()
-        digest = hashlib.sha256(data).hexdigest()
         parts = [data[i:i + PART_BYTES] for i in range(0, len(data), PART_BYTES)]
-        record = summary["exported"].get(name, {})
-        if record.get("sha256") != digest:  # new weights: send every part
-            record = {"sha256": digest, "bytes": len(data), "parts": len(parts), "sent": []}
+        record.update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data), parts=len(parts))
         for i, part in enumerate(parts):
             if i in record["sent"] or len(part) > room:
                 continue
@@ -209,8 +212,6 @@ def export(runs: Path, models: list[str], out: Path) -> None:
         print(f"exported {name}: {len(data) / 2**20:.1f} MiB, {len(record['sent'])} of "
               f"{len(parts)} parts sent" + (f"; send the other {left} with --export-only "
                                             f"--models {name}" if left else ""))
-    if summary_path.is_file():
-        write_summary(runs, summary)
     with tarfile.open(out / "train_gpu.tar.gz", "w:gz") as tar:
         blob = json.dumps(summary, indent=2).encode()
         info = tarfile.TarInfo("summary.json")
@@ -219,6 +220,7 @@ def export(runs: Path, models: list[str], out: Path) -> None:
         for path in (sorted(runs.glob("*/history.json")) + sorted(runs.glob("*/pred_*.png"))
                      + sorted(runs.glob("*.log"))):
             tar.add(path, arcname=str(path.relative_to(runs)))
+    write_summary(runs, summary)  # what was sent, once everything of this call is written
 
 
 def main() -> None:
@@ -248,6 +250,8 @@ def main() -> None:
                    help="val frames whose predictions are saved for bench/side_by_side.py")
     p.add_argument("--export", type=Path, help="pack results and weights into this folder")
     p.add_argument("--export-only", action="store_true", help="pack the runs, train nothing")
+    p.add_argument("--resend", action="store_true",
+                   help="send every part again (an earlier call's files were lost)")
     p.add_argument("--dry-run", action="store_true",
                    help="CPU, tiny crops, 2 epochs, 8 frames: every code path in a minute")
     args = p.parse_args()
@@ -268,7 +272,7 @@ def main() -> None:
     else:
         exports = args.models.split(",")
     if args.export:
-        export(args.runs, exports, args.export)
+        export(args.runs, exports, args.export, args.resend)
 
 
 if __name__ == "__main__":

@@ -84,11 +84,12 @@ def assert_a_file_larger_than_a_call_comes_back_over_two(runs: Path, tmp_path: P
     try:
         for folder in calls:
             script.export(runs, ["unet_vgg16"], folder)
+        script.export(runs, ["unet_vgg16"], tmp_path / "lost", resend=True)  # from the start
     finally:
         script.PART_BYTES, script.RETURN_BYTES = old
     sent = [sorted(p.name[-2:] for p in folder.glob("unet_vgg16.safetensors.part*"))
-            for folder in calls]
-    assert sent == [["00", "01", "02"], ["03", "04", "05"], []]
+            for folder in [*calls, tmp_path / "lost"]]
+    assert sent == [["00", "01", "02"], ["03", "04", "05"], [], ["00", "01", "02"]]
     with tarfile.open(calls[-1] / "train_gpu.tar.gz") as tar:
         record = json.load(tar.extractfile("summary.json"))["exported"]["unet_vgg16"]
     assert record["parts"] == 6 and sorted(record["sent"]) == list(range(6))
@@ -103,6 +104,14 @@ def assert_a_file_larger_than_a_call_comes_back_over_two(runs: Path, tmp_path: P
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "1 of 6 parts missing (unet_vgg16.safetensors.part04)" in proc.stderr
+    # Two folders with different copies of one part (weights of two runs) are refused by name.
+    (calls[1] / "unet_vgg16.safetensors.part04").write_bytes(b"another run")
+    (calls[0] / "unet_vgg16.safetensors.part04").write_bytes(b"this run")
+    proc = subprocess.run([sys.executable, "bench/join_parts.py", "--parts",
+                           *map(str, calls[:2]), "--summary", str(tmp_path / "summary.json"),
+                           "--out", str(tmp_path / "joined2")],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "part04" in proc.stderr and "different copies" in proc.stderr
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ import torch
 
 from rtseg.cli import main
 from rtseg.data import find_pairs
-from rtseg.models import MODELS, read_checkpoint_metadata
+from rtseg.models import MODELS, load_checkpoint, read_checkpoint_metadata, save_checkpoint
 from rtseg.training import distributed as ddp
 from rtseg.training.config import TrainConfig
 from rtseg.training.epoch import make_train_loader
@@ -99,10 +99,14 @@ def test_the_resumable_state_is_written_at_most_every_interval_and_after_the_las
                       workers=0, train_limit=8, val_limit=2, state_every_s=state_every_s)
     train(cfg)
     assert written == writes  # the epoch each state was written after
+    # A best reached after the last state (here: made so) survives the resumed run's epochs.
+    segmenter, meta = load_checkpoint(tmp_path / "best.safetensors")
+    save_checkpoint(tmp_path / "best.safetensors", segmenter, meta.with_updates(val_miou=0.99))
     cfg.epochs, cfg.resume = 4, True
     assert train(cfg)["epochs"] == 4
     history = json.loads((tmp_path / "history.json").read_text())["epochs"]
     assert [e["epoch"] for e in history] == [1, 2, 3, 4]
+    assert read_checkpoint_metadata(tmp_path / "best.safetensors").extra["val_miou"] == 0.99
 
 
 @pytest.mark.slow

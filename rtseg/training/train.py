@@ -28,7 +28,8 @@ from rtseg.devices import amp_dtype, cudnn_autotune, resolve_device
 from rtseg.errors import BadInput
 from rtseg.files import write_json, write_via_temp
 from rtseg.metadata import EngineMetadata
-from rtseg.models import Segmenter, build_model, canonical_name, save_checkpoint
+from rtseg.models import (Segmenter, build_model, canonical_name, read_checkpoint_metadata,
+                          save_checkpoint)
 from rtseg.models.registry import check_input_size
 from rtseg.training import distributed as ddp
 from rtseg.training.config import TrainConfig
@@ -155,7 +156,9 @@ def _prepare(cfg: TrainConfig, job: _Job, device: torch.device, info: ddp.DistIn
 
 def _resume(job: _Job, run: _Run, log: Callable[[str], None]) -> _Progress:
     """Load ``train_state.pt`` into the network and optimizer; the progress it recorded.
-    BadInput when it is a run of another model or data set."""
+    The best score is also ``best.safetensors``'s: the state is written less often than the
+    checkpoints, so the best may be newer than the state, and must not be replaced by a
+    worse epoch of the resumed run. BadInput when it is a run of another model or data set."""
     state = load_state(job.state_path, run.device)
     saved = json.loads(state.get("run", "{}"))
     if saved and saved != job.run_id:
@@ -163,7 +166,11 @@ def _resume(job: _Job, run: _Run, log: Callable[[str], None]) -> _Progress:
                        f"{saved['dataset']}, not {job.name} on {job.spec.name}")
     run.segmenter.net.load_state_dict(state["net"])
     run.optimizer.load_state_dict(state["optimizer"])
-    progress = _Progress(epoch=state["epoch"], step=state["step"], best=state["best_miou"],
+    best = state["best_miou"]
+    if (job.out / "best.safetensors").is_file():
+        best = max(best, read_checkpoint_metadata(job.out / "best.safetensors").extra.get(
+            "val_miou", best))
+    progress = _Progress(epoch=state["epoch"], step=state["step"], best=best,
                          history=json.loads(state["history"]))
     log(f"resumed from {job.state_path} after epoch {progress.epoch}")
     return progress
