@@ -116,11 +116,11 @@ def bundled_engine(device: "Device", precision: "Precision") -> Path:
     """The bundled model in the form that suits ``--device`` and ``--precision`` (the int8
     deploy graph on the CPU at precision auto, the weights otherwise)."""
     kind = device.value
-    if kind == "auto":
+    if kind == "auto" and not driver_gpu_count():  # no GPU: PyTorch need not be imported to ask
         kind = "cpu"
-        if driver_gpu_count():  # only then is PyTorch worth importing to ask whether it can use one
-            from rtseg.devices import resolve_device
+    elif kind == "auto":
+        from rtseg.devices import resolve_device
 
-            kind = resolve_device("auto").type
+        kind = resolve_device("auto").type
     return default_engine(device=kind, precision=precision.value)
 

@@ -33,7 +33,7 @@ def decode_split(pairs: Sequence, dataset: str, workers: int = 8) -> tuple[np.nd
     (batches on the device need one frame size; resize the data set or use the data loader).
     """
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        loaded = list(pool.map(lambda pair: load_pair(pair[0], pair[1], dataset), pairs))
+        loaded = list(pool.map(lambda pair: load_pair(*pair, dataset), pairs))
     sizes = {image.shape for image, _ in loaded}
     if len(sizes) > 1:
         raise BadInput(f"--data-on-device needs frames of one size; found {len(sizes)} sizes "
@@ -79,21 +79,37 @@ class DeviceBatches:
         for b in range(len(self)):
             yield self.augment(perm[b * self.batch_size:(b + 1) * self.batch_size], rng)
 
-    def _grid(self, n: int, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def _draws(self, n: int, rng: torch.Generator) -> dict[str, torch.Tensor]:
+        """A batch's random draws, made on the CPU (the generator is there) in a fixed order
+        and taken to the device in one copy: scale, crop position (fractions of the room
+        left) and flip, then (with jitter) saturation, contrast and brightness, then (with a
+        colour cast) per-channel gains. Each keeps its dtype (float32 draws go through
+        float64 and back exactly)."""
+        draws = {"scale": torch.rand(n, generator=rng, dtype=torch.float64),
+                 "top": torch.rand(n, generator=rng, dtype=torch.float64),
+                 "left": torch.rand(n, generator=rng, dtype=torch.float64),
+                 "flip": torch.rand(n, generator=rng)}
+        if self.jitter > 0:
+            for name in ("saturation", "contrast", "brightness"):
+                draws[name] = torch.rand(n, generator=rng)
+        if self.colour_cast > 0:
+            draws["gains"] = torch.rand(n, 3, generator=rng)
+        packed = torch.cat([t.double().reshape(-1) for t in draws.values()]).to(self.device)
+        parts = packed.split([t.numel() for t in draws.values()])
+        return {name: part.view(t.shape).to(t.dtype)
+                for (name, t), part in zip(draws.items(), parts)}
+
+    def _grid(self, draws: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Sampling grid [n, h, w, 2] of the random scale/crop/flip, and where it is inside
-        the scaled frame (False: padding). The draws are made on the CPU (the generator is
-        there); the per-pixel grid is computed on the device, in float64 as on the CPU."""
+        the scaled frame (False: padding), computed on the device in float64 as on the CPU."""
         ch, cw = self.crop
         lo, hi = self.scale_range
-        scale = lo + (hi - lo) * torch.rand(n, generator=rng, dtype=torch.float64)
-        crop_at = torch.stack([torch.rand(n, generator=rng, dtype=torch.float64)
-                               for _ in ("top", "left")])  # where the crop starts, as fractions
-        flip = torch.rand(n, generator=rng) < 0.5
-        scale, crop_at, flip = (t.to(self.device) for t in (scale, crop_at, flip))
+        scale, flip = lo + (hi - lo) * draws["scale"], draws["flip"] < 0.5
+        n = len(scale)
         sh = (self.base_size[0] * scale).round().clamp(min=1)
         sw = (self.base_size[1] * scale).round().clamp(min=1)
-        top = (crop_at[0] * ((sh - ch).clamp(min=0) + 1)).floor()
-        left = (crop_at[1] * ((sw - cw).clamp(min=0) + 1)).floor()
+        top = (draws["top"] * ((sh - ch).clamp(min=0) + 1)).floor()
+        left = (draws["left"] * ((sw - cw).clamp(min=0) + 1)).floor()
         f64 = dict(dtype=torch.float64, device=self.device)
         ys = torch.arange(ch, **f64)[None, :] + top[:, None]                          # [n, ch]
         xs = torch.arange(cw, **f64)[None, :].expand(n, cw)
@@ -106,13 +122,14 @@ class DeviceBatches:
         grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)
         return grid.float(), inside
 
-    def _jitter(self, images: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+    def _jitter(self, images: torch.Tensor, draws: dict[str, torch.Tensor]) -> torch.Tensor:
         """Random saturation, then contrast about the frame's mean, then brightness (float
         NCHW BGR on the 0–255 scale), as ``TrainTransform``'s jitter."""
-        n, s = images.shape[0], self.jitter
-        draws = torch.stack([torch.rand(n, generator=rng) for _ in range(3)])  # one copy
-        draws = ((draws * 2 - 1) * s).to(self.device).view(3, n, 1, 1, 1)
-        saturation, contrast, brightness = 1 + draws[0], 1 + draws[1], 255 * draws[2] / 2
+        s = self.jitter
+        factor = {k: ((draws[k] * 2 - 1) * s).view(-1, 1, 1, 1)
+                  for k in ("saturation", "contrast", "brightness")}
+        saturation, contrast = 1 + factor["saturation"], 1 + factor["contrast"]
+        brightness = 255 * factor["brightness"] / 2
         grey = (images * self.luma).sum(dim=1, keepdim=True)
         images = grey + saturation * (images - grey)
         mean = images.mean(dim=(1, 2, 3), keepdim=True)
@@ -122,7 +139,8 @@ class DeviceBatches:
     def augment(self, index: torch.Tensor, rng: torch.Generator
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """One augmented batch of the frames at ``index``."""
-        grid, inside = self._grid(len(index), rng)
+        draws = self._draws(len(index), rng)
+        grid, inside = self._grid(draws)
         images = self.images[index].permute(0, 3, 1, 2).float()
         images = F.grid_sample(images, grid, mode="bilinear", padding_mode="border",
                                align_corners=False)
@@ -132,9 +150,9 @@ class DeviceBatches:
         labels = labels.masked_fill(~inside, self.ignore_index)
         images = images * inside[:, None]
         if self.jitter > 0:
-            images = self._jitter(images, rng)
+            images = self._jitter(images, draws)
         if self.colour_cast > 0:
-            gains = 1 + (torch.rand(len(index), 3, generator=rng) * 2 - 1) * self.colour_cast
-            images = images * gains.to(self.device).view(-1, 3, 1, 1)
+            gains = 1 + (draws["gains"] * 2 - 1) * self.colour_cast
+            images = images * gains.view(-1, 3, 1, 1)
         frames = images.clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1)
         return frames, labels

@@ -11,6 +11,7 @@ Reads top to bottom: the steps of ``train`` (``_check_inputs`` → ``_prepare`` 
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -93,7 +94,7 @@ class _Progress:
     train_seconds: float = 0.0
     epoch_seconds: list[float] = field(default_factory=list)
     logged_plan: int = 0
-    state_saved_at: float | None = None        # perf_counter() of the last resumable state
+    state_saved_at: float = -math.inf          # perf_counter() of the last resumable state
 
     def plan(self, epochs: int, steps_per_epoch: int) -> None:
         """Train ``epochs`` epochs in all; the poly schedule spans their steps."""
@@ -269,8 +270,7 @@ def _save(cfg: TrainConfig, job: _Job, run: _Run, progress: _Progress, scores: d
         write_via_temp(best, lambda tmp: shutil.copyfile(last, tmp))  # the same bytes
 
     now = time.perf_counter()
-    if (progress.state_saved_at is None or progress.epoch >= progress.epochs
-            or now - progress.state_saved_at >= cfg.state_every_s):
+    if progress.epoch >= progress.epochs or now - progress.state_saved_at >= cfg.state_every_s:
         save_state(job.state_path, run.segmenter, run.optimizer, progress.epoch, progress.step,
                    progress.best, progress.history, job.run_id)
         progress.state_saved_at = now
