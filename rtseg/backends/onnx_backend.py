@@ -74,11 +74,22 @@ def tensorrt_provider_options(device_id: int, input_size: tuple[int, int] | None
     return options
 
 
-def graph_input_size(path: Path) -> tuple[int, int] | None:
-    """(H, W) of the ``frames`` input of the ONNX file at ``path``; None if it cannot tell."""
+def read_graph(source: Path | onnx.ModelProto | None) -> onnx.ModelProto | None:
+    """The ONNX graph at ``source`` (weights stored outside it not loaded), or ``source``
+    itself when it is one; None when it cannot be read (ONNX Runtime says what is wrong)."""
+    if source is None or isinstance(source, onnx.ModelProto):
+        return source
     try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception:  # noqa: BLE001 - onnx raises DecodeError and friends; ORT says what's wrong
+        return onnx.load(str(source), load_external_data=False)
+    except Exception:  # noqa: BLE001 - onnx raises DecodeError and friends
+        return None
+
+
+def graph_input_size(source: Path | onnx.ModelProto | None) -> tuple[int, int] | None:
+    """(H, W) of the ``frames`` input of the ONNX graph (a file or a loaded one); None if it
+    cannot tell."""
+    model = read_graph(source)
+    if model is None:
         return None
     for value in model.graph.input:
         dims = value.type.tensor_type.shape.dim
@@ -87,13 +98,12 @@ def graph_input_size(path: Path) -> tuple[int, int] | None:
     return None
 
 
-def disabled_optimizers(path: Path) -> list[str]:
-    """ONNX Runtime optimizers to turn off for the ONNX file at ``path``: those of
-    ``SIGNED_QDQ_DISABLED_OPTIMIZERS`` when it quantizes activations to signed int8 (the
+def disabled_optimizers(source: Path | onnx.ModelProto | None) -> list[str]:
+    """ONNX Runtime optimizers to turn off for the ONNX graph (a file or a loaded one): those
+    of ``SIGNED_QDQ_DISABLED_OPTIMIZERS`` when it quantizes activations to signed int8 (the
     tensorrt layout of ``rtseg export --int8``), none otherwise."""
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception:  # noqa: BLE001 - ONNX Runtime says what is wrong with the file
+    model = read_graph(source)
+    if model is None:
         return []
     zero_point_types = {t.name: t.data_type for t in model.graph.initializer}
     signed = any(node.op_type == "QuantizeLinear" and len(node.input) > 2
@@ -178,10 +188,11 @@ class OnnxBackend(Backend):
         path = Path(path)
         if not path.is_file():
             raise BadInput(f"engine file not found: {path}")
+        graph = read_graph(path)  # read once, for the profile's H, W and the optimizers
         providers = choose_providers(device)
-        if _names(providers)[0] == "TensorrtExecutionProvider":  # needs the profile's H, W
-            providers = choose_providers(device, input_size=graph_input_size(path))
-        disabled = disabled_optimizers(path)
+        if _names(providers)[0] == "TensorrtExecutionProvider":
+            providers = choose_providers(device, input_size=graph_input_size(graph))
+        disabled = disabled_optimizers(graph)
         extra = {"disabled_optimizers": disabled} if disabled else {}
         try:
             ort_model = ort.InferenceSession(str(path), sess_options=session_options(threads),

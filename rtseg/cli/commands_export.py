@@ -10,7 +10,7 @@ import typer
 
 from rtseg.cli.common import app, ensure_parent, log, parse_size
 from rtseg.errors import BadInput
-from rtseg.deploy.calibration import (DEFAULT_FRAMES, DEFAULT_METHOD, DEFAULT_TARGET, METHODS,
+from rtseg.deploy.calibration import (DEFAULT_FRAMES, DEFAULT_METHOD, METHODS,
                                       MIN_FRAMES, TARGETS, Calibration)
 
 # typer's choices, from the one list each (rtseg.deploy.calibration).
@@ -95,9 +95,9 @@ def _calibration(int8: bool, source: Optional[str], frames: Optional[int],
         return None
     if source is None:
         raise BadInput("--int8 needs --calib SRC: a frame folder or a video of real frames")
-    return Calibration(source, DEFAULT_FRAMES if frames is None else frames,
-                       method.value if method else DEFAULT_METHOD,
-                       target.value if target else DEFAULT_TARGET)
+    chosen = {"frames": frames, "method": method and method.value,
+              "target": target and target.value}  # the rest: Calibration's defaults
+    return Calibration(source, **{k: v for k, v in chosen.items() if v is not None})
 
 
 @app.command("build-engine")

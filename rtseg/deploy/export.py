@@ -26,7 +26,6 @@ from __future__ import annotations
 import copy
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import onnx
@@ -41,11 +40,9 @@ from rtseg.deploy.graph_edits import static_resize_scales, strip_node_metadata
 from rtseg.metadata import INPUT_NAME, OUTPUT_NAME, EngineMetadata
 from rtseg.models import Segmenter, load_checkpoint
 from rtseg.models.registry import check_input_size
-from rtseg.deploy.calibration import Calibration
+from rtseg.deploy.calibration import Calibration, Log
 
 OPSET = 18
-
-Log = Callable[[str], None]
 
 
 def segmenter_to_onnx(segmenter: Segmenter, metadata: EngineMetadata, *, fp16: bool = False,

@@ -1,5 +1,5 @@
 """Edits of an exported ONNX graph that keep what it computes: constant upsampling scales,
-dead nodes out, the exporter's per-node debugging metadata out (``rtseg.deploy.export`` and
+dead nodes out, the exporter's per-node debugging metadata out, and who reads each tensor (``rtseg.deploy.export`` and
 ``rtseg.deploy.quantize`` use them; ``fp16_graph`` holds the fp16 conversion)."""
 
 from __future__ import annotations
@@ -44,6 +44,15 @@ def static_resize_scales(model: onnx.ModelProto) -> int:
         changed += 1
     drop_dead_nodes(graph)
     return changed
+
+
+def tensor_readers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    """For each tensor name, the nodes that read it, in graph order."""
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    return readers
 
 
 def drop_dead_nodes(graph: onnx.GraphProto) -> None:

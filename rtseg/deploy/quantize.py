@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rtseg.deploy.calibration import Calibration, FrameReader, Log
-from rtseg.deploy.graph_edits import drop_dead_nodes
+from rtseg.deploy.graph_edits import drop_dead_nodes, tensor_readers
 from rtseg.errors import BadInput, RtsegError
 from rtseg.metadata import EngineMetadata
 
@@ -129,10 +129,7 @@ def float_boundary_convs(model: onnx.ModelProto) -> list[str]:
     them and a graph input) and those that make the logits (no Conv between them and a graph
     output)."""
     graph = model.graph
-    consumers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = tensor_readers(graph)
     producer = {out: node for node in graph.node for out in node.output}
 
     def reach(starts: list[str], step: Callable[["onnx.NodeProto"], list["onnx.NodeProto"]],
@@ -162,30 +159,22 @@ def float_boundary_convs(model: onnx.ModelProto) -> list[str]:
 def float_data_movers(model: "onnx.ModelProto", ops: tuple[str, ...]) -> list[str]:
     """Names of the pools, resizes and concatenations in ``ops`` that must stay float because
     something reads their output in float (SegNet's unpooling mask, a graph output): an int8
-    op there would hand its float readers rounded values. Found from the outputs back."""
+    op there would hand its float readers rounded values. Found from the outputs back, in one
+    pass (ONNX nodes are in topological order: a node's readers come after it)."""
     movers = [n for n in model.graph.node if n.op_type in _DATA_MOVERS and n.op_type in ops]
-    readers: dict[str, list] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    readers = tensor_readers(model.graph)
     outputs = {o.name for o in model.graph.output}
     floating: set[str] = set()
-    changed = True
-    while changed:
-        changed = False
-        for node in movers:
-            if node.name in floating:
-                continue
-            after = [r for o in node.output for r in readers.get(o, [])]
-            if (any(o in outputs for o in node.output)
-                    or any(r.op_type not in ops or r.name in floating for r in after)):
-                floating.add(node.name)
-                changed = True
+    for node in reversed(movers):
+        after = [r for o in node.output for r in readers.get(o, [])]
+        if (any(o in outputs for o in node.output)
+                or any(r.op_type not in ops or r.name in floating for r in after)):
+            floating.add(node.name)
     return sorted(floating)
 
 
 def keep_float_readers_float(model: "onnx.ModelProto", ops: tuple[str, ...],
-                             float_nodes: Collection[str] = ()) -> int:
+                             float_nodes: Collection[str]) -> int:
     """Give the float consumers of a tensor quantized *for an op's input* (an op of ``ops``
     not named in ``float_nodes``) the tensor itself again, instead of its Q/DQ copy; returns
     how many inputs were re-pointed.
@@ -200,6 +189,7 @@ def keep_float_readers_float(model: "onnx.ModelProto", ops: tuple[str, ...],
     graph = model.graph
     producer = {out: node for node in graph.node for out in node.output}
     weights = {t.name for t in graph.initializer}
+    int8 = lambda node: node.op_type in ops and node.name not in float_nodes  # noqa: E731
     moved = 0
     for dq in graph.node:
         if dq.op_type != "DequantizeLinear" or dq.input[0] in weights:
@@ -208,10 +198,10 @@ def keep_float_readers_float(model: "onnx.ModelProto", ops: tuple[str, ...],
         if q is None or q.op_type != "QuantizeLinear":
             continue
         source = producer.get(q.input[0])
-        if source is not None and source.op_type in ops and source.name not in float_nodes:
+        if source is not None and int8(source):
             continue  # an int8 output: its readers stay on the Q/DQ copy
         for node in graph.node:
-            if node.op_type in ops and node.name not in float_nodes:
+            if int8(node):
                 continue
             for i, name in enumerate(node.input):
                 if name == dq.output[0]:
