@@ -69,15 +69,19 @@ def main() -> None:
     p.add_argument("--int8-only", action="store_true",
                    help="remake only OUT_int8.onnx from the bundled OUT")
     args = p.parse_args()
-    if args.int8_only:
-        if not args.int8_calib:
-            p.error("--int8-only needs --int8-calib")
+    if args.int8_only and not args.int8_calib:
+        p.error("--int8-only needs --int8-calib")
+    if not args.int8_only:
+        if not (args.checkpoint and args.history and args.hardware):
+            p.error("--checkpoint, --history and --hardware are required (or --int8-only)")
+        bundle_weights(args)
+    if args.int8_calib:
         bundle_int8(args.out, args.int8_calib, args.calib_frames, args.int8_target,
                     args.data_root)
-        return
-    if not (args.checkpoint and args.history and args.hardware):
-        p.error("--checkpoint, --history and --hardware are required (or --int8-only)")
 
+
+def bundle_weights(args) -> None:
+    """The fp16 weights at ``args.out``, scored on the val split, the score in their metadata."""
     segmenter, meta = load_checkpoint(args.checkpoint)
     epochs = json.loads(args.history.read_text())["epochs"]
     train_hours = sum(e["train_seconds"] for e in epochs) / 3600
@@ -101,10 +105,6 @@ def main() -> None:
     print(f"{args.out}: {size_mb:.1f} MiB, val mIoU {report['miou']:.4f} "
           f"(checkpoint said {meta.extra['checkpoint_val_miou']:.4f}), "
           f"{len(epochs)} epochs, {train_hours:.2f} h on {args.hardware}")
-
-    if args.int8_calib:
-        bundle_int8(args.out, args.int8_calib, args.calib_frames, args.int8_target,
-                    args.data_root)
 
 
 def bundle_int8(bundled: Path, calib: Path, frames: int, target: str, data_root: Path) -> None:

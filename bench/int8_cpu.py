@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_data import DATA, default_clip
+from bench_data import DATA, REPO, default_clip
 from rtseg.backends import open_engine
 from rtseg.bench import bench, machine, on_worker, time_engine
 from rtseg.compare import score_together, split_frames
@@ -44,7 +44,6 @@ from rtseg.deploy.export import export_onnx
 from rtseg.files import atomic_write, write_json
 from rtseg.deploy.calibration import DEFAULT_FRAMES, DEFAULT_METHOD, METHODS, TARGETS, Calibration
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def sha256(path: Path) -> str:

@@ -24,12 +24,11 @@ import json
 import tempfile
 from pathlib import Path
 
-from bench_data import default_clip
+from bench_data import REPO, default_clip
 from rtseg.backends import open_engine
 from rtseg.bench import bench, to_markdown
 from rtseg.engines import untrained_engine
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:

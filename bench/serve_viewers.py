@@ -38,9 +38,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from bench_data import default_clip
+from bench_data import REPO, default_clip
 
-REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                   "--no-first-run", "--disable-background-networking",

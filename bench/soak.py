@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench_data import default_clip
+from bench_data import REPO, default_clip
 from rtseg.backends import Backend, open_engine
 from rtseg.bench import machine
 from rtseg.engines import untrained_engine
@@ -39,7 +39,6 @@ from rtseg.pipeline import Pipeline, RunConfig, Sink, Source
 from rtseg.pipeline.sinks import decodable_frames
 from rtseg.pipeline.sources import VideoFileSource
 
-REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 
 Sample = dict

@@ -37,7 +37,6 @@ import argparse
 import hashlib
 import io
 import json
-import os
 import platform
 import tarfile
 import time
@@ -49,6 +48,7 @@ import numpy as np
 import torch
 
 from rtseg.backends import open_engine
+from rtseg.files import write_json
 from rtseg.data import read_image
 from rtseg.imageops import resize_frame, resize_nearest
 from rtseg.models import load_checkpoint, save_checkpoint
@@ -158,9 +158,7 @@ def save_predictions(weights: Path, data_root: Path, frames: list[str], device: 
 def write_summary(runs: Path, summary: dict) -> None:
     """``runs/summary.json``, replaced atomically."""
     runs.mkdir(parents=True, exist_ok=True)
-    tmp = runs / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, runs / "summary.json")
+    write_json(runs / "summary.json", summary)
 
 
 def choose_exports(summary: dict) -> list[str]:

@@ -18,8 +18,6 @@ from rtseg.data import get_spec
 from rtseg.data.classes import engine_metadata
 from rtseg.metadata import EngineMetadata
 
-
-
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -35,6 +33,7 @@ def bench_script(name: str):
         sys.modules[module_name] = module
         spec.loader.exec_module(module)
     return sys.modules[module_name]
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
@@ -165,3 +164,17 @@ def contract_model(precision: str = "fp32", opset: int = 17):
     helper.set_model_props(model, engine_meta("tiny", CONTRACT_SIZE, precision=precision).to_strings())
     onnx.checker.check_model(model)
     return model
+
+
+def fake_build_engine(calls: list):
+    """A stand-in for ``engine_build.build_engine`` (TensorRT is not installed here): records
+    each call as (onnx_path, out, keyword arguments) and resolves the precision from the
+    graph's metadata, as the real build does."""
+    from rtseg.deploy.build_plan import check_precision, read_onnx_metadata
+
+    def build(onnx_path, out, **kw):
+        calls.append((onnx_path, out, kw))
+        precision = check_precision(read_onnx_metadata(onnx_path)[0].precision, kw["precision"])
+        return {"plan": str(out), "precision": precision, "tensorrt_version": "10.x",
+                "gpu_name": "test GPU"}
+    return build

@@ -20,16 +20,25 @@ def train_gpu():
     return bench_script("train_gpu")
 
 
-def run(cmd, **env):
+def run(cmd, check: bool = True, **env):
+    """``cmd`` from the repository root with rtseg importable; its exit checked unless
+    ``check`` is False."""
     path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "PYTHONPATH": path, **env})
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    if check:
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     return proc
 
 
+def join_parts(folders, summary: Path, out: Path, check: bool = True):
+    """bench/join_parts.py on the parts in ``folders``."""
+    return run([sys.executable, "bench/join_parts.py", "--parts", *map(str, folders),
+                "--summary", str(summary), "--out", str(out)], check=check)
+
+
 @pytest.mark.slow
-def test_train_gpu_dry_run_trains_packs_and_the_parts_join(camvid_root, tmp_path):
+def test_train_gpu_dry_run_trains_packs_and_the_parts_join(camvid_root, tmp_path, monkeypatch):
     runs, out, out2 = tmp_path / "runs", tmp_path / "out", tmp_path / "out2"
     models = {"segnet_r50", "unet_vgg16"}
     run([sys.executable, "bench/train_gpu.py", "--dry-run", "--data-root", str(camvid_root),
@@ -61,17 +70,17 @@ def test_train_gpu_dry_run_trains_packs_and_the_parts_join(camvid_root, tmp_path
     assert first.isdisjoint(p.name for p in out2.glob("*.part*"))  # nothing sent twice
 
     (tmp_path / "summary.json").write_text(json.dumps(summary))
-    run([sys.executable, "bench/join_parts.py", "--parts", str(out), str(out2), "--summary",
-         str(tmp_path / "summary.json"), "--out", str(tmp_path / "joined")])
+    join_parts([out, out2], tmp_path / "summary.json", tmp_path / "joined")
     from rtseg.models import read_checkpoint_metadata
 
     for name in models:
         meta = read_checkpoint_metadata(tmp_path / "joined" / f"{name}.safetensors")
         assert meta.model == name and meta.precision == "fp16"
-    assert_a_file_larger_than_a_call_comes_back_over_two(runs, tmp_path / "large")
+    assert_a_file_larger_than_a_call_comes_back_over_two(runs, tmp_path / "large", monkeypatch)
 
 
-def assert_a_file_larger_than_a_call_comes_back_over_two(runs: Path, tmp_path: Path) -> None:
+def assert_a_file_larger_than_a_call_comes_back_over_two(runs: Path, tmp_path: Path,
+                                                         monkeypatch) -> None:
     """unet_vgg16's 45.4 MiB in 8 MiB parts (6) with 24 MiB a call: 3 parts, then the other
     3, then none; each part sent once, and the last summary joins them all."""
     script = train_gpu()
@@ -79,14 +88,11 @@ def assert_a_file_larger_than_a_call_comes_back_over_two(runs: Path, tmp_path: P
     del summary["exported"]["unet_vgg16"]  # as if never sent
     (runs / "summary.json").write_text(json.dumps(summary))
     calls = [tmp_path / c for c in "abc"]
-    old = script.PART_BYTES, script.RETURN_BYTES
-    script.PART_BYTES, script.RETURN_BYTES = 8 * 2**20, 24 * 2**20
-    try:
-        for folder in calls:
-            script.export(runs, ["unet_vgg16"], folder)
-        script.export(runs, ["unet_vgg16"], tmp_path / "lost", resend=True)  # from the start
-    finally:
-        script.PART_BYTES, script.RETURN_BYTES = old
+    monkeypatch.setattr(script, "PART_BYTES", 8 * 2**20)
+    monkeypatch.setattr(script, "RETURN_BYTES", 24 * 2**20)
+    for folder in calls:
+        script.export(runs, ["unet_vgg16"], folder)
+    script.export(runs, ["unet_vgg16"], tmp_path / "lost", resend=True)  # from the start
     sent = [sorted(p.name[-2:] for p in folder.glob("unet_vgg16.safetensors.part*"))
             for folder in [*calls, tmp_path / "lost"]]
     assert sent == [["00", "01", "02"], ["03", "04", "05"], [], ["00", "01", "02"]]
@@ -94,23 +100,16 @@ def assert_a_file_larger_than_a_call_comes_back_over_two(runs: Path, tmp_path: P
         record = json.load(tar.extractfile("summary.json"))["exported"]["unet_vgg16"]
     assert record["parts"] == 6 and sorted(record["sent"]) == list(range(6))
     (tmp_path / "summary.json").write_text(json.dumps({"exported": {"unet_vgg16": record}}))
-    run([sys.executable, "bench/join_parts.py", "--parts", *map(str, calls[:2]), "--summary",
-         str(tmp_path / "summary.json"), "--out", str(tmp_path / "joined")])
+    join_parts(calls[:2], tmp_path / "summary.json", tmp_path / "joined")
     # A part that did not come back is named, not joined into a corrupt file.
     (calls[1] / "unet_vgg16.safetensors.part04").unlink()
-    proc = subprocess.run([sys.executable, "bench/join_parts.py", "--parts",
-                           *map(str, calls[:2]), "--summary", str(tmp_path / "summary.json"),
-                           "--out", str(tmp_path / "joined2")],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = join_parts(calls[:2], tmp_path / "summary.json", tmp_path / "joined2", check=False)
     assert proc.returncode != 0
     assert "1 of 6 parts missing (unet_vgg16.safetensors.part04)" in proc.stderr
     # Two folders with different copies of one part (weights of two runs) are refused by name.
     (calls[1] / "unet_vgg16.safetensors.part04").write_bytes(b"another run")
     (calls[0] / "unet_vgg16.safetensors.part04").write_bytes(b"this run")
-    proc = subprocess.run([sys.executable, "bench/join_parts.py", "--parts",
-                           *map(str, calls[:2]), "--summary", str(tmp_path / "summary.json"),
-                           "--out", str(tmp_path / "joined2")],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = join_parts(calls[:2], tmp_path / "summary.json", tmp_path / "joined2", check=False)
     assert proc.returncode != 0 and "part04" in proc.stderr and "different copies" in proc.stderr
 
 

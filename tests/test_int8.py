@@ -27,7 +27,7 @@ from rtseg.metadata import REQUIRED_KEYS, EngineMetadata
 from rtseg.deploy.calibration import MIN_FRAMES, TARGETS, Calibration, read_calibration_frames
 from rtseg.deploy.quantize import (SCHEMES, float_boundary_convs, float_data_movers, is_quantized,
                                    quantize_graph)
-from helpers import engine_meta, save_tiny_graph, tiny_graph
+from helpers import engine_meta, fake_build_engine, save_tiny_graph, tiny_graph
 from small_models import CALIB_FRAMES, H, W
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,8 +103,7 @@ def test_int8_graph_is_explicitly_quantized_around_convolutions(model, graphs):
 @pytest.mark.realdata
 @pytest.mark.parametrize("model", MODELS)
 def test_int8_metadata(model, graphs, camvid_root):
-    stored = EngineMetadata.from_strings(
-        {p.key: p.value for p in onnx.load(str(graphs.int8(model))).metadata_props})
+    stored = EngineMetadata.from_onnx(onnx.load(str(graphs.int8(model))))
     original = engine_meta(model, (H, W))
     for key in REQUIRED_KEYS:
         want = "int8" if key == "precision" else getattr(original, key)
@@ -182,7 +181,7 @@ def test_cpu_int8_graph_keeps_int8_between_convolutions(model, graphs, val_frame
     assert activation_zps and all(zp.dtype == np.uint8 for zp in activation_zps)
     relus = lambda m: sum(n.op_type == "Relu" for n in m.graph.node)  # noqa: E731
     assert relus(cpu) < relus(fp32) // 2, (relus(cpu), relus(fp32))
-    meta = EngineMetadata.from_strings({p.key: p.value for p in cpu.metadata_props})
+    meta = EngineMetadata.from_onnx(cpu)
     assert meta.precision == "int8" and meta.extra["int8_target"] == "cpu"
     assert "uint8 asymmetric activations" in meta.extra["quantizer"]
     assert (float_data_movers(fp32, SCHEMES["cpu"].ops) != []) == model.startswith("segnet")
@@ -384,19 +383,15 @@ def test_int8_graphs_build_int8_engines_only():
 
 def test_cli_build_engine_builds_an_int8_graph_as_int8(tmp_path, monkeypatch, capsys):
     from rtseg.deploy import engine_build
-    from rtseg.deploy.build_plan import check_precision, read_onnx_metadata
 
     calls = []  # the build resolves the precision from the graph, as build_engine does
-    monkeypatch.setattr(engine_build, "build_engine", lambda onnx_path, out, **kw: (
-        calls.append(kw) or {"plan": str(out), "tensorrt_version": "10.x", "gpu_name": "GPU",
-                             "precision": check_precision(
-                                 read_onnx_metadata(onnx_path)[0].precision, kw["precision"])}))
+    monkeypatch.setattr(engine_build, "build_engine", fake_build_engine(calls))
     plan = str(tmp_path / "m.plan")
     int8 = str(save_tiny_graph(tmp_path / "int8.onnx", precision="int8"))
     fp32 = str(save_tiny_graph(tmp_path / "fp32.onnx"))
     assert main(["build-engine", "--onnx", int8, "--out", plan]) == 0
     assert main(["build-engine", "--onnx", int8, "--out", plan, "--int8"]) == 0
     assert main(["build-engine", "--onnx", fp32, "--out", plan]) == 0
-    assert [c["precision"] for c in calls] == ["auto", "int8", "auto"]  # auto: the graph's
+    assert [kw["precision"] for _, _, kw in calls] == ["auto", "int8", "auto"]  # auto: the graph's
     built = [line.split("(")[1].split(",")[0] for line in capsys.readouterr().out.splitlines()]
     assert built == ["int8", "int8", "fp16"]

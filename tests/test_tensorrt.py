@@ -38,7 +38,7 @@ from rtseg.deploy.engine_build import build_engine, load_timing_cache
 from rtseg.errors import BadInput, MissingDependency
 from rtseg.deploy.fp16_graph import float32_nodes, graph_to_fp16
 
-from helpers import CLASSES, CONTRACT_SIZE, contract_model, engine_meta
+from helpers import CLASSES, CONTRACT_SIZE, contract_model, engine_meta, fake_build_engine
 
 H, W = CONTRACT_SIZE
 REAL_MODELS = ("segnet_vgg16", "unet_resnet18")  # a SegNet (unpooling mask) and a UNet
@@ -355,13 +355,8 @@ def test_cli_build_engine_passes_the_contract_flags(tmp_path, monkeypatch, capsy
     from rtseg.cli import main
     from rtseg.deploy import engine_build
 
-    from rtseg.deploy.build_plan import check_precision
-
     calls = []  # the build's summary names the precision it resolved (fp32 graph: auto → fp16)
-    monkeypatch.setattr(engine_build, "build_engine", lambda onnx_path, out, **kw: (
-        calls.append((onnx_path, out, kw)) or {
-            "plan": str(out), "precision": check_precision("fp32", kw["precision"]),
-            "tensorrt_version": "10.x", "gpu_name": "test GPU"}))
+    monkeypatch.setattr(engine_build, "build_engine", fake_build_engine(calls))
     onnx_path, plan = tmp_path / "tiny.onnx", tmp_path / "tiny.plan"
     onnx.save(contract_model(), onnx_path)
     assert main(["build-engine", "--onnx", str(onnx_path), "--out", str(plan)]) == 0
