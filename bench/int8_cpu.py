@@ -42,7 +42,8 @@ from rtseg.bench import bench, machine, on_worker, time_engine
 from rtseg.compare import score_together, split_frames
 from rtseg.deploy.export import export_onnx
 from rtseg.files import atomic_write, write_json
-from rtseg.deploy.calibration import DEFAULT_FRAMES, DEFAULT_METHOD, METHODS, TARGETS, Calibration
+from rtseg.deploy.calibration import (DEFAULT_FRAMES, DEFAULT_METHOD, DEFAULT_WEIGHT_BITS,
+                                      METHODS, TARGETS, Calibration)
 
 
 
@@ -93,9 +94,11 @@ def speed(engines: dict[str, tuple[Path, str]], pool: np.ndarray, rounds: int, i
                    "fps_rounds": fps[name]} for name in engines}
 
 
-def graph_name(target: str, method: str) -> str:
-    """``int8 entropy`` for the tensorrt layout (the default), ``int8-cpu entropy`` for cpu."""
-    return f"int8 {method}" if target == "tensorrt" else f"int8-{target} {method}"
+def graph_name(target: str, method: str, bits: int = DEFAULT_WEIGHT_BITS) -> str:
+    """``int8 entropy`` for the tensorrt layout (the default), ``int8-cpu entropy`` for cpu;
+    ``w8`` appended for 8-bit weights."""
+    name = f"int8 {method}" if target == "tensorrt" else f"int8-{target} {method}"
+    return name if bits == DEFAULT_WEIGHT_BITS else f"{name} w{bits}"
 
 
 def markdown(report: dict) -> str:
@@ -163,6 +166,8 @@ def main() -> None:
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--targets", default=",".join(TARGETS),
                    help="--int8-target layouts to make (tensorrt, cpu)")
+    p.add_argument("--weight-bits", default=str(DEFAULT_WEIGHT_BITS),
+                   help="comma list of 7, 8: the int8 weights' range (7: safe on AVX2)")
     p.add_argument("--source", type=Path, default=default_clip())
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--iters", type=int, default=10)
@@ -186,16 +191,17 @@ def main() -> None:
         fp32 = work / "fp32.onnx"
         meta = export_onnx(args.checkpoint, fp32, log=say)
         graphs, int8 = {"fp32": {"mib": fp32.stat().st_size / 2**20}}, {}
-        for target in targets:
-            for method in methods:
-                name = graph_name(target, method)
-                path = work / f"{name.replace(' ', '_')}.onnx"
-                t0 = time.perf_counter()
-                export_onnx(fp32, path, log=say,
-                            calib=Calibration(calib_src, args.calib_frames, method, target))
-                graphs[name] = {"seconds": time.perf_counter() - t0,
-                                "mib": path.stat().st_size / 2**20}
-                int8[name] = path
+        all_bits = [int(b) for b in args.weight_bits.split(",") if b]
+        for target, method, bits in ((t, m, b) for t in targets for m in methods
+                                     for b in all_bits):
+            name = graph_name(target, method, bits)
+            path = work / f"{name.replace(' ', '_')}.onnx"
+            t0 = time.perf_counter()
+            export_onnx(fp32, path, log=say, calib=Calibration(
+                calib_src, args.calib_frames, method, target, bits))
+            graphs[name] = {"seconds": time.perf_counter() - t0,
+                            "mib": path.stat().st_size / 2**20}
+            int8[name] = path
         import onnxruntime
         import torch
 
@@ -209,12 +215,14 @@ def main() -> None:
                               "torch": torch.__version__},
                   "split": args.split,
                   "calibration": {"source": str(calib_src), "frames": args.calib_frames,
-                                  "methods": methods, "targets": targets},
+                                  "methods": methods, "targets": targets,
+                                  "weight_bits": all_bits},
                   "graphs": graphs, "rounds": args.rounds, "iters": args.iters}
         # Speed and the pipeline: per target, the graph of rtseg export --int8's default method
         # (every method gives the same graph but for its scales, so the same speed).
         method = DEFAULT_METHOD if DEFAULT_METHOD in methods else methods[0]
-        chosen = {graph_name(t, "").strip(): graph_name(t, method) for t in targets}
+        chosen = {graph_name(t, "", b).replace("  ", " ").strip(): graph_name(t, method, b)
+                  for t in targets for b in all_bits}
         if "accuracy" not in skip:
             acc = accuracy(fp32, int8, args.data_root, args.split, say)
             report["accuracy"] = acc

@@ -33,6 +33,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from rtseg.backends import Backend
+from rtseg.cpu_features import read_cpu_features
 from rtseg.errors import BadInput
 from rtseg.imageops import resize_frame
 from rtseg.pipeline import open_source, run
@@ -143,30 +144,17 @@ def machine(device: str) -> dict:
     (VNNI, AVX-512 BF16, AMX: they decide what int8 and bf16 gain), versions, the GPU."""
     import cv2
 
+    cpu = read_cpu_features()
     info = {"platform": platform.platform(), "processor": platform.processor() or
             platform.machine(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
-            "opencv": cv2.__version__, **_cpuinfo()}
+            "opencv": cv2.__version__, "cpu_model": cpu.model,
+            "cpu_class": cpu.isa_class, "cpu_features": cpu.reported()}
     torch = sys.modules.get("torch")  # only when a backend already loaded it
     if torch is not None:
         info.update(torch=torch.__version__, torch_threads=torch.get_num_threads())
         if device.startswith("cuda") and torch.cuda.is_available():
             info["gpu"] = torch.cuda.get_device_name()
     return info
-
-
-def _cpuinfo() -> dict:
-    """``cpu_model`` and ``cpu_features`` from /proc/cpuinfo (empty where there is none)."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return {}
-    fields = {}
-    for line in lines:
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())
-    features = [f for f in fields.get("flags", "").split()
-                if f.startswith(("avx512_vnni", "avx_vnni", "avx512_bf16", "amx"))]
-    return {"cpu_model": fields.get("model name", ""), "cpu_features": sorted(features)}
 
 
 def bench(backend: Backend, source: str | Path | None = None, batches: Sequence[int] = (1,),

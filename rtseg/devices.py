@@ -9,6 +9,7 @@ from contextlib import contextmanager
 
 import torch
 
+from rtseg.cpu_features import read_cpu_features
 from rtseg.errors import BadInput, MissingDependency
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -26,11 +27,9 @@ def resolve_device(device: str) -> torch.device:
 
 
 def cpu_has_native_bf16() -> bool:
-    """Whether oneDNN runs bf16 natively here (AVX-512 BF16 or AMX), rather than emulating it."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX-BF16, read from its
+    features), rather than oneDNN emulating it more slowly than fp32."""
+    return read_cpu_features().native_bf16
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

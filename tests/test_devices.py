@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from rtseg import devices
+from rtseg.cpu_features import CpuFeatures
 from rtseg.errors import BadInput, MissingDependency
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
@@ -56,12 +57,21 @@ def test_bf16_runs_from_compute_capability_8(major, minor, gpu_of):
     assert devices.resolve_precision("bf16", CUDA) == "bf16"
 
 
-def test_bf16_on_the_cpu_only_where_it_is_native(monkeypatch):
-    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: False)
-    with pytest.raises(BadInput, match="no native bf16"):
-        devices.resolve_precision("bf16", CPU)
-    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
-    assert devices.resolve_precision("bf16", CPU) == "bf16"
+@pytest.mark.parametrize("flags, native", [
+    ("avx2 fma", False),                                  # AVX2-only (Zen 2/3, Haswell..)
+    ("avx2 fma avx512f avx512bw avx512_vnni", False),     # Cascade Lake: VNNI, no bf16
+    ("avx2 fma avx512f avx512_vnni avx512_bf16", True),   # Zen 4, Cooper Lake
+    ("avx2 fma avx512f avx512_vnni amx_tile amx_int8 amx_bf16", True),  # Sapphire Rapids
+])
+def test_bf16_on_the_cpu_only_where_its_features_say_native(flags, native, monkeypatch):
+    """Decided from the CPU's own feature flags, so the refusal is checked on every CPU."""
+    monkeypatch.setattr(devices, "read_cpu_features",
+                        lambda: CpuFeatures("test CPU", frozenset(flags.split())))
+    if native:
+        assert devices.resolve_precision("bf16", CPU) == "bf16"
+    else:
+        with pytest.raises(BadInput, match="this CPU has no native bf16 .* use fp32"):
+            devices.resolve_precision("bf16", CPU)
 
 
 def test_device_names(monkeypatch):

@@ -20,6 +20,7 @@ from onnx import numpy_helper
 from rtseg.backends.onnx_backend import OnnxBackend, disabled_optimizers
 from rtseg.deploy.tensorrt_ops import tensorrt_compat_problems
 from rtseg.cli import main
+from rtseg.cpu_features import CpuFeatures, read_cpu_features
 from rtseg.errors import BadInput
 from rtseg.deploy.export import OPSET, export_onnx
 from rtseg.deploy.graph_edits import static_resize_scales
@@ -351,18 +352,89 @@ def test_run_eval_and_bench_take_the_int8_graph(graphs, camvid_root, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.realdata
-def test_bench_compare_shows_int8_beside_fp32_fp16_and_bf16(graphs, camvid_root, tmp_path):
+def test_bench_compare_shows_int8_beside_fp32_fp16_and_bf16(graphs, camvid_root, tmp_path,
+                                                            monkeypatch, capsys):
+    """bf16 is compared where this CPU computes it natively; where it does not (and on a CPU
+    made to look AVX2-only) the comparison refuses it in one line instead."""
+    from rtseg import devices
+
     checkpoint = graphs.checkpoint("unet_r50")
     fp16 = tmp_path / "fp16.onnx"
     export_onnx(checkpoint, fp16, fp16=True)
     result = tmp_path / "compare.json"
-    assert main(["bench", "--compare", str(graphs.fp32("unet_r50")), str(fp16),
-                 f"{checkpoint}@bf16", str(graphs.int8("unet_r50")), "--data-root",
-                 str(camvid_root), "--limit", "2", "--batch", "1", "--iters", "1",
-                 "--warmup", "0", "--device", "cpu", "--json", str(result)]) == 0
+    bf16 = [f"{checkpoint}@bf16"] if read_cpu_features().native_bf16 else []
+    args = ["--data-root", str(camvid_root), "--limit", "2", "--batch", "1", "--iters", "1",
+            "--warmup", "0", "--device", "cpu", "--json", str(result)]
+    assert main(["bench", "--compare", str(graphs.fp32("unet_r50")), str(fp16), *bf16,
+                 str(graphs.int8("unet_r50")), *args]) == 0
     rows = json.loads(result.read_text())["engines"]
-    assert [r["precision"] for r in rows] == ["fp32", "fp16", "bf16", "int8"]
-    assert rows[3]["pixel_agreement"] > 0.8
+    assert [r["precision"] for r in rows] == ["fp32", "fp16", *(["bf16"] if bf16 else []), "int8"]
+    assert rows[-1]["pixel_agreement"] > 0.8
+
+    capsys.readouterr()
+    monkeypatch.setattr(devices, "read_cpu_features",
+                        lambda: CpuFeatures("AVX2-only CPU", frozenset({"avx2", "fma"})))
+    assert main(["bench", "--compare", str(graphs.fp32("unet_r50")), f"{checkpoint}@bf16",
+                 *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no native bf16" in err[0] and "use fp32" in err[0], err
+
+
+# -- 7-bit weights: no u8s8 saturation on CPUs without VNNI ------------------------------------
+def _conv_graph(tmp_path: Path) -> onnx.ModelProto:
+    """uint8 frames → Conv(3→16) → ReLU → Conv(16→16) → ReLU → Conv(16→11) → argmax: the middle
+    convolution is the one quantized (the first and last stay float)."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    init = [numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
+            for name, shape, scale in (("w1", (16, 3, 3, 3), 0.05), ("w2", (16, 16, 3, 3), 0.2),
+                                       ("w3", (11, 16, 1, 1), 0.3))]
+    nodes = [helper.make_node("Cast", ["frames"], ["f"], to=TensorProto.FLOAT),
+             helper.make_node("Transpose", ["f"], ["x"], perm=[0, 3, 1, 2]),
+             helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+             helper.make_node("Conv", ["r2", "w3"], ["c3"], name="conv3"),
+             helper.make_node("ArgMax", ["c3"], ["ids"], axis=1, keepdims=0),
+             helper.make_node("Cast", ["ids"], ["labels"], to=TensorProto.UINT8)]
+    graph = helper.make_graph(
+        nodes, "convs", [helper.make_tensor_value_info("frames", TensorProto.UINT8,
+                                                       ["N", 32, 32, 3])],
+        [helper.make_tensor_value_info("labels", TensorProto.UINT8, ["N", 32, 32])], init)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    helper.set_model_props(model, engine_meta("tiny", (32, 32)).to_strings())
+    return model
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_int8_weights_are_7_bit_so_avx2_cannot_saturate(target, tmp_path):
+    """ONNX Runtime's int8 convolutions on x86 CPUs without VNNI add pairs of uint8 x int8
+    products in 16 bits with saturation (``vpmaddubsw``): with 8-bit weights 2 x 255 x 127 =
+    64770 overflows and an AVX2 CPU labels differently from a VNNI one (84 % against 96 % of
+    pixels agreeing with fp32, bench/results/int8_avx2_emulated.md). The export keeps every
+    quantized weight in [-64, 64], so no pair can exceed 32767 on any CPU."""
+    frames = np.random.default_rng(1).integers(0, 256, (8, 32, 32, 3), np.uint8)
+    int8 = quantize_graph(_conv_graph(tmp_path), frames, Calibration(tmp_path, 8, "minmax", target))
+    consts = _constants(int8)
+    weights = [consts[n.input[0]] for n in int8.graph.node
+               if n.op_type == "DequantizeLinear" and n.input[0] in consts
+               and consts[n.input[0]].ndim == 4]
+    assert len(weights) == 1 and weights[0].dtype == np.int8  # conv2's, per output channel
+    w = weights[0].astype(np.int32)
+    assert np.abs(w).max() == 64  # the 7-bit range, used to its end
+    worst_pair = 2 * 255 * np.abs(w).max()
+    assert worst_pair <= np.iinfo(np.int16).max
+    meta = EngineMetadata.from_onnx(int8)
+    assert meta.extra["weight_bits"] == 7 and "7-bit range" in meta.extra["quantizer"]
+    # 8 bits stay available to measure the difference, and use the whole int8 range
+    wide = quantize_graph(_conv_graph(tmp_path), frames,
+                          Calibration(tmp_path, 8, "minmax", target, weight_bits=8))
+    assert max(np.abs(v.astype(np.int32)).max() for v in _constants(wide).values()
+               if v.dtype == np.int8 and v.ndim == 4) == 127
+    with pytest.raises(BadInput, match="use 7 or 8"):
+        Calibration(tmp_path, 8, "minmax", target, weight_bits=6)
 
 
 # -- build-engine: precision rules (pure; the build itself needs TensorRT) -----------------------

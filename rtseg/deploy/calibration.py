@@ -36,6 +36,18 @@ CALIB_BATCH = 4  # frames per calibration run: bounds the memory of the recorded
 # range, int8 pooling, upsampling and concatenation): faster there, refused by TensorRT.
 TARGETS = ("tensorrt", "cpu")
 DEFAULT_TARGET = "tensorrt"
+# Weights are quantized to 7 bits ([-64, 64] in an int8 tensor; ONNX Runtime's
+# ``reduce_range``) for both targets. ONNX Runtime's int8 convolutions on x86 CPUs without
+# VNNI (AVX2, and AVX-512 without VNNI) multiply uint8 activations by int8 weights with
+# ``vpmaddubsw``, which adds two products in 16 bits with saturation: 2 x 255 x 127 overflows,
+# 2 x 255 x 64 = 32640 cannot. With 8-bit weights a small ResNet-50 UNet's tensorrt-layout
+# graph agreed with its fp32 graph on 84.1 % of pixels on an emulated AVX2 CPU (QEMU, -cpu
+# Haswell) and on 95.7 % with VNNI; with 7 bits on 94.9 % on both, label for label the same
+# (bench/int8_avx2.py). VNNI and AMX CPUs (``vpdpbusd``: 32-bit sums) are exact either way and
+# run 7-bit weights at the same speed; TensorRT takes 7-bit values in an int8 tensor as they
+# are. What 7 bits cost in mIoU: bench/results/int8_weight_bits_cpu.md.
+WEIGHT_BITS = (7, 8)
+DEFAULT_WEIGHT_BITS = 7
 
 Log = Callable[[str], None]
 
@@ -46,13 +58,15 @@ if TYPE_CHECKING:  # numpy loads with the functions that use it: the CLI starts 
 @dataclass(frozen=True)
 class Calibration:
     """What ``rtseg export --int8`` calibrates on and for: ``--calib``, ``--calib-frames``,
-    the range method (``minmax``, ``percentile`` or ``entropy``) and ``--int8-target``
-    (``tensorrt`` or ``cpu``)."""
+    the range method (``minmax``, ``percentile`` or ``entropy``), ``--int8-target``
+    (``tensorrt`` or ``cpu``) and the weights' bits (7, safe on every x86 CPU; 8 only to
+    measure what that costs)."""
 
     source: str | Path
     frames: int = DEFAULT_FRAMES
     method: str = DEFAULT_METHOD
     target: str = DEFAULT_TARGET
+    weight_bits: int = DEFAULT_WEIGHT_BITS
 
     def __post_init__(self) -> None:
         """BadInput for settings that cannot calibrate, before any work is done."""
@@ -60,6 +74,8 @@ class Calibration:
             raise BadInput(f"--calib-method {self.method}: use one of {', '.join(METHODS)}")
         if self.target not in TARGETS:
             raise BadInput(f"--int8-target {self.target}: use one of {', '.join(TARGETS)}")
+        if self.weight_bits not in WEIGHT_BITS:
+            raise BadInput(f"weight bits {self.weight_bits}: use 7 or 8")
         if int(self.frames) < MIN_FRAMES:
             raise BadInput(f"--calib-frames {self.frames}: calibration needs at least "
                            f"{MIN_FRAMES} frames ({DEFAULT_FRAMES} by default)")

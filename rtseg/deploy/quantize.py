@@ -216,9 +216,11 @@ def quantize_graph(model: onnx.ModelProto, frames: np.ndarray, calib: Calibratio
     """The int8 Q/DQ deploy graph of the fp32 deploy graph ``model``, calibrated on ``frames``
     (uint8 [N, H, W, 3] BGR at the graph's input size).
 
-    Metadata: ``precision`` becomes ``int8``; ``calibration_source``, ``calibration_frames``,
-    ``calibration_method``, ``quantizer`` and ``float_layers`` are added. ``model`` is not
-    changed. BadInput for a graph that is quantized already or is not fp32.
+    Weights get ``calib.weight_bits`` bits (7 by default, safe on every x86 CPU: see
+    ``calibration.WEIGHT_BITS``). Metadata: ``precision`` becomes ``int8``;
+    ``calibration_source``, ``calibration_frames``, ``calibration_method``, ``weight_bits``,
+    ``quantizer`` and ``float_layers`` are added. ``model`` is not changed. BadInput for a graph that is
+    quantized already or is not fp32.
     """
     import onnx
     from onnxruntime import __version__ as ort_version
@@ -258,7 +260,7 @@ def quantize_graph(model: onnx.ModelProto, frames: np.ndarray, calib: Calibratio
                     model, out, reader, quant_format=QuantFormat.QDQ,
                     op_types_to_quantize=list(scheme.ops),
                     nodes_to_exclude=float_nodes, per_channel=True,
-                    reduce_range=False, activation_type=activations,
+                    reduce_range=calib.weight_bits == 7, activation_type=activations,
                     weight_type=QuantType.QInt8, calibrate_method=method,
                     calibration_providers=["CPUExecutionProvider"], extra_options=options)
         except (ValueError, RuntimeError) as exc:  # ORT raises plain exceptions here
@@ -271,9 +273,10 @@ def quantize_graph(model: onnx.ModelProto, frames: np.ndarray, calib: Calibratio
     EngineMetadata.from_onnx(model).with_updates(
         precision="int8", calibration_source=str(calib.source),
         calibration_frames=int(len(frames)), calibration_method=calib.method,
-        int8_target=calib.target,
+        int8_target=calib.target, weight_bits=calib.weight_bits,
         quantizer=f"onnxruntime {ort_version} quantize_static, QDQ: {scheme.description}; "
-                  "int8 symmetric per-channel weights, per-tensor activations, float bias",
+                  f"int8 symmetric per-channel weights ({calib.weight_bits}-bit range), per-tensor "
+                  "activations, float bias",
         float_layers=keep_float).write_onnx(quantized)
     quantized.producer_name = model.producer_name
     quantized.producer_version = model.producer_version
