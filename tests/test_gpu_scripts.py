@@ -20,14 +20,12 @@ def train_gpu():
     return bench_script("train_gpu")
 
 
-def run(cmd, check: bool = True, **env):
-    """``cmd`` from the repository root with rtseg importable; its exit checked unless
-    ``check`` is False."""
+def run(cmd, **env):
+    """``cmd`` from the repository root with rtseg importable; it must exit 0."""
     path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "PYTHONPATH": path, **env})
-    if check:
-        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     return proc
 
 
