@@ -6,7 +6,7 @@ upsampling that masks and live scoring add.
 Each step is the pipeline's own function (``rtseg.imageops.resize_frame``, ``Overlay.render``,
 ``rtseg.imageops.resize_nearest``), timed on a real dashcam frame scaled to 1080p with
 real labels (the bundled model's prediction, resized to each network size), OpenCV limited to
-one thread; medians of ``--iters`` calls. Target (issue 5): total ≤ 3 ms.
+one thread; medians of ``--iters`` calls. Goal: total ≤ 3 ms.
 
     python bench/host_cost.py                       # prints a table, writes bench/results/
     python bench/host_cost.py --sizes 352x480 --iters 500

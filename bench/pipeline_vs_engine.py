@@ -38,7 +38,7 @@ def main() -> None:
     p.add_argument("--size", default="64x96", help="HxW of the untrained engine")
     p.add_argument("--source", type=Path, default=None, help="default: the dashcam clip")
     p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--iters", type=int, default=50, help="engine-alone calls per round")
+    p.add_argument("--iters", type=int, default=50, help="engine-alone inference calls per round")
     p.add_argument("--max-frames", type=int, default=None)
     p.add_argument("--device", default="cpu")
     p.add_argument("--rounds", type=int, default=3)

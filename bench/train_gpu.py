@@ -1,5 +1,5 @@
 """Train the report's four models from scratch on CamVid on one GPU, within a time budget,
-and pack what comes back (histories, scores, the chosen weights split into parts).
+and write their weights, histories and scores.
 
 Every model goes through ``rtseg.training.train`` (the code behind ``rtseg train``) with one recipe
 (but for the batch size of the ResNet-50 models, below):
@@ -10,35 +10,26 @@ bf16 autocast, channels_last, validation on the 101 val frames every ``--val-eve
 (best checkpoint kept). Each model gets the same share of the budget (the same GPU time: how
 much a model learns in a fixed time is part of the comparison), and its epoch count is fitted
 to that share by ``--time-budget`` as its epochs are timed. ``--wall-limit`` bounds the whole
-call: a model's share shrinks when the models before it (decoding, validation, the cuDNN
-autotuning of a first epoch) took longer than planned, so the call ends, results packed,
-before a per-call limit. ResNet-50 models train with larger batches (``--batch-sizes``): at
-batch 16 their epochs were bound by per-step overhead. A model whose run dies (out of memory,
-a non-finite loss) is reported and the others go on. Runs are resumable: an interrupted
-model restarts from its last saved state (written at most a minute apart).
+run: a model's share shrinks when the models before it (decoding, validation, the cuDNN
+autotuning of a first epoch) took longer than planned. ResNet-50 models train with larger
+batches (``--batch-sizes``): at batch 16 their epochs were bound by per-step overhead. A
+model whose run dies (out of memory, a non-finite loss) is reported and the others go on.
+Runs are resumable: an interrupted model restarts from its last saved state (written at most
+a minute apart).
 
-    python bench/pack_camvid.py --src ../shared/data/camvid --out .gpu/camvid   # here
-    python bench/train_gpu.py --data-root .gpu/camvid --runs runs/gpu --budget 440 \\
-        --export "$OUT"                                   # on the GPU machine
-    python bench/train_gpu.py --runs runs/gpu --export "$OUT" --export-only --models unet_r50
+    python bench/train_gpu.py --data-root ../shared/data/camvid --runs runs/gpu --budget 440
     python bench/train_gpu.py --dry-run --data-root ../shared/data/camvid --runs /tmp/dry
 
-``--export DIR`` writes ``DIR/train_gpu.tar.gz`` (summary, histories, logs, each model's
-predictions of ``--picture-frames`` for bench/side_by_side.py) and the chosen
-weights as fp16 safetensors in parts of at most 15 MiB (``MODEL.safetensors.partNN``), as
-many as fit in what one call brings back (60 MiB); a later ``--export-only`` call on the same
-machine sends the parts still to go (each part once). The summary holds each file's sha256
-and part count, and ``bench/join_parts.py`` joins the parts of every call and checks them.
+It writes, per model, ``RUNS/MODEL/best.safetensors`` and ``last.safetensors`` (what
+``rtseg train`` writes), ``history.json`` and the predictions of ``--picture-frames``
+(``pred_FRAME.png``, for bench/side_by_side.py); and ``RUNS/summary.json``: the recipe, the
+GPU, and per model its best val mIoU, epochs, per-class IoU and seconds.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import io
-import json
 import platform
-import tarfile
 import time
 import traceback
 from pathlib import Path
@@ -51,17 +42,14 @@ from rtseg.backends import open_engine
 from rtseg.files import write_json
 from rtseg.data import read_image
 from rtseg.imageops import resize_frame, resize_nearest
-from rtseg.models import load_checkpoint, save_checkpoint
+from rtseg.models import load_checkpoint
 from rtseg.training.config import TrainConfig
 from rtseg.training.train import train
 
 MODELS = ("segnet_r50", "unet_r50", "unet_vgg16", "segnet_vgg16")
 PICTURE_FRAMES = "0016E5_07959,0016E5_08093,0016E5_08159"  # first, busiest, last val frame
-PART_BYTES = 15 * 2**20
-RETURN_BYTES = 60 * 2**20  # what one call may bring back (64 MiB), less the tarball's room
 R50_BATCH = "segnet_r50=32,unet_r50=32"
 FIRST_OVERHEAD_S = 60.0  # per model, before one was measured (H200: 41–66 s at 140–210 s shares)
-EXPORT_S = 15.0          # packing the tarball and the weights' parts
 MIN_BUDGET_S = 20.0
 
 
@@ -132,18 +120,18 @@ def model_budget(total_s: float, models: int, index: int, elapsed_s: float,
                  wall_limit_s: float | None, overhead_s: float) -> float:
     """Seconds of training steps for model ``index`` of ``models``: an even share of
     ``total_s``, less when what is left of ``wall_limit_s`` (after ``elapsed_s``, and
-    ``overhead_s`` of decoding/validation/export for this and every later model, plus
-    EXPORT_S) cannot hold it; never below MIN_BUDGET_S."""
+    ``overhead_s`` of decoding and validation for this and every later model) cannot hold
+    it; never below MIN_BUDGET_S."""
     share = total_s / models
     if wall_limit_s is None:
         return share
-    left = wall_limit_s - elapsed_s - EXPORT_S - overhead_s * (models - index)
+    left = wall_limit_s - elapsed_s - overhead_s * (models - index)
     return max(MIN_BUDGET_S, min(share, left / (models - index)))
 
 
 def save_predictions(weights: Path, data_root: Path, frames: list[str], device: str) -> None:
     """``pred_NAME.png`` label maps of the val frames ``frames`` beside ``weights`` (a few KB
-    each), so bench/side_by_side.py can draw every model where only some weights travel."""
+    each), so bench/side_by_side.py can draw every model from the run folder alone."""
     with open_engine(weights, device) as backend:
         for name in frames:
             path = data_root / "val" / f"{name}.png"
@@ -161,69 +149,9 @@ def write_summary(runs: Path, summary: dict) -> None:
     write_json(runs / "summary.json", summary)
 
 
-def choose_exports(summary: dict) -> list[str]:
-    """The bundle candidate first (segnet_r50 when within 1 point of the best, else the best),
-    then the best if it is another model."""
-    scored = {m: r["best_val_miou"] for m, r in summary["models"].items() if "best_val_miou" in r}
-    if not scored:
-        return []
-    best = max(scored, key=scored.get)
-    first = "segnet_r50" if scored.get("segnet_r50", -1) >= scored[best] - 0.01 else best
-    return [first] + ([best] if best != first else [])
-
-
-def export(runs: Path, models: list[str], out: Path, resend: bool = False) -> None:
-    """Pack results into ``out``: the tarball, and the fp16 parts of ``models`` that fit in
-    what one call brings back. Parts are sent once: the summary records which went, so a
-    file too large for one call (unet_r50's 62 MiB) comes back over two ``--export-only``
-    calls, and the summary of the last lists every file that came back. ``resend``: send
-    every part again (a call whose files were lost)."""
-    out.mkdir(parents=True, exist_ok=True)
-    summary_path = runs / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {"models": {}}
-    summary.setdefault("exported", {})  # an earlier call's exports stay listed
-    room = RETURN_BYTES
-    for name in models:
-        best = runs / name / "best.safetensors"
-        if not best.is_file():
-            continue
-        source = hashlib.sha256(best.read_bytes()).hexdigest()
-        record = summary["exported"].get(name, {})
-        fp16 = runs / f"{name}.fp16.safetensors"
-        if record.get("source_sha256") != source or not fp16.is_file() or resend:
-            # new weights (or a fresh start): a new fp16 file — safetensors writes its header
-            # in no fixed order, so a file made again has other bytes — and every part to send
-            segmenter, meta = load_checkpoint(best)
-            save_checkpoint(fp16, segmenter, meta, dtype=torch.float16)
-            record = {"source_sha256": source, "sent": []}
-        data = fp16.read_bytes()
-        parts = [data[i:i + PART_BYTES] for i in range(0, len(data), PART_BYTES)]
-        record.update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data), parts=len(parts))
-        for i, part in enumerate(parts):
-            if i in record["sent"] or len(part) > room:
-                continue
-            (out / f"{name}.safetensors.part{i:02d}").write_bytes(part)
-            record["sent"].append(i)
-            room -= len(part)
-        summary["exported"][name] = record
-        left = len(parts) - len(record["sent"])
-        print(f"exported {name}: {len(data) / 2**20:.1f} MiB, {len(record['sent'])} of "
-              f"{len(parts)} parts sent" + (f"; send the other {left} with --export-only "
-                                            f"--models {name}" if left else ""))
-    with tarfile.open(out / "train_gpu.tar.gz", "w:gz") as tar:
-        blob = json.dumps(summary, indent=2).encode()
-        info = tarfile.TarInfo("summary.json")
-        info.size = len(blob)
-        tar.addfile(info, io.BytesIO(blob))
-        for path in (sorted(runs.glob("*/history.json")) + sorted(runs.glob("*/pred_*.png"))
-                     + sorted(runs.glob("*.log"))):
-            tar.add(path, arcname=str(path.relative_to(runs)))
-    write_summary(runs, summary)  # what was sent, once everything of this call is written
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data-root", type=Path)
+    p.add_argument("--data-root", type=Path, required=True)
     p.add_argument("--runs", type=Path, default=Path("runs/gpu"))
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--budget", type=float, default=440.0,
@@ -237,7 +165,7 @@ def main() -> None:
     p.add_argument("--colour-cast", type=float, default=0.1,
                    help="per-channel colour gain range 1±X in the augmentation (0: off)")
     p.add_argument("--wall-limit", type=float, default=540.0,
-                   help="seconds this call may take in all; model budgets shrink to fit")
+                   help="seconds the whole run may take; model budgets shrink to fit")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--val-every", type=int, default=10)
     p.add_argument("--workers", type=int, default=8)
@@ -246,10 +174,6 @@ def main() -> None:
     p.add_argument("--val-limit", type=int)
     p.add_argument("--picture-frames", default=PICTURE_FRAMES,
                    help="val frames whose predictions are saved for bench/side_by_side.py")
-    p.add_argument("--export", type=Path, help="pack results and weights into this folder")
-    p.add_argument("--export-only", action="store_true", help="pack the runs, train nothing")
-    p.add_argument("--resend", action="store_true",
-                   help="send every part again (an earlier call's files were lost)")
     p.add_argument("--dry-run", action="store_true",
                    help="CPU, tiny crops, 2 epochs, 8 frames: every code path in a minute")
     args = p.parse_args()
@@ -262,15 +186,7 @@ def main() -> None:
     args.crop = tuple(int(v) for v in args.crop.split("x"))
     args.input_size = tuple(int(v) for v in args.input_size.split("x"))
 
-    if not args.export_only:
-        if args.data_root is None:
-            p.error("--data-root is required unless --export-only")
-        summary = train_all(args)
-        exports = choose_exports(summary)
-    else:
-        exports = args.models.split(",")
-    if args.export:
-        export(args.runs, exports, args.export, args.resend)
+    train_all(args)
 
 
 if __name__ == "__main__":

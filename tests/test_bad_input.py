@@ -3,7 +3,7 @@
 Every case runs one command of the CLI in-process on one kind of bad input — a source, an
 engine, a label set, a flag out of range, an output path, a name — and requires what the
 contract promises: exit code 2, exactly one non-empty line on stderr, starting ``error: `` and
-carrying a helpful fragment, no traceback, done within ``MAX_SECONDS``, and nothing left
+with a helpful fragment, no traceback, done within ``MAX_SECONDS``, and nothing left
 behind (the outputs the case points at do not exist and the working directory lists exactly
 as before).
 

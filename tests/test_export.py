@@ -149,7 +149,7 @@ def test_graph_io_metadata_and_single_file(model, precision, exports):
     assert stored.extra["recipe"] == original.extra["recipe"]
     assert stored.extra["exported_from"] == "weights.safetensors"
     assert stored.extra["opset"] == OPSET
-    # the exporter's per-node stack traces would carry this machine's paths: none are kept
+    # the exporter's per-node stack traces would hold this machine's paths: none are kept
     assert not any(node.metadata_props for node in graph_model.graph.node)
     assert str(Path(__file__).resolve().parents[1]).encode() not in path.read_bytes()
 

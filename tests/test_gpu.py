@@ -82,9 +82,9 @@ def child_env(**extra: str) -> dict:
 
 # Thresholds of pixel agreement with CPU fp32. fp16 (11-bit significand) flips only pixels
 # whose top-2 logits are within ~1e-3 of each other: the bundled model's fp16 ONNX graph agrees
-# on 99.93 % of the val pixels (bench/README.md). bf16 keeps 8 bits, 8× coarser: the same model
+# on 99.93 % of the val pixels (docs/precision.md). bf16 keeps 8 bits, 8× coarser: the same model
 # in bf16 on the CPU (oneDNN, fp32 accumulation like cuDNN) agrees on 99.38 % of the val pixels
-# (bench/README.md), so 99.5 % would fail on rounding alone; 99 % still catches any real fault
+# (docs/precision.md), so 99.5 % would fail on rounding alone; 99 % still catches any real fault
 # (wrong layout, channel order or normalisation move far more than 1 % of the pixels).
 AGREEMENT = {"fp16": 0.995, "bf16": 0.99}
 

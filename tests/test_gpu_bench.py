@@ -1,6 +1,6 @@
 """bench/gpu_bench.py without a GPU: meta-device FLOPs equal real ones, the plan's order, the
 TF32 flags restored, sweep/OOM/budget bookkeeping, and the whole ``--dry-run`` end to end —
-so a typo can't waste borrowed GPU minutes."""
+so a typo shows here, not on a GPU machine."""
 
 from __future__ import annotations
 

@@ -84,7 +84,7 @@ def test_graph_input_size(tmp_path):
 
 def test_backend_asks_the_tensorrt_provider_for_the_graphs_profile(tmp_path, monkeypatch):
     """Wiring only: the session ONNX Runtime creates here runs on the CPU, but the provider
-    list it was handed must carry the profile for this graph's H and W."""
+    list it was handed must hold the profile for this graph's H and W."""
     path = tmp_path / "tiny.onnx"
     onnx.save(contract_model(), path)
     real_session, handed = onnx_backend.ort.InferenceSession, []

@@ -18,8 +18,8 @@ class TorchBackend(Backend):
     """Runs a Segmenter in eager PyTorch, channels_last (oneDNN and cuDNN both prefer it).
 
     ``precision``: ``auto`` (fp16 on CUDA, fp32 on the CPU), ``fp32``, ``fp16`` (CUDA only) or
-    ``bf16`` (CUDA, or a CPU with native bf16: about 2× fp32 on AVX-512 BF16 — see
-    bench/README.md). Converting folds BatchNorm into the convolutions and changes the module
+    ``bf16`` (CUDA, or a CPU with native bf16; faster than fp32 on some CPUs and slower on
+    others — see docs/precision.md). Converting folds BatchNorm into the convolutions and changes the module
     in place (the backend owns it). ``convert=False`` keeps the module exactly as it is (used
     to validate a model while it trains — the backend then shares the training weights).
     """

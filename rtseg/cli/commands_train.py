@@ -46,6 +46,7 @@ def train(
 ):
     """Train a model; writes OUT/best.safetensors, OUT/last.safetensors, history.json.
 
+    \b
     Examples:
       1. rtseg train --model segnet_r50 --dataset camvid --data-root data/camvid --epochs 200
       2. torchrun --standalone --nproc_per_node 8 -m rtseg train --model unet_r50 ...

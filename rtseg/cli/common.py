@@ -44,8 +44,9 @@ class Precision(str, Enum):
     bf16 = "bf16"
 
 
-PRECISION_HELP = ("auto: fp16 on CUDA, fp32 on the CPU; bf16 ≈ 2× fp32 on CPUs with AVX-512 "
-                  "BF16/AMX; applies to .safetensors.")
+PRECISION_HELP = ("auto: fp16 on CUDA, fp32 on the CPU; bf16 needs a CPU with native bf16 "
+                  "(AVX-512 BF16 or AMX) and is faster than fp32 on some such CPUs, slower "
+                  "on others (docs/precision.md); applies to .safetensors.")
 
 
 class Split(str, Enum):
