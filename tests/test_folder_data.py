@@ -178,6 +178,13 @@ def test_a_custom_model_carries_its_classes_into_run(tmp_path, capfd):
     assert set(json.loads((tmp_path / "eval.json").read_text())["per_class_iou"]) == \
         {c["name"] for c in THREE}
 
+    code, out, err = cli(["export", "--checkpoint", weights, "--out", tmp_path / "m.onnx"], capfd)
+    assert code == 0, err
+    from rtseg.backends import open_engine
+    with open_engine(tmp_path / "m.onnx", "cpu") as backend:
+        assert backend.metadata.class_names == meta.class_names
+        assert backend.metadata.palette == meta.palette
+
     # rtseg run on larger frames (the legend needs room), scored against the labels
     frames, labels = tmp_path / "frames", tmp_path / "labels"
     frames.mkdir()
@@ -204,10 +211,11 @@ def test_a_custom_model_carries_its_classes_into_run(tmp_path, capfd):
     assert np.abs(drawn - patch).mean() < 12  # the user's legend (mp4 is lossy)
     camvid_patch = Overlay(CAMVID.palette, CAMVID.class_names)._legend_patch(240, 320)[0]
     assert camvid_patch.shape != patch.shape  # not CamVid's 11 rows
-    row = patch.shape[0] // 3 - 1  # approx: each class's swatch centre, colour as drawn
-    for i, colour in enumerate(meta.palette):
-        cy, cx = y + 3 + i * 12 + 6, x + 3 + 4
-        assert np.abs(frame[cy, cx].astype(int) - colour[::-1]).max() < 40, (i, row)
+    row, _ = Overlay._row(240)
+    pad = max(2, row // 4)
+    for i, colour in enumerate(meta.palette):  # each class's swatch, in the user's colour
+        cy, cx = y + pad + i * row + row // 2 - 1, x + pad + row // 2 - 1
+        assert np.abs(frame[cy, cx].astype(int) - colour[::-1]).max() < 40, i
 
 
 def test_a_custom_engine_scores_live_with_its_own_classes(tmp_path):
