@@ -20,7 +20,7 @@ from rtseg.data.folder import load_folder_spec
 from rtseg.errors import BadInput
 from rtseg.visualize import palette_lut
 
-VAL_FRAMES = 3  # CamVid val frames compared between the two loaders
+VAL_FRAMES = 2  # CamVid val frames compared between the two loaders
 
 
 def camvid_table(ignore_color=None) -> dict:
@@ -184,6 +184,17 @@ def test_a_custom_model_carries_its_classes_into_run(tmp_path, capfd):
     with open_engine(tmp_path / "m.onnx", "cpu") as backend:
         assert backend.metadata.class_names == meta.class_names
         assert backend.metadata.palette == meta.palette
+
+    # bench --compare: the data set named, or taken from the engine (its classes.yaml read
+    # from --data-root)
+    for named in (["--dataset", "folder"], []):
+        code, out, err = cli(["bench", "--compare", tmp_path / "m.onnx", *named, "--data-root",
+                              data, "--batch", "1", "--iters", "1", "--warmup", "0",
+                              "--device", "cpu", "--json", tmp_path / "cmp.json"], capfd)
+        assert code == 0, err
+        compared = json.loads((tmp_path / "cmp.json").read_text())
+        assert compared["dataset"] == "lanes" and compared["images"] == 4
+        assert set(compared["engines"][0]["per_class_iou"]) == {c["name"] for c in THREE}
 
     # rtseg run on larger frames (the legend needs room), scored against the labels
     frames, labels = tmp_path / "frames", tmp_path / "labels"
