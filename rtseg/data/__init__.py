@@ -9,6 +9,7 @@ from rtseg.data.datasets import (check_pair_sizes, engine_dataset, find_pairs, g
 
 __all__ = [
     "CAMVID", "CITYSCAPES", "DATASETS", "DatasetSpec", "cityscapes_label_lut",
-    "check_pair_sizes", "engine_dataset", "find_pairs", "get_spec", "load_pair", "png_size", "read_image",
+    "check_pair_sizes", "engine_dataset", "find_pairs", "get_spec", "load_pair", "png_size",
+    "read_image",
     "read_label",
 ]
