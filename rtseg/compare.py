@@ -23,6 +23,7 @@ import numpy as np
 from rtseg.backends import Backend
 from rtseg.bench import POOL, machine, on_worker, time_engine, validate
 from rtseg.data import find_pairs, get_spec, load_pair
+from rtseg.data.datasets import DatasetLike
 from rtseg.errors import BadInput, MissingDependency
 from rtseg.files import write_via_temp
 from rtseg.scoring.evaluate import check_engine_matches
@@ -31,20 +32,21 @@ from rtseg.scoring.loop import EngineScore, engine_frames, eval_batches, score
 Progress = Callable[[str], None]
 
 
-def score_together(backends: Sequence[Backend], dataset: str, data_root: Path | str,
+def score_together(backends: Sequence[Backend], dataset: DatasetLike, data_root: Path | str,
                    split: str = "val", limit: int | None = None, batch_size: int = 4,
                    on_progress: Progress | None = None) -> tuple[list[dict], int]:
     """Score every backend on the same frames: per backend the eval numbers plus
     ``pixel_agreement`` with the first backend's label maps (all pixels, ignore included).
     Returns (rows, number of images)."""
+    spec = get_spec(dataset, data_root)
     for backend in backends:
-        check_engine_matches(backend, dataset)
-    pairs = find_pairs(dataset, data_root, split)[:limit]
+        check_engine_matches(backend, spec)
+    pairs = find_pairs(spec, data_root, split)[:limit]
     if not pairs:
         raise BadInput(f"--data-root {data_root}: no labelled {split} images found")
     if on_progress:
-        on_progress(f"scoring {len(backends)} engine(s) on {len(pairs)} {dataset} {split} images")
-    engines = [EngineScore(backend, dataset) for backend in backends]
+        on_progress(f"scoring {len(backends)} engine(s) on {len(pairs)} {spec.name} {split} images")
+    engines = [EngineScore(backend, spec) for backend in backends]
     done = 0
 
     def progress(count: int) -> None:
@@ -52,16 +54,18 @@ def score_together(backends: Sequence[Backend], dataset: str, data_root: Path | 
         done += count
         on_progress(f"scored {done}/{len(pairs)} images")
 
-    score(engines, eval_batches(pairs, dataset, batch_size), progress if on_progress else None)
+    score(engines, eval_batches(pairs, spec, batch_size), progress if on_progress else None)
     return [engine.report() | {"pixel_agreement": engine.agreement()} for engine in engines], \
         len(pairs)
 
 
-def split_frames(dataset: str, data_root: Path | str, split: str, input_size: tuple[int, int],
+def split_frames(dataset: DatasetLike, data_root: Path | str, split: str,
+                 input_size: tuple[int, int],
                  count: int = POOL) -> np.ndarray:
     """The first ``count`` images of the split, resized to ``input_size``: uint8 [N, H, W, 3]."""
-    pairs = find_pairs(dataset, data_root, split)[:count]
-    return engine_frames([load_pair(*pair, dataset)[0] for pair in pairs], input_size)
+    spec = get_spec(dataset, data_root)
+    pairs = find_pairs(spec, data_root, split)[:count]
+    return engine_frames([load_pair(*pair, spec)[0] for pair in pairs], input_size)
 
 
 def speed(backend: Backend, pool: np.ndarray, batches: Sequence[int], iters: int,
@@ -75,7 +79,7 @@ def speed(backend: Backend, pool: np.ndarray, batches: Sequence[int], iters: int
             else None, "best_batch": best["batch"], "best_fps": best["fps"]}
 
 
-def compare(backends: Sequence[Backend], names: Sequence[str], dataset: str,
+def compare(backends: Sequence[Backend], names: Sequence[str], dataset: DatasetLike,
             data_root: Path | str, split: str = "val", limit: int | None = None,
             batches: Sequence[int] = (1, 4), iters: int = 10, warmup: int = 2,
             on_progress: Progress | None = None) -> dict:
@@ -91,6 +95,7 @@ def compare(backends: Sequence[Backend], names: Sequence[str], dataset: str,
         raise BadInput("--compare needs at least one engine file")
     validate(list(batches), iters, warmup)
     say = on_progress or (lambda _m: None)
+    dataset = get_spec(dataset, data_root)
     scores, images = score_together(backends, dataset, data_root, split, limit,
                                     on_progress=say)
     rows = []
@@ -103,7 +108,7 @@ def compare(backends: Sequence[Backend], names: Sequence[str], dataset: str,
                      "input_size": list(backend.input_size), **accuracy,
                      "miou_delta_points": 100.0 * (accuracy["miou"] - scores[0]["miou"]),
                      **speed(backend, pool, batches, iters, warmup)})
-    return {"dataset": get_spec(dataset).name, "split": split, "images": images,
+    return {"dataset": dataset.name, "split": split, "images": images,
             "reference": str(names[0]), "engines": rows,
             "machine": machine(backends[0].device), "iters": iters, "warmup": warmup}
 

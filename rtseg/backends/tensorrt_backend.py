@@ -10,6 +10,11 @@ one it uses), so rtseg has exactly one (``trt_logger``), and each call that can 
 build, deserialise, run — collects TensorRT's errors for itself with ``trt_messages``, so
 with several engines in one process (``rtseg bench --compare``) an error is quoted by the
 call that caused it.
+
+Every TensorRT name here is typed (``import tensorrt as trt`` where it is used, annotations
+for the objects kept), so the tests check it against NVIDIA's API: ``mypy`` against the
+TensorRT 10 type stubs, and each runtime name against the TensorRT 11 lean runtime's bindings
+(``tests/test_tensorrt_api.py``).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -28,6 +33,9 @@ import torch
 from rtseg.backends.base import Backend
 from rtseg.errors import BadInput, MissingDependency, StageError
 from rtseg.metadata import INPUT_NAME, OUTPUT_NAME, EngineMetadata
+
+if TYPE_CHECKING:
+    import tensorrt as trt
 
 TRT_PIP_HINT = ('on an NVIDIA GPU machine run pip install "rtseg[tensorrt-cu13]", or '
                 '"rtseg[tensorrt-cu12]" where torch.version.cuda is 12.x')
@@ -55,6 +63,9 @@ def import_tensorrt() -> Any:
         import tensorrt as trt
     except ImportError:
         raise MissingDependency(f"TensorRT is not installed: {TRT_PIP_HINT}") from None
+    if not hasattr(trt, "__version__"):  # tensorrt-stubs alone: a namespace of .pyi files
+        raise MissingDependency("TensorRT is not installed (only its type stubs are): "
+                                + TRT_PIP_HINT)
     if tensorrt_major(trt.__version__) < MIN_TRT_MAJOR:
         raise MissingDependency(f"TensorRT {trt.__version__} is too old; rtseg needs TensorRT "
                                 f"{MIN_TRT_MAJOR} or newer: {TRT_PIP_HINT}")
@@ -138,14 +149,17 @@ def _route(is_error: bool, msg: str) -> None:
     stack[-1].sink(text)
 
 
-def trt_logger(trt: Any) -> Any:
+def trt_logger() -> trt.ILogger:
     """The process-wide ``trt.ILogger`` rtseg gives every Builder, Runtime and parser.
 
     Created on first use and kept for the life of the process (TensorRT requires the logger
     to outlive every object created with it). Subclassing ``trt.ILogger`` with
     ``log(severity, msg)`` is the documented way to receive TensorRT's messages; the
     implementation must be thread safe, which ``_route`` is (thread-local state only).
+    Call ``import_tensorrt`` first.
     """
+    import tensorrt as trt
+
     global _LOGGER
     with _LOGGER_LOCK:
         if _LOGGER is None:
@@ -156,7 +170,7 @@ def trt_logger(trt: Any) -> Any:
                 def __init__(self) -> None:
                     trt.ILogger.__init__(self)
 
-                def log(self, sev, msg):  # called by TensorRT for every message
+                def log(self, sev: trt.ILogger.Severity, msg: str) -> None:  # by TensorRT
                     if sev in errors or sev == severity.WARNING:
                         _route(sev in errors, str(msg))
 
@@ -189,6 +203,12 @@ def _detail(messages: TrtMessages) -> str:
     return f": {detail}" if detail else ""
 
 
+def dims(shape: trt.Dims) -> tuple[int, ...]:
+    """A ``trt.Dims`` as a tuple of ints (-1: dynamic). By index: ``Dims`` is a sequence
+    (``len``, ``[i]``) in NVIDIA's API; it defines no ``__iter__``."""
+    return tuple(int(shape[i]) for i in range(len(shape)))
+
+
 def aligned(tensor: torch.Tensor) -> bool:
     """Whether TensorRT may read/write ``tensor`` in place: its first byte is 256-byte aligned.
 
@@ -212,25 +232,28 @@ class TensorRTBackend(Backend):
                  log: Callable[[str], None] | None = None):
         path = Path(path)
         metadata, raw = load_sidecar(path)  # first: the cheapest, most specific check
-        trt = import_tensorrt()
+        import_tensorrt()
         device_index = require_cuda(device)
         with torch.cuda.device(device_index):  # TensorRT binds the engine to the current GPU
-            self._load(path, trt, metadata, raw, device_index, log)
+            self._load(path, metadata, raw, device_index, log)
 
-    def _load(self, path: Path, trt, metadata, raw: dict, device_index: int,
+    def _load(self, path: Path, metadata: EngineMetadata, raw: dict, device_index: int,
               log: Callable[[str], None] | None) -> None:
         """Deserialise the plan and allocate buffers on ``device_index`` (the current GPU)."""
+        import tensorrt as trt
+
         gpu_name = torch.cuda.get_device_name(device_index)
         super().__init__(metadata, f"cuda:{device_index} ({gpu_name})", metadata.precision)
-        self._trt = trt
         self._device_index = device_index
         self._log = log or _quiet
-        self._context = None
+        self._engine: trt.ICudaEngine | None = None
+        self._context: trt.IExecutionContext | None = None
         with trt_messages(self._log) as messages:
-            self._runtime = trt.Runtime(trt_logger(trt))
+            self._runtime: trt.Runtime | None = trt.Runtime(trt_logger())
             try:
+                # None (or, in some versions, RuntimeError) for a plan it cannot load
                 self._engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
-            except RuntimeError as e:  # some versions raise instead of returning None
+            except RuntimeError as e:
                 messages.errors.append(str(e))
                 self._engine = None
             if self._engine is not None:
@@ -262,7 +285,9 @@ class TensorRTBackend(Backend):
 
     # -- setup -----------------------------------------------------------------------------
     def _describe_io(self) -> dict[str, dict[str, Any]]:
-        trt, engine = self._trt, self._engine
+        import tensorrt as trt
+
+        engine = self._require_engine()
         io = {}
         for i in range(engine.num_io_tensors):
             name = engine.get_tensor_name(i)
@@ -270,13 +295,14 @@ class TensorRTBackend(Backend):
             io[name] = {
                 "mode": "input" if is_input else "output",
                 "dtype": engine.get_tensor_dtype(name),
-                "shape": tuple(engine.get_tensor_shape(name)),
+                "shape": dims(engine.get_tensor_shape(name)),
             }
         return io
 
     def _check_io(self, path: Path) -> int:
         """Verify the contract's I/O; return the max batch of optimisation profile 0."""
-        trt = self._trt
+        import tensorrt as trt
+
         want = {INPUT_NAME: ("input", 4), OUTPUT_NAME: ("output", 3)}
         for name, (mode, rank) in want.items():
             t = self.io.get(name)
@@ -293,7 +319,7 @@ class TensorRTBackend(Backend):
             raise BadInput(f"{path}: engine input is {list(in_hw)} but the sidecar says "
                            f"input_size {[h, w]}; the sidecar does not belong to this plan")
         # get_tensor_profile_shape(name, profile) -> [min, opt, max] (TensorRT 10 samples).
-        max_shape = self._engine.get_tensor_profile_shape(INPUT_NAME, 0)[2]
+        max_shape = self._require_engine().get_tensor_profile_shape(INPUT_NAME, 0)[2]
         return int(max_shape[0])
 
     # -- inference -------------------------------------------------------------------------
@@ -302,7 +328,7 @@ class TensorRTBackend(Backend):
 
         Both tensors must be dense and start 256-byte aligned (``aligned``).
         """
-        ctx = self._context
+        ctx = self._require_open()
         with trt_messages(self._log) as messages:
             if not ctx.set_input_shape(INPUT_NAME, tuple(frames_dev.shape)):
                 raise StageError(f"TensorRT rejected input shape {list(frames_dev.shape)} "
@@ -376,9 +402,16 @@ class TensorRTBackend(Backend):
         self._stream.synchronize()  # frames/out referenced until here, so never freed early
         return out
 
-    def _require_open(self) -> None:
+    def _require_open(self) -> trt.IExecutionContext:
+        """The execution context; StageError once closed."""
         if self._context is None:
             raise StageError("TensorRT backend used after close()")
+        return self._context
+
+    def _require_engine(self) -> trt.ICudaEngine:
+        if self._engine is None:
+            raise StageError("TensorRT backend used after close()")
+        return self._engine
 
     def close(self) -> None:
         """Free the context, engine and buffers (context before engine, as TensorRT needs)."""

@@ -89,7 +89,8 @@ def bench_(
     dataset: Optional[Dataset] = typer.Option(
         None, help="With --compare: label set of --data-root (default: the engines')."),
     data_root: Optional[Path] = typer.Option(
-        None, help="With --compare: labelled dataset root (CamVid or Cityscapes layout)."),
+        None, help="With --compare: labelled dataset root (CamVid, Cityscapes or folder "
+                   "layout)."),
     split: Split = typer.Option(Split.val, help="With --compare: the split to score."),
     limit: Optional[int] = typer.Option(None, help="With --compare: first N images only."),
     plot: Optional[Path] = typer.Option(
@@ -195,11 +196,15 @@ def _compare(engines: list[str], dataset: Optional[Dataset], data_root: Path, sp
 
     from rtseg.backends import open_engine
     from rtseg.compare import compare, plot as plot_png, to_markdown
+    from rtseg.data import engine_dataset
 
     with ExitStack() as stack:
         specs = [split_engine_spec(spec, precision) for spec in engines]
         backends = [stack.enter_context(open_engine(path, device, prec)) for path, prec in specs]
-        name = dataset.value if dataset is not None else backends[0].metadata.dataset
+        # Without --dataset: the first engine's (a folder data set's classes.yaml is read
+        # from --data-root).
+        name = (dataset.value if dataset is not None
+                else engine_dataset(backends[0].metadata).kind)
         result = compare(backends, list(engines), name, data_root, split, limit,
                          batches, iters, warmup, on_progress=log)
     if json_path:

@@ -17,8 +17,10 @@ from rtseg.cli.common import (PRECISION_HELP, Dataset, Device, Precision, Split,
 def train(
     model: str = typer.Option(..., help="unet_vgg16, unet_r50, segnet_vgg16, segnet_r50 "
                                         "(or unet_<smp encoder>)."),
-    dataset: Dataset = typer.Option(..., help="Label set of --data-root."),
-    data_root: Path = typer.Option(..., help="CamVid (SegNet layout) or Cityscapes root."),
+    dataset: Dataset = typer.Option(..., help="Label set of --data-root (folder: your own, "
+                                              "DIR/classes.yaml)."),
+    data_root: Path = typer.Option(..., help="CamVid (SegNet layout), Cityscapes or folder "
+                                             "(images/, labels/, classes.yaml) root."),
     epochs: int = typer.Option(100, min=1),
     batch_size: int = typer.Option(8, min=1, help="Per process."),
     crop: Optional[str] = typer.Option(None, help="Training crop HxW (default per dataset)."),
@@ -51,6 +53,7 @@ def train(
       1. rtseg train --model segnet_r50 --dataset camvid --data-root data/camvid --epochs 200
       2. torchrun --standalone --nproc_per_node 8 -m rtseg train --model unet_r50 ...
       3. rtseg train ... --device cuda --data-on-device --batch-size 16 --time-budget 600
+      4. rtseg train --model unet_r50 --dataset folder --data-root my_data   (own classes)
     """
     from rtseg.training.config import TrainConfig
     from rtseg.training.train import train as run_training

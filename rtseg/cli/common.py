@@ -25,8 +25,11 @@ DEBUG = {"on": False}  # set by the --debug option of the app callback
 
 
 class Dataset(str, Enum):
+    """camvid and cityscapes in their official layouts; folder: your own classes
+    (``DIR/images/{train,val}``, ``DIR/labels/{train,val}``, ``DIR/classes.yaml``)."""
     camvid = "camvid"
     cityscapes = "cityscapes"
+    folder = "folder"
 
 
 class Device(str, Enum):

@@ -24,10 +24,20 @@ class DatasetSpec:
     ignore_index: int
     input_size: tuple[int, int]  # default [H, W] the network sees (divisible by 32)
     train_crop: tuple[int, int]  # default training crop
+    layout: str = ""  # how files are found and labels read: camvid, cityscapes or folder
+    # A folder data set's raw label value → class index (others: ignored); empty: the
+    # label values are the class indices.
+    label_map: tuple[tuple[int, int], ...] = ()
+    ignore_color: tuple[int, int, int] | None = None  # colour-coded labels: the ignored colour
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def kind(self) -> str:
+        """The layout: the built-in data sets' own, or ``folder``."""
+        return self.layout or self.name
 
 
 CAMVID = DatasetSpec(
@@ -64,6 +74,12 @@ DATASETS = {spec.name: spec for spec in (CAMVID, CITYSCAPES)}
 def engine_metadata(model: str, spec: DatasetSpec, input_size, **extra) -> EngineMetadata:
     """The contract metadata of ``model`` trained on ``spec``'s classes (fp32, ImageNet
     normalisation); ``extra`` adds keys such as the recipe."""
+    if spec.kind == "folder":  # what run --labels needs to read the user's labels later
+        extra = {"data_layout": "folder", **extra}
+        if spec.label_map:
+            extra["label_map"] = {str(k): v for k, v in spec.label_map}
+        if spec.ignore_color is not None:
+            extra["ignore_color"] = list(spec.ignore_color)
     return EngineMetadata(
         model=model, num_classes=spec.num_classes, class_names=list(spec.class_names),
         palette=[list(c) for c in spec.palette], ignore_index=spec.ignore_index,

@@ -1,5 +1,6 @@
-"""Finding (image, label) pairs on disk and reading them, for CamVid and Cityscapes (no torch:
-the live pipeline reads frames and labels through here too)."""
+"""Finding (image, label) pairs on disk and reading them, for CamVid, Cityscapes and your own
+folder data set (``rtseg.data.folder``; no torch: the live pipeline reads frames and labels
+through here too)."""
 
 from __future__ import annotations
 
@@ -11,17 +12,36 @@ import cv2
 import numpy as np
 
 from rtseg.data.classes import DATASETS, DatasetSpec, cityscapes_label_lut
+from rtseg.data.folder import (IMAGE_SUFFIXES, folder_pairs, load_folder_spec,
+                               read_folder_label, spec_from_metadata)
 from rtseg.errors import BadInput
+from rtseg.metadata import EngineMetadata
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+DatasetLike = str | DatasetSpec  # a built-in data set's name, or a spec (a folder data set's)
 
 
-def get_spec(name: str) -> DatasetSpec:
-    """The DatasetSpec for ``name``; BadInput naming the choices otherwise."""
+def get_spec(dataset: DatasetLike, root: Path | str | None = None) -> DatasetSpec:
+    """The DatasetSpec of ``dataset``: a spec is itself; ``folder`` reads ``root``'s
+    ``classes.yaml``; a built-in name its table. BadInput naming the choices otherwise."""
+    if isinstance(dataset, DatasetSpec):
+        return dataset
+    if dataset == "folder":
+        if root is None:
+            raise BadInput("--dataset folder needs --data-root DIR (with DIR/classes.yaml)")
+        return load_folder_spec(root)
     try:
-        return DATASETS[name]
+        return DATASETS[dataset]
     except KeyError:
-        raise BadInput(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}") from None
+        raise BadInput(f"unknown dataset {dataset!r}; choose one of: "
+                       f"{', '.join(DATASETS)}, folder") from None
+
+
+def engine_dataset(meta: EngineMetadata) -> DatasetSpec:
+    """The data set an engine was trained on, from its metadata: a built-in one by name, a
+    folder data set from the class table it carries."""
+    if meta.extra.get("data_layout") != "folder" and meta.dataset in DATASETS:
+        return DATASETS[meta.dataset]
+    return spec_from_metadata(meta)
 
 
 def camvid_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
@@ -42,12 +62,15 @@ def camvid_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def label_name(image_name: str, dataset: str) -> str:
+def label_name(image_name: str, dataset: DatasetLike) -> str:
     """The label file name of an image file name (CamVid: the same; Cityscapes:
-    ``X_leftImg8bit.png`` → ``X_gtFine_labelIds.png``)."""
-    if dataset == "cityscapes":
+    ``X_leftImg8bit.png`` → ``X_gtFine_labelIds.png``; folder: ``X.png``)."""
+    kind = dataset if isinstance(dataset, str) else dataset.kind
+    if kind == "cityscapes":
         stem = Path(image_name).stem
         return stem.removesuffix("_leftImg8bit") + "_gtFine_labelIds.png"
+    if kind == "folder":
+        return Path(image_name).stem + ".png"
     return image_name
 
 
@@ -70,15 +93,17 @@ def cityscapes_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def find_pairs(dataset: str, root: Path | str, split: str) -> list[tuple[Path, Path]]:
+def find_pairs(dataset: DatasetLike, root: Path | str, split: str) -> list[tuple[Path, Path]]:
     """All (image, label) pairs of a split; BadInput if the root or split is missing or empty."""
     root = Path(root)
     if not root.is_dir():
         raise BadInput(f"data root not found: {root}")
-    finder = {"camvid": camvid_pairs, "cityscapes": cityscapes_pairs}[get_spec(dataset).name]
+    spec = get_spec(dataset, root)
+    finder = {"camvid": camvid_pairs, "cityscapes": cityscapes_pairs,
+              "folder": folder_pairs}[spec.kind]
     pairs = finder(root, split)
     if not pairs:
-        raise BadInput(f"no images in the {split} split of {dataset} under {root}")
+        raise BadInput(f"no images in the {split} split of {spec.name} under {root}")
     return pairs
 
 
@@ -122,17 +147,22 @@ def check_pair_sizes(pairs: Sequence[tuple[Path, Path]], what: str = "image") ->
             check_label_size(label, label_hw, image, image_hw, what)
 
 
-def read_label(path: Path, dataset: str) -> np.ndarray:
-    """A label map in the data set's training encoding (CamVid ids; Cityscapes train ids)."""
+def read_label(path: Path, dataset: DatasetLike) -> np.ndarray:
+    """A label map in the data set's training encoding (CamVid ids; Cityscapes train ids;
+    a folder data set's class indices)."""
+    spec = get_spec(dataset)
+    if spec.kind == "folder":
+        return read_folder_label(Path(path), spec)
     label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if label is None or label.ndim != 2:
         raise BadInput(f"cannot read label {path} as a single-channel 8-bit image")
-    if dataset == "cityscapes":
+    if spec.kind == "cityscapes":
         label = cityscapes_label_lut()[label]
     return label.astype(np.uint8, copy=False)
 
 
-def load_pair(image_path: Path, label_path: Path, dataset: str) -> tuple[np.ndarray, np.ndarray]:
+def load_pair(image_path: Path, label_path: Path,
+              dataset: DatasetLike) -> tuple[np.ndarray, np.ndarray]:
     """The BGR image and the label map (training encoding) of one pair; BadInput if their
     sizes differ."""
     image, label = read_image(image_path), read_label(label_path, dataset)

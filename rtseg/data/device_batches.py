@@ -20,13 +20,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rtseg.data.datasets import load_pair
+from rtseg.data.datasets import DatasetLike, load_pair
 from rtseg.errors import BadInput
 
 BGR_LUMA = (0.114, 0.587, 0.299)
 
 
-def decode_split(pairs: Sequence, dataset: str, workers: int = 8) -> tuple[np.ndarray, np.ndarray]:
+def decode_split(pairs: Sequence, dataset: DatasetLike,
+                 workers: int = 8) -> tuple[np.ndarray, np.ndarray]:
     """All (image, label) pairs decoded: uint8 [N, H, W, 3] BGR and uint8 [N, H, W].
 
     BadInput if a label's size differs from its image's, or if the frames differ in size

@@ -8,7 +8,7 @@ from typing import Callable, Sequence
 import numpy as np
 from torch.utils.data import Dataset
 
-from rtseg.data.datasets import get_spec, load_pair
+from rtseg.data.datasets import DatasetLike, get_spec, load_pair
 
 
 class SegmentationDataset(Dataset):
@@ -17,10 +17,10 @@ class SegmentationDataset(Dataset):
     ``transform(image_bgr_uint8, label_uint8) -> sample``; without one, the raw pair.
     """
 
-    def __init__(self, pairs: Sequence[tuple[Path, Path]], dataset: str,
+    def __init__(self, pairs: Sequence[tuple[Path, Path]], dataset: DatasetLike,
                  transform: Callable | None = None):
         self.pairs = list(pairs)
-        self.dataset = get_spec(dataset).name
+        self.dataset = get_spec(dataset)
         self.transform = transform
 
     def __len__(self) -> int:

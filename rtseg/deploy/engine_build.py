@@ -23,6 +23,9 @@ cannot give an int8 engine, and an int8 graph gives nothing else.
 
 A plan only runs on the GPU model and TensorRT version it was built with; the sidecar
 ``<plan>.json`` records both.
+
+Every TensorRT name here is typed (``import tensorrt as trt`` where it is used), so ``mypy``
+checks it against the TensorRT type stubs (``tests/test_tensorrt_api.py``).
 """
 
 from __future__ import annotations
@@ -31,13 +34,14 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnx
 import torch
 
 from rtseg.backends.tensorrt_backend import (
     INPUT_NAME,
+    dims,
     import_tensorrt,
     require_cuda,
     sidecar_path,
@@ -54,10 +58,15 @@ from rtseg.deploy.fp16_graph import graph_to_fp16
 from rtseg.files import atomic_write, write_json
 from rtseg.metadata import EngineMetadata
 
+if TYPE_CHECKING:
+    import tensorrt as trt
+
 GiB = 1 << 30
 
 
-def _dtype_name(trt: Any, dtype: Any) -> str:
+def _dtype_name(dtype: trt.DataType) -> str:
+    import tensorrt as trt
+
     if dtype == trt.DataType.UINT8:
         return "uint8"
     try:
@@ -68,16 +77,17 @@ def _dtype_name(trt: Any, dtype: Any) -> str:
         return str(dtype)  # types numpy lacks (bf16, fp8), or no nptype in this TensorRT
 
 
-def _network_io(trt: Any, network: Any) -> tuple[list[TensorInfo], list[TensorInfo]]:
-    def info(t):
-        return (t.name, tuple(int(d) for d in t.shape), _dtype_name(trt, t.dtype))
+def _network_io(network: trt.INetworkDefinition) -> tuple[list[TensorInfo], list[TensorInfo]]:
+    def info(t: trt.ITensor) -> TensorInfo:
+        return (t.name, dims(t.shape), _dtype_name(t.dtype))
 
     inputs = [info(network.get_input(i)) for i in range(network.num_inputs)]
     outputs = [info(network.get_output(i)) for i in range(network.num_outputs)]
     return inputs, outputs
 
 
-def load_timing_cache(config: Any, path: Path, log: Callable[[str], None]) -> None:
+def load_timing_cache(config: trt.IBuilderConfig, path: Path,
+                      log: Callable[[str], None]) -> None:
     """Attach the timing cache stored at ``path`` to ``config``, or a fresh one.
 
     ``IBuilderConfig.create_timing_cache(bytes)`` returns None (it does not raise) for a cache
@@ -134,8 +144,7 @@ def build_engine(onnx_path: str | Path, out_path: str | Path, *, precision: str 
     shapes = profile_shapes(meta.input_size, max_batch, opt_batch)
     precision = check_precision(meta.precision, precision)
     check_int8_target(meta)
-    trt = import_tensorrt()
-    trt_version = trt.__version__
+    trt_version = import_tensorrt().__version__
     device_index = require_cuda()
     plan = plan_build(tensorrt_major(trt_version), meta.precision, precision)
     onnx_bytes = None  # None: TensorRT parses the file itself
@@ -154,12 +163,12 @@ def build_engine(onnx_path: str | Path, out_path: str | Path, *, precision: str 
     log(f"TensorRT {trt_version} on {gpu_name} (sm {cc}); strongly typed {plan.precision} "
         f"engine from the {'converted fp16' if plan.convert_to_fp16 else meta.precision} graph")
     with torch.cuda.device(device_index), trt_messages(log) as messages:
-        serialized, cache_blob, seconds = _build(trt, onnx_path, onnx_bytes, plan, meta,
+        serialized, cache_blob, seconds = _build(onnx_path, onnx_bytes, plan, meta,
                                                  shapes, workspace_gb, timing_cache, compat,
                                                  log, messages)
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    if cache_blob is not None:
+    if cache_blob is not None and timing_cache is not None:
         cache_path = Path(timing_cache)
         cache_path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(cache_path, cache_blob)
@@ -191,15 +200,17 @@ def build_engine(onnx_path: str | Path, out_path: str | Path, *, precision: str 
             "size_bytes": size}
 
 
-def _build(trt: Any, onnx_path: Path, onnx_bytes: bytes | None, plan: BuildPlan,
+def _build(onnx_path: Path, onnx_bytes: bytes | None, plan: BuildPlan,
            meta: EngineMetadata, shapes: dict, workspace_gb: float,
            timing_cache: str | Path | None, compat: list[str], log: Callable[[str], None],
-           messages: Any) -> tuple[Any, bytes | None, float]:
+           messages: Any) -> tuple[trt.IHostMemory, bytes | None, float]:
     """Parse, configure and build; returns (serialized plan, timing cache bytes, seconds).
 
     Runs inside ``trt_messages``: TensorRT's errors during these calls land in ``messages``.
     """
-    logger = trt_logger(trt)
+    import tensorrt as trt
+
+    logger = trt_logger()
     builder = trt.Builder(logger)
     flags = 0
     for name in plan.creation_flags:
@@ -214,7 +225,7 @@ def _build(trt: Any, onnx_path: Path, onnx_bytes: bytes | None, plan: BuildPlan,
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
         raise BadInput(format_parser_errors(onnx_path, errors or messages.errors, compat))
 
-    inputs, outputs = _network_io(trt, network)
+    inputs, outputs = _network_io(network)
     for role, tensors in (("input", inputs), ("output", outputs)):
         for name, shape, dtype in tensors:
             log(f"network {role} '{name}': shape {list(shape)}, dtype {dtype}")

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from rtseg.backends import Backend, open_engine
+from rtseg.data import engine_dataset
 from rtseg.errors import BadInput, RtsegError, StageError
 from rtseg.pipeline.config import RunConfig
 from rtseg.pipeline.overlay import Overlay
@@ -107,7 +108,7 @@ class Pipeline:
             raise BadInput(f"--labels needs a directory of frames (labels are matched by file "
                            f"name); {self.source.description} is a video or a stream")
         meta = self.backend.metadata
-        return LiveScorer(labels, meta.dataset, meta.num_classes)
+        return LiveScorer(labels, engine_dataset(meta), meta.num_classes)
 
     def _stages(self) -> dict[str, dict]:
         """Each stage's :func:`run_stage` arguments (besides its name and the stats), in

@@ -11,18 +11,27 @@ import numpy as np
 
 from rtseg.backends import Backend
 from rtseg.data import check_pair_sizes, find_pairs, get_spec
+from rtseg.data.datasets import DatasetLike
 from rtseg.errors import BadInput
 from rtseg.scoring.loop import EngineScore, eval_batches, score
 from rtseg.visualize import colorize, palette_lut, side_by_side
 
 
-def check_engine_matches(backend: Backend, dataset: str) -> None:
-    """The engine must have been trained on ``dataset``'s classes."""
+def check_engine_matches(backend: Backend, dataset: DatasetLike) -> None:
+    """The engine must have been trained on ``dataset``'s classes: the same data set, or
+    the same class names in the same order (CamVid as a folder data set, say)."""
     spec = get_spec(dataset)
     meta = backend.metadata
-    if meta.dataset != spec.name or meta.num_classes != spec.num_classes:
-        raise BadInput(f"engine was trained on {meta.dataset} ({meta.num_classes} classes), "
-                       f"not {spec.name} ({spec.num_classes} classes)")
+    same_names = list(meta.class_names) == list(spec.class_names)
+    if same_names or (meta.dataset == spec.name and meta.num_classes == spec.num_classes
+                      and spec.kind != "folder"):
+        return
+    if meta.num_classes == spec.num_classes:
+        raise BadInput(f"engine was trained on {meta.dataset}'s classes "
+                       f"({', '.join(meta.class_names)}), not {spec.name}'s "
+                       f"({', '.join(spec.class_names)})")
+    raise BadInput(f"engine was trained on {meta.dataset} ({meta.num_classes} classes), "
+                   f"not {spec.name} ({spec.num_classes} classes)")
 
 
 def write_grid_png(path: Path, image_bgr: np.ndarray, truth: np.ndarray, pred: np.ndarray,
@@ -56,7 +65,7 @@ def first_missing(path: Path) -> Path | None:
     return missing
 
 
-def evaluate(backend: Backend, dataset: str, data_root: Path | str, split: str = "val",
+def evaluate(backend: Backend, dataset: DatasetLike, data_root: Path | str, split: str = "val",
              batch_size: int = 4, limit: int | None = None, grid_dir: Path | None = None,
              workers: int = 0, on_batch: Callable[[int], None] | None = None) -> dict:
     """Score ``backend`` on a split; returns the contract's eval JSON (minus ``engine``).
@@ -64,11 +73,11 @@ def evaluate(backend: Backend, dataset: str, data_root: Path | str, split: str =
     A ``grid_dir`` this call creates is removed again if scoring fails (a bad image, say),
     so a failed eval leaves no half-written grid behind.
     """
-    check_engine_matches(backend, dataset)
-    spec = get_spec(dataset)
-    pairs = find_pairs(dataset, data_root, split)[:limit]
+    spec = get_spec(dataset, data_root)
+    check_engine_matches(backend, spec)
+    pairs = find_pairs(spec, data_root, split)[:limit]
     check_pair_sizes(pairs)
-    engine = EngineScore(backend, dataset)
+    engine = EngineScore(backend, spec)
 
     grid, created = None, None
     if grid_dir is not None:
@@ -77,7 +86,7 @@ def evaluate(backend: Backend, dataset: str, data_root: Path | str, split: str =
         grid_dir.mkdir(parents=True, exist_ok=True)
         grid = grid_writer(pairs, grid_dir, backend.metadata.palette)
     try:
-        score([engine], eval_batches(pairs, dataset, batch_size, workers), on_batch, grid)
+        score([engine], eval_batches(pairs, spec, batch_size, workers), on_batch, grid)
     except Exception:  # not on Ctrl-C: the grids written so far are kept then
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)

@@ -13,7 +13,7 @@ from typing import Optional
 import numpy as np
 
 from rtseg.data import check_pair_sizes, get_spec, read_label
-from rtseg.data.datasets import IMAGE_SUFFIXES, check_label_size, label_name
+from rtseg.data.datasets import IMAGE_SUFFIXES, DatasetLike, check_label_size, label_name
 from rtseg.errors import BadInput
 from rtseg.files import json_safe
 from rtseg.scoring.confusion import ConfusionMatrix
@@ -28,7 +28,7 @@ def index_labels(labels_dir: Path) -> dict[str, Path]:
 
 def check_labels(labels_dir: Path | str, frames_dir: Path | str) -> None:
     """Before a run: ``labels_dir`` must hold label PNGs, at least one named after a frame of
-    ``frames_dir`` (either data set's naming, as the engine is not known yet), and every
+    ``frames_dir`` (any data set's naming, as the engine is not known yet), and every
     matched label must be the size of its frame (read from PNG headers, nothing decoded)."""
     labels_dir, frames_dir = Path(labels_dir), Path(frames_dir)
     index = index_labels(labels_dir)
@@ -36,12 +36,13 @@ def check_labels(labels_dir: Path | str, frames_dir: Path | str) -> None:
         raise BadInput(f"--labels {labels_dir}: no label PNGs found")
     frames = sorted(p for p in frames_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     pairs = [(f, index[n]) for f in frames
-             for n in dict.fromkeys(label_name(f.name, d) for d in ("camvid", "cityscapes"))
+             for n in dict.fromkeys(label_name(f.name, d)
+                                    for d in ("camvid", "cityscapes", "folder"))
              if n in index]
     if not pairs:
         raise BadInput(f"--labels {labels_dir}: no label file name matches a frame in "
                        f"{frames_dir} (CamVid: the same name; Cityscapes: "
-                       "X_gtFine_labelIds.png for X_leftImg8bit.png)")
+                       "X_gtFine_labelIds.png for X_leftImg8bit.png; folder: X.png for X.jpg)")
     check_pair_sizes(pairs, "frame")
 
 
@@ -52,7 +53,8 @@ class LiveScorer:
     Cityscapes ``gtFine/val`` (with city folders) work.
     """
 
-    def __init__(self, labels_dir: Path | str, dataset: str, num_classes: int | None = None):
+    def __init__(self, labels_dir: Path | str, dataset: DatasetLike,
+                 num_classes: int | None = None):
         labels_dir = Path(labels_dir)
         if not labels_dir.is_dir():
             raise BadInput(f"--labels {labels_dir}: not a directory")
@@ -60,7 +62,7 @@ class LiveScorer:
         if num_classes is not None and num_classes != spec.num_classes:
             raise BadInput(f"engine has {num_classes} classes but its data set {spec.name} has "
                            f"{spec.num_classes}: its labels cannot be scored")
-        self.dataset = spec.name
+        self.dataset = spec
         self.class_names = list(spec.class_names)
         self.matrix = ConfusionMatrix(spec.num_classes, spec.ignore_index)
         self.index = index_labels(labels_dir)

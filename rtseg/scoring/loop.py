@@ -16,6 +16,7 @@ import torch
 
 from rtseg.backends import Backend
 from rtseg.data import get_spec
+from rtseg.data.datasets import DatasetLike
 from rtseg.data.torch_dataset import SegmentationDataset
 from rtseg.imageops import nearest_index, resize_frame, resize_nearest
 from rtseg.scoring.confusion import ConfusionMatrix
@@ -30,7 +31,7 @@ def _as_tensors(items: list) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
             [torch.from_numpy(label) for _, label in items])
 
 
-def eval_batches(pairs: Sequence, dataset: str, batch_size: int,
+def eval_batches(pairs: Sequence, dataset: DatasetLike, batch_size: int,
                  workers: int = 0) -> Iterator[Batch]:
     """Batches of (images, labels) in ``pairs`` order, decoded on ``workers`` processes: lists
     of full-size uint8 arrays, BGR images and label maps in the training encoding."""
@@ -55,7 +56,7 @@ class EngineScore:
     without a copy to the host per batch.
     """
 
-    def __init__(self, backend: Backend, dataset: str, on_device: bool = False):
+    def __init__(self, backend: Backend, dataset: DatasetLike, on_device: bool = False):
         spec = get_spec(dataset)
         self.backend = backend
         self.matrix = ConfusionMatrix(spec.num_classes, spec.ignore_index)

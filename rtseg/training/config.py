@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+
+from rtseg.data import DatasetSpec, get_spec
 
 
 @dataclass
@@ -11,7 +14,7 @@ class TrainConfig:
     """Everything ``rtseg train`` needs; the CLI fills it from flags."""
 
     model: str
-    dataset: str
+    dataset: str                               # camvid, cityscapes or folder (DIR/classes.yaml)
     data_root: Path
     out: Path = Path("runs/train")
     epochs: int = 100
@@ -36,3 +39,8 @@ class TrainConfig:
     time_budget_s: float | None = None         # fit the epoch count to this many seconds of training
     state_every_s: float = 60.0                # resumable state: at most this often (and after the last epoch)
     extra: dict = field(default_factory=dict)
+
+    @cached_property
+    def spec(self) -> DatasetSpec:
+        """The data set's classes and layout (a folder data set's classes.yaml, read once)."""
+        return get_spec(self.dataset, self.data_root)

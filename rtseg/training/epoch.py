@@ -34,7 +34,7 @@ def make_train_loader(pairs, cfg: TrainConfig, crop, input_size, ignore_index,
                                scale_range=cfg.scale_range, jitter=cfg.jitter,
                                colour_cast=cfg.colour_cast,
                                seed=seed + info.rank)
-    ds = SegmentationDataset(pairs, cfg.dataset, transform)
+    ds = SegmentationDataset(pairs, cfg.spec, transform)
     if info.enabled:
         sampler = DistributedSampler(ds, info.world_size, info.rank, shuffle=True,
                                      seed=cfg.seed, drop_last=True)
@@ -102,8 +102,8 @@ def validate(segmenter: Segmenter, metadata: EngineMetadata, pairs: Sequence, cf
     resized to them, nearest neighbour).
     """
     backend = TorchBackend(segmenter, metadata, str(device), convert=False)
-    engine = EngineScore(backend, cfg.dataset, on_device=True)
-    score([engine], eval_batches(pairs[info.rank::info.world_size], cfg.dataset,
+    engine = EngineScore(backend, cfg.spec, on_device=True)
+    score([engine], eval_batches(pairs[info.rank::info.world_size], cfg.spec,
                                  cfg.batch_size, cfg.workers))
     engine.matrix.matrix = ddp.all_reduce_sum(engine.matrix.matrix, info, device)
     return engine.matrix

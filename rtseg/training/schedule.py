@@ -10,9 +10,10 @@ import numpy as np
 import torch
 
 from rtseg.data import read_label
+from rtseg.data.datasets import DatasetLike
 
 
-def class_weights(pairs: Sequence, dataset: str, num_classes: int, ignore_index: int,
+def class_weights(pairs: Sequence, dataset: DatasetLike, num_classes: int, ignore_index: int,
                   workers: int = 4) -> torch.Tensor:
     """ENet's weighting ``1 / ln(1.02 + p_c)`` from label pixel frequencies, mean 1."""
     def count(pair):

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import torch
 
-from rtseg.data import get_spec
 from rtseg.data.classes import engine_metadata
 from rtseg.errors import BadInput
 from rtseg.files import write_via_temp
@@ -28,7 +27,7 @@ def run_metadata(cfg: TrainConfig, input_size, crop, info: ddp.DistInfo, device:
                  dtype: torch.dtype | None) -> EngineMetadata:
     """The metadata every checkpoint of the run carries: classes, sizes and the recipe
     (``dtype``: the autocast dtype, None without autocast)."""
-    spec = get_spec(cfg.dataset)
+    spec = cfg.spec
     recipe = {k: v for k, v in asdict(cfg).items() if k not in ("data_root", "out", "extra")}
     recipe.update(crop=list(crop), input_size=list(input_size), world_size=info.world_size,
                   process_group=ddp.backend_name(info),

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rtseg.data import DatasetSpec, check_pair_sizes, find_pairs, get_spec
+from rtseg.data import DatasetSpec, check_pair_sizes, find_pairs
 from rtseg.data.classes import IMAGENET_MEAN, IMAGENET_STD
 from rtseg.data.device_batches import DeviceBatches, decode_split
 from rtseg.devices import amp_dtype, cudnn_autotune, resolve_device
@@ -104,7 +104,7 @@ class _Progress:
 def _check_inputs(cfg: TrainConfig) -> _Job:
     """``cfg`` checked against the data before any process group or directory exists;
     BadInput says what to fix."""
-    spec = get_spec(cfg.dataset)
+    spec = cfg.spec
     name = canonical_name(cfg.model)
     input_size = tuple(cfg.input_size or spec.input_size)
     crop = tuple(cfg.crop or spec.train_crop)
@@ -112,8 +112,8 @@ def _check_inputs(cfg: TrainConfig) -> _Job:
     check_input_size(crop, "crop")
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise BadInput("--epochs and --batch-size must be at least 1")
-    train_pairs = find_pairs(cfg.dataset, cfg.data_root, "train")[:cfg.train_limit]
-    val_pairs = find_pairs(cfg.dataset, cfg.data_root, "val")[:cfg.val_limit]
+    train_pairs = find_pairs(spec, cfg.data_root, "train")[:cfg.train_limit]
+    val_pairs = find_pairs(spec, cfg.data_root, "val")[:cfg.val_limit]
     check_pair_sizes(train_pairs + val_pairs)
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
@@ -128,7 +128,7 @@ def _shared_class_weights(cfg: TrainConfig, job: _Job, device: torch.device,
     """Class weights counted by rank 0 and broadcast to every rank."""
     weights = torch.zeros(job.spec.num_classes)
     if info.is_main:
-        weights = class_weights(job.train_pairs, cfg.dataset, job.spec.num_classes,
+        weights = class_weights(job.train_pairs, job.spec, job.spec.num_classes,
                                 job.spec.ignore_index)
     return ddp.broadcast_tensor(weights.to(device), info)
 
@@ -199,7 +199,7 @@ def _make_loader(cfg: TrainConfig, job: _Job, run: _Run, start_epoch: int) -> tu
     if not cfg.data_on_device:
         return make_train_loader(job.train_pairs, cfg, job.crop, job.input_size,
                                  job.spec.ignore_index, run.info, start_epoch)
-    images, labels = decode_split(job.train_pairs, cfg.dataset, max(cfg.workers, 1))
+    images, labels = decode_split(job.train_pairs, job.spec, max(cfg.workers, 1))
     batches = DeviceBatches(
         images, labels, job.crop, job.input_size, job.spec.ignore_index, cfg.batch_size,
         run.device, cfg.scale_range, cfg.jitter, cfg.seed, run.info.rank, run.info.world_size,
