@@ -9,11 +9,11 @@ from typing import Optional, Sequence
 
 import typer
 
-# The library's helpers the commands share, named here for the command modules that
-# import them from here (rtseg.engines, rtseg.files and rtseg.metadata hold them).
+# Library helpers that commands_run.py still imports from here; rtseg.engines and
+# rtseg.files hold them (the other command modules import them from there).
 from rtseg.engines import bundled_engine  # noqa: F401
 from rtseg.files import ensure_output_dir, ensure_parent, write_json  # noqa: F401
-from rtseg.metadata import PRECISIONS, parse_size  # noqa: F401
+from rtseg.metadata import PRECISIONS
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
