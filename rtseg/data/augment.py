@@ -4,9 +4,10 @@ the device, ``device_batches.py``).
 
 The recipe: resize to ``base_size × scale`` (scale uniform in ``SCALE_RANGE``), pad at the
 bottom/right (image 0, label the ignore index) when smaller than the crop, crop at a random
-place, flip with probability ½, then (``jitter`` > 0) saturation about the BGR luma, contrast
-about the frame's mean and brightness, each by a factor uniform in 1 ± ``jitter``, and
-(``colour_cast`` > 0) each of B, G, R scaled by its own gain in 1 ± ``colour_cast``.
+place, flip with probability ½, then (``jitter`` > 0) saturation about the BGR luma and
+contrast about the frame's mean, each by a factor uniform in 1 ± ``jitter``, and brightness
+shifted by up to ± ``jitter`` × 127.5, and (``colour_cast`` > 0) each of B, G, R scaled by
+its own gain in 1 ± ``colour_cast``.
 Here: the defaults, the luma weights, the photometric mix and how a run's seed becomes each
 epoch's random stream. How each maker draws its random numbers is its own (NumPy per frame,
 a torch generator per batch), so the two give equally distributed, not equal, batches.
@@ -17,7 +18,7 @@ from __future__ import annotations
 from typing import Callable, TypeVar
 
 SCALE_RANGE = (0.75, 1.5)  # the random scale about the network's input size
-JITTER = 0.3  # brightness, contrast and saturation: factors in 1 ± this
+JITTER = 0.3  # saturation and contrast factors in 1 ± this; brightness ± this × 127.5
 COLOUR_CAST = 0.0  # per-channel gains in 1 ± this (0: off)
 BGR_LUMA = (0.114, 0.587, 0.299)  # grey = the luma of a BGR pixel (ITU-R BT.601)
 
