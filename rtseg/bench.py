@@ -37,11 +37,25 @@ from rtseg.cpu_features import read_cpu_features
 from rtseg.errors import BadInput
 from rtseg.imageops import resize_frame
 from rtseg.pipeline import open_source, run
+from rtseg.pipeline.stats import bound_by
 
 POOL = 32  # frames held in memory for the engine alone (more when a batch is larger)
 LIVE_FRAMES = 300  # pipeline frames from a camera or stream when max_frames is not given
 
 Progress = Callable[[str], None]
+
+
+def parse_batches(text: str) -> list[int]:
+    """``"1,4,8"`` → [1, 4, 8]; BadInput for anything that is not a list of integers ≥ 1."""
+    try:
+        batches = [int(v) for v in text.replace(" ", "").split(",")]
+    except ValueError:
+        raise BadInput(f"--batch expects comma-separated integers, e.g. 1,4,8; got {text!r}") \
+            from None
+    for b in batches:
+        if b < 1:
+            raise BadInput(f"--batch {b}: batch sizes must be at least 1")
+    return batches
 
 
 def validate(batches: Sequence[int], iters: int, warmup: int = 0, rounds: int = 1,
@@ -227,11 +241,10 @@ def _pipeline_rounds(backend: Backend, source: str, pool: np.ndarray, first_alon
     pipeline_fps = float(np.median([d["pipeline_fps"] for d in done]))
     middle = sorted(done, key=lambda d: d["ratio"])[len(done) // 2]
     stage_ms = middle["stage_ms"]
-    known = {k: v for k, v in stage_ms.items() if v is not None}
     extra = {"engine_fps": engine_fps, "pipeline_fps": pipeline_fps,
              "pipeline_ratio": pipeline_fps / engine_fps, "stage_ms": stage_ms,
              "pipeline_latency_ms": middle["latency_ms"], "pipeline_frames": middle["frames"],
-             "bound_by": max(known, key=known.get) if known else None, "rounds": done}
+             "bound_by": bound_by(stage_ms), "rounds": done}
     if backend.device == "cpu":
         cores = os.cpu_count() or 1
         torch = sys.modules.get("torch")

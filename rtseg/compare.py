@@ -11,18 +11,22 @@ per batch size on frames of that split (:func:`rtseg.bench.time_engine`).
 >>> rows = compare([open_engine("a_fp32.onnx"), open_engine("a_fp16.onnx")],
 ...                ["a_fp32.onnx", "a_fp16.onnx"], "camvid", "data/camvid")
 >>> rows["engines"][1]["miou_delta_points"], rows["engines"][1]["pixel_agreement"]
+
+:func:`compare_files` does the same from engine files (``"m.safetensors@bf16"`` names a
+precision), opening and closing them itself.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 
-from rtseg.backends import Backend
+from rtseg.backends import Backend, open_engine, split_engine_spec
 from rtseg.bench import POOL, machine, on_worker, time_engine, validate
-from rtseg.data import find_pairs, get_spec, load_pair
+from rtseg.data import engine_dataset, find_pairs, get_spec, load_pair
 from rtseg.data.datasets import DatasetLike
 from rtseg.errors import BadInput, MissingDependency
 from rtseg.files import write_via_temp
@@ -111,6 +115,29 @@ def compare(backends: Sequence[Backend], names: Sequence[str], dataset: DatasetL
     return {"dataset": dataset.name, "split": split, "images": images,
             "reference": str(names[0]), "engines": rows,
             "machine": machine(backends[0].device), "iters": iters, "warmup": warmup}
+
+
+def compare_files(engines: Sequence[str], data_root: Path | str, split: str = "val",
+                  dataset: str | None = None, limit: int | None = None,
+                  batches: Sequence[int] = (1, 4), iters: int = 10, warmup: int = 2,
+                  device: str = "auto", precision: str = "auto",
+                  on_progress: Progress | None = None) -> dict:
+    """:func:`compare` of engine files, opened on ``device`` and closed after.
+
+    ``engines``: paths, the reference first; ``"m.safetensors@bf16"`` runs that one in bf16,
+    the others run at ``precision``. ``dataset``: the label set of ``data_root`` (default:
+    the first engine's).
+
+    >>> compare_files(["m_fp32.onnx", "m.safetensors@bf16"], "data/camvid", limit=50)
+    """
+    with ExitStack() as stack:
+        specs = [split_engine_spec(spec, precision) for spec in engines]
+        backends = [stack.enter_context(open_engine(path, device, prec)) for path, prec in specs]
+        # Without a dataset: the first engine's (a folder data set's classes.yaml is read from
+        # data_root).
+        name = dataset if dataset is not None else engine_dataset(backends[0].metadata).kind
+        return compare(backends, list(engines), name, data_root, split, limit,
+                       batches, iters, warmup, on_progress=on_progress)
 
 
 def short_names(engines: Sequence[str]) -> list[str]:

@@ -11,7 +11,9 @@ import torch
 
 from rtseg.cpu_features import read_cpu_features
 from rtseg.errors import BadInput, MissingDependency
+from rtseg.metadata import PRECISIONS
 
+# The torch dtype of each precision of PRECISIONS but auto.
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -37,7 +39,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "auto":
         return "fp16" if device.type == "cuda" else "fp32"
     if precision not in DTYPES:
-        raise BadInput(f"--precision {precision}: use auto, fp32, fp16 or bf16")
+        raise BadInput(f"--precision {precision}: use {', '.join(PRECISIONS[:-1])} or "
+                       f"{PRECISIONS[-1]}")
     if device.type == "cpu" and precision == "fp16":
         raise BadInput("--precision fp16 runs on CUDA only; on the CPU use bf16 (or fp32)")
     if (device.type == "cuda" and precision == "bf16"

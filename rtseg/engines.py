@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from rtseg.cuda_driver import driver_gpu_count
 from rtseg.errors import BadInput
 
 ENGINES_DIR = Path(__file__).resolve().parents[1] / "engines"  # the checkout's (pip install -e)
@@ -55,6 +56,23 @@ def default_engine(directory: Path | None = None, device: str = "cpu",
     if found is None:
         raise BadInput(NO_BUNDLED)
     return found
+
+
+def bundled_engine(device: str = "auto", precision: str = "auto") -> Path:
+    """The bundled model in the form that suits ``device`` (auto, cpu, cuda) and ``precision``
+    (the int8 deploy graph on the CPU at precision auto, the weights otherwise).
+
+    ``device`` auto asks the CUDA driver first: on a machine where it sees no GPU, PyTorch
+    (a second or more to import) is not loaded to decide.
+    """
+    kind = device
+    if kind == "auto" and not driver_gpu_count():
+        kind = "cpu"
+    elif kind == "auto":
+        from rtseg.devices import resolve_device
+
+        kind = resolve_device("auto").type
+    return default_engine(device=kind, precision=precision)
 
 
 def untrained_engine(model: str, size: tuple[int, int], directory: Path | str,

@@ -1,5 +1,6 @@
 """Writing output files so that nothing half-written is ever seen: write a temporary file
-beside the target, then rename it into place (atomic on one file system)."""
+beside the target, then rename it into place (atomic on one file system). And the checks of
+an output path made before any work, so that no work is lost to a path that cannot be written."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
+
+from rtseg.errors import BadInput
 
 
 def publish(tmp: Path, final: Path) -> None:
@@ -52,3 +55,30 @@ def json_safe(value: Any) -> Any:
 def write_json(path: Path | str, payload: Any) -> Path:
     """``payload`` as indented JSON, atomically."""
     return atomic_write(path, json.dumps(json_safe(payload), indent=2, allow_nan=False) + "\n")
+
+
+def ensure_parent(path: Optional[Path], flag: str) -> None:
+    """An output file's directory must exist (we do not invent directories for files), and
+    the path must not be a directory — checked before any work, so nothing is wasted.
+    BadInput naming ``flag`` otherwise; nothing to check for None."""
+    if path is None:
+        return
+    if not path.parent.is_dir():
+        raise BadInput(f"{flag} {path}: directory {path.parent} does not exist")
+    if path.is_dir():
+        raise BadInput(f"{flag} {path} is a directory; give a file name")
+    if not os.access(path.parent, os.W_OK):
+        raise BadInput(f"{flag} {path}: directory {path.parent} is not writable")
+
+
+def ensure_output_dir(path: Path | None, flag: str) -> None:
+    """An output directory (``--masks``): its parent must exist; it may exist already, as a
+    directory. Checked before any work, like ``ensure_parent``."""
+    if path is None:
+        return
+    if not path.parent.is_dir():
+        raise BadInput(f"{flag} {path}: directory {path.parent} does not exist")
+    if path.exists() and not path.is_dir():
+        raise BadInput(f"{flag} {path}: exists and is not a directory")
+    if not os.access(path if path.exists() else path.parent, os.W_OK):
+        raise BadInput(f"{flag} {path}: not writable")

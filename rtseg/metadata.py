@@ -32,6 +32,10 @@ REQUIRED_KEYS = (
 )
 
 
+# How an engine may be asked to run (``--precision``; the one table of these names): auto
+# chooses per device, and a .onnx or TensorRT plan accepts only auto or its own.
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
@@ -122,3 +126,17 @@ class EngineMetadata:
         d = self.to_dict()
         d.update(changes)
         return EngineMetadata.from_dict(d)
+
+
+def parse_size(text: str | None, flag: str) -> tuple[int, int] | None:
+    """An input size as the flags write it: ``"352x480"`` (or ``352×480``) → (352, 480);
+    None for None; BadInput naming ``flag`` otherwise."""
+    if text is None:
+        return None
+    try:
+        h, w = (int(v) for v in text.lower().replace("×", "x").split("x"))
+    except ValueError:
+        raise BadInput(f"{flag} expects HxW, e.g. 352x480; got {text!r}") from None
+    if h <= 0 or w <= 0:
+        raise BadInput(f"{flag} {text} must be positive in both dimensions")
+    return h, w

@@ -115,3 +115,17 @@ def test_short_names_tell_engines_apart():
     assert short_names(["x/m.onnx", "y/n.onnx"]) == ["m.onnx", "n.onnx"]
     assert short_names(["m.safetensors", "m.safetensors@bf16"]) == \
         ["m.safetensors", "m.safetensors@bf16"]
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("m.safetensors@bf16", ("m.safetensors", "bf16")),
+    ("runs/a@b/m.onnx", ("runs/a@b/m.onnx", "fp32")),  # an @ in a folder name is no precision
+    ("m.onnx@int9", ("m.onnx@int9", "fp32")),
+    ("m.onnx", ("m.onnx", "fp32"))])
+def test_an_engine_argument_may_name_its_precision(spec, expected):
+    from pathlib import Path
+
+    from rtseg.backends import split_engine_spec
+
+    path, precision = split_engine_spec(spec, "fp32")
+    assert (path, precision) == (Path(expected[0]), expected[1])

@@ -139,3 +139,33 @@ def test_colorize_maps_every_id_through_the_palette():
     labels = np.arange(256, dtype=np.uint8).reshape(16, 16)
     assert np.array_equal(colorize(labels, lut), lut[labels])
     assert np.array_equal(colorize(labels[:, ::2], lut), lut[labels[:, ::2]])  # a strided view
+
+
+def test_the_cpu_and_device_augmentation_share_one_recipe():
+    """TrainTransform, DeviceBatches and TrainConfig take their defaults from one recipe, so
+    --data-on-device trains on the augmentation the data loader would give."""
+    import dataclasses
+    import inspect
+
+    from rtseg.data import augment
+    from rtseg.data.device_batches import DeviceBatches
+    from rtseg.training.config import TrainConfig
+
+    recipe = {"scale_range": augment.SCALE_RANGE, "jitter": augment.JITTER,
+              "colour_cast": augment.COLOUR_CAST}
+    device = inspect.signature(DeviceBatches).parameters
+    for cls in (TrainTransform, TrainConfig):
+        fields = {f.name: f.default for f in dataclasses.fields(cls)}
+        assert {k: fields[k] for k in recipe} == recipe, cls.__name__
+    assert {k: device[k].default for k in recipe} == recipe
+
+
+def test_the_jitter_mixes_saturation_then_contrast_then_brightness():
+    """On a grey frame saturation does nothing; contrast scales about the mean, then the
+    brightness shift adds half of its factor × 255."""
+    from rtseg.data.augment import brightness_shift, mix_photometric
+
+    img = np.array([[[10.0] * 3, [30.0] * 3]], np.float32)  # two grey pixels, mean 20
+    grey = img[..., :1]
+    out = mix_photometric(img, grey, 1.5, 2.0, brightness_shift(0.1), lambda x: x.mean())
+    np.testing.assert_allclose(out[0, :, 0], [0.0 + 12.75, 40.0 + 12.75], rtol=1e-6)

@@ -150,8 +150,8 @@ def test_the_bundled_form_is_chosen_without_pytorch_where_the_driver_sees_no_gpu
 
     if driver_gpu_count():
         pytest.skip("the CUDA driver sees a GPU here: the choice asks PyTorch")
-    code = ("import sys; from rtseg.cli.common import Device, Precision, bundled_engine; "
-            "print(bundled_engine(Device.auto, Precision.auto).name, 'torch' in sys.modules)")
+    code = ("import sys; from rtseg.engines import bundled_engine; "
+            "print(bundled_engine('auto', 'auto').name, 'torch' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -161,8 +161,8 @@ def test_the_bundled_form_is_chosen_without_pytorch_where_the_driver_sees_no_gpu
 @pytest.mark.parametrize("torch_sees_cuda, form", [(True, "m.safetensors"), (False, "m_int8.onnx")])
 def test_where_the_driver_sees_a_gpu_pytorch_decides_the_bundled_form(
         monkeypatch, both_forms, torch_sees_cuda, form):
-    from rtseg.cli import common
+    from rtseg import engines
 
-    monkeypatch.setattr(common, "driver_gpu_count", lambda: 1)
+    monkeypatch.setattr(engines, "driver_gpu_count", lambda: 1)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: torch_sees_cuda)
-    assert common.bundled_engine(common.Device.auto, common.Precision.auto).name == form
+    assert engines.bundled_engine("auto", "auto").name == form

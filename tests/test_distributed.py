@@ -42,6 +42,15 @@ def test_a_non_finite_loss_on_one_rank_stops_every_rank():
     assert results[0] == results[1] == (True, False)
 
 
+@pytest.mark.parametrize("rank, main", [(None, True), ("0", True), ("3", False)])
+def test_only_rank_0_reports(monkeypatch, rank, main):
+    if rank is None:
+        monkeypatch.delenv("RANK", raising=False)
+    else:
+        monkeypatch.setenv("RANK", rank)
+    assert ddp.is_main() is main
+
+
 def test_any_rank_without_ddp_is_the_flag_itself():
     info = ddp.DistInfo()
     assert ddp.any_rank(torch.tensor(True), info) is True

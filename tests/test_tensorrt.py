@@ -96,6 +96,16 @@ def test_plan_build_is_strongly_typed_on_every_tensorrt(trt_major, graph, reques
     assert plan.precision == requested
 
 
+@pytest.mark.parametrize("flags, precision", [
+    ({}, "auto"), ({"fp16": True}, "fp16"), ({"fp16": False}, "fp32"), ({"int8": True}, "int8")])
+def test_a_build_request_resolves_its_precision_flags(tmp_path, flags, precision):
+    from rtseg.deploy.build_plan import check_request
+
+    graph = tmp_path / "m.onnx"
+    graph.write_bytes(b"")  # only its existence is checked before the build
+    assert check_request(graph, tmp_path / "m.plan", **flags) == precision
+
+
 def test_plan_build_refuses_what_tensorrt_cannot_do():
     with pytest.raises(BadInput, match="without --fp16"):
         plan_build(10, "fp16", "fp32")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterable
 
 from rtseg.backends.base import Backend
 from rtseg.errors import BadInput
+from rtseg.metadata import PRECISIONS
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".bin")
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
 def open_engine(path: Path | str, device: str = "auto", precision: str = "auto") -> Backend:
@@ -26,8 +27,7 @@ def open_engine(path: Path | str, device: str = "auto", precision: str = "auto")
     if suffix in PICKLE_SUFFIXES:
         raise BadInput(f"{path.name}: pickle files are not loaded (they can run code); convert "
                        "the state dict to .safetensors with safetensors.torch.save_file")
-    if not path.is_file():
-        raise BadInput(f"engine file not found: {path}")
+    _check_file(path)
     if suffix == ".safetensors":
         from rtseg.backends.torch_backend import TorchBackend
         return TorchBackend.from_file(path, device, precision)
@@ -43,6 +43,28 @@ def open_engine(path: Path | str, device: str = "auto", precision: str = "auto")
     raise BadInput(f"unsupported engine {path.name}: expected .safetensors, .onnx, .plan or .engine")
 
 
+def split_engine_spec(spec: str, precision: str = "auto") -> tuple[Path, str]:
+    """An engine argument that may name its precision: ``"m.safetensors@bf16"`` →
+    (m.safetensors, "bf16"); without ``@PRECISION`` (or after an ``@`` that names none, as in
+    a file name), ``(Path(spec), precision)``."""
+    path, _, suffix = spec.rpartition("@")
+    if path and suffix in PRECISIONS:
+        return Path(path), suffix
+    return Path(spec), precision
+
+
+def check_engine_files(specs: Iterable[str]) -> None:
+    """BadInput for the first engine argument (``FILE`` or ``FILE@PRECISION``) whose file is
+    not there: checked before any engine is loaded."""
+    for spec in specs:
+        _check_file(split_engine_spec(spec)[0])
+
+
+def _check_file(path: Path) -> None:
+    if not path.is_file():
+        raise BadInput(f"engine file not found: {path}")
+
+
 def _fixed_precision(backend: Backend, precision: str, rebuild: str) -> Backend:
     """``backend`` when ``precision`` is auto or its own; else close it and say how to get one."""
     if precision in ("auto", backend.precision):
@@ -53,4 +75,4 @@ def _fixed_precision(backend: Backend, precision: str, rebuild: str) -> Backend:
                    ".safetensors")
 
 
-__all__ = ["Backend", "PRECISIONS", "open_engine"]
+__all__ = ["Backend", "PRECISIONS", "check_engine_files", "open_engine", "split_engine_spec"]

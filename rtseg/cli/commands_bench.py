@@ -8,23 +8,11 @@ from typing import Optional
 
 import typer
 
-from rtseg.cli.common import (PRECISION_HELP, Dataset, Device, Precision, Split, app,
-                              bundled_engine, ensure_parent, log, print_written, write_json)
+from rtseg.cli.common import (PRECISION_HELP, Dataset, Device, Precision, Split, app, log,
+                              print_written)
+from rtseg.engines import bundled_engine
 from rtseg.errors import BadInput
-from rtseg.files import atomic_write
-
-
-def parse_batches(text: str) -> list[int]:
-    """``"1,4,8"`` → [1, 4, 8]; BadInput for anything that is not a list of integers ≥ 1."""
-    try:
-        batches = [int(v) for v in text.replace(" ", "").split(",")]
-    except ValueError:
-        raise BadInput(f"--batch expects comma-separated integers, e.g. 1,4,8; got {text!r}") \
-            from None
-    for b in batches:
-        if b < 1:
-            raise BadInput(f"--batch {b}: batch sizes must be at least 1")
-    return batches
+from rtseg.files import atomic_write, ensure_parent, write_json
 
 
 def print_table(result: dict) -> None:
@@ -106,7 +94,7 @@ def bench_(
       4. rtseg bench --compare unet_r50.onnx segnet_r50.onnx --data-root camvid --plot fps.png
       5. rtseg bench --compare m_fp32.onnx m_fp16.onnx --data-root camvid   (fp16 vs fp32)
     """
-    from rtseg.bench import validate
+    from rtseg.bench import parse_batches, validate
 
     batches = parse_batches(batch)
     if compare or engines:
@@ -123,10 +111,12 @@ def bench_(
                            "--data-root DIR)")
     validate(batches, iters, warmup, rounds, max_frames)
     if source is not None:
-        _check_source(source)
+        from rtseg.pipeline.sources import check_source
+
+        check_source(source)
     ensure_parent(json_path, "--json")
     ensure_parent(markdown, "--markdown")
-    engine = engine if engine is not None else bundled_engine(device, precision)
+    engine = engine if engine is not None else bundled_engine(device.value, precision.value)
 
     from rtseg.backends import open_engine
     from rtseg.bench import bench, to_markdown
@@ -140,14 +130,6 @@ def bench_(
     if markdown:
         atomic_write(markdown, to_markdown(result))
     print_table(result)
-
-
-def _check_source(source: str) -> None:
-    """A file or directory source must exist (checked before the engine is loaded)."""
-    from rtseg.pipeline.sources import is_stream_url
-
-    if not (source.isdigit() or is_stream_url(source)) and not Path(source).exists():
-        raise BadInput(f"--source {source}: no such file or directory")
 
 
 def _check_compare_flags(compare: bool, engines: Optional[list[str]], engine: Optional[Path],
@@ -170,43 +152,20 @@ def _check_compare_flags(compare: bool, engines: Optional[list[str]], engine: Op
         raise BadInput(f"--data-root {data_root}: no such directory")
     if limit is not None and limit < 1:
         raise BadInput(f"--limit {limit} must be at least 1")
-    for spec in engines:
-        path, _ = split_engine_spec(spec, "auto")
-        if not path.is_file():
-            raise BadInput(f"engine file not found: {path}")
+    from rtseg.backends import check_engine_files
 
-
-def split_engine_spec(spec: str, precision: str) -> tuple[Path, str]:
-    """``"m.safetensors@bf16"`` → (m.safetensors, "bf16"); without ``@PRECISION`` the
-    command's ``--precision``."""
-    from rtseg.backends import PRECISIONS
-
-    path, _, suffix = spec.rpartition("@")
-    if path and suffix in PRECISIONS:
-        return Path(path), suffix
-    return Path(spec), precision
+    check_engine_files(engines)
 
 
 def _compare(engines: list[str], dataset: Optional[Dataset], data_root: Path, split: str,
              limit: Optional[int], batches: list[int], iters: int, warmup: int, device: str,
              precision: str, json_path: Optional[Path], markdown: Optional[Path],
              plot: Optional[Path]) -> None:
-    """Open every engine, compare them, write and print the results."""
-    from contextlib import ExitStack
+    """Compare the engine files, write and print the results."""
+    from rtseg.compare import compare_files, plot as plot_png, to_markdown
 
-    from rtseg.backends import open_engine
-    from rtseg.compare import compare, plot as plot_png, to_markdown
-    from rtseg.data import engine_dataset
-
-    with ExitStack() as stack:
-        specs = [split_engine_spec(spec, precision) for spec in engines]
-        backends = [stack.enter_context(open_engine(path, device, prec)) for path, prec in specs]
-        # Without --dataset: the first engine's (a folder data set's classes.yaml is read
-        # from --data-root).
-        name = (dataset.value if dataset is not None
-                else engine_dataset(backends[0].metadata).kind)
-        result = compare(backends, list(engines), name, data_root, split, limit,
-                         batches, iters, warmup, on_progress=log)
+    result = compare_files(engines, data_root, split, dataset and dataset.value, limit,
+                           batches, iters, warmup, device, precision, on_progress=log)
     if json_path:
         write_json(json_path, result)
     if markdown:

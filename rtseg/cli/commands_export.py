@@ -8,10 +8,11 @@ from typing import Optional
 
 import typer
 
-from rtseg.cli.common import app, ensure_parent, log, parse_size
+from rtseg.cli.common import app, log
+from rtseg.files import ensure_parent
+from rtseg.metadata import parse_size
 from rtseg.errors import BadInput
-from rtseg.deploy.calibration import (DEFAULT_FRAMES, DEFAULT_METHOD, METHODS,
-                                      MIN_FRAMES, TARGETS, Calibration)
+from rtseg.deploy.calibration import DEFAULT_FRAMES, DEFAULT_METHOD, METHODS, MIN_FRAMES, TARGETS
 
 # typer's choices, from the one list each (rtseg.deploy.calibration).
 CalibMethod = Enum("CalibMethod", {name: name for name in METHODS}, type=str)
@@ -60,10 +61,11 @@ def export(
       6. rtseg export --checkpoint best.safetensors --out segnet_cpu.onnx --int8 --calib frames/ \\
            --int8-target cpu
     """
-    from rtseg.deploy.export import export_onnx
+    from rtseg.deploy.export import export_onnx, int8_calibration
     from rtseg.deploy.triton import export_triton_repo
 
-    calibration = _calibration(int8, calib, calib_frames, calib_method, int8_target)
+    calibration = int8_calibration(int8, calib, calib_frames, calib_method and calib_method.value,
+                                   int8_target and int8_target.value)
     if (out is None) == (triton_repo is None):
         raise BadInput("give exactly one of --out FILE.onnx or --triton-repo DIR")
     if out is not None and max_batch is not None:
@@ -79,25 +81,6 @@ def export(
         model_dir = export_triton_repo(checkpoint, triton_repo, fp16=fp16, size=hw,
                                        max_batch=max_batch or 8, log=log, calib=calibration)
         print(f"wrote Triton model {model_dir.name} in {triton_repo}")
-
-
-def _calibration(int8: bool, source: Optional[str], frames: Optional[int],
-                 method: Optional[CalibMethod],
-                 target: Optional[Int8Target]) -> Optional[Calibration]:
-    """The --int8 flags as a Calibration (None without --int8); BadInput for combinations that
-    cannot work, checked before any file is read (``--int8`` with ``--fp16``: the export)."""
-    if not int8:
-        given = [flag for flag, value in (("--calib", source), ("--calib-frames", frames),
-                                          ("--calib-method", method),
-                                          ("--int8-target", target)) if value is not None]
-        if given:
-            raise BadInput(f"{given[0]} calibrates an int8 graph; add --int8")
-        return None
-    if source is None:
-        raise BadInput("--int8 needs --calib SRC: a frame folder or a video of real frames")
-    chosen = {"frames": frames, "method": method and method.value,
-              "target": target and target.value}  # the rest: Calibration's defaults
-    return Calibration(source, **{k: v for k, v in chosen.items() if v is not None})
 
 
 @app.command("build-engine")
@@ -125,19 +108,12 @@ def build_engine(
       3. rtseg build-engine --onnx segnet.onnx --out segnet_b8.plan --max-batch 8 --opt-batch 8
       4. rtseg build-engine --onnx segnet_int8.onnx --out segnet_int8.plan   # explicit int8
     """
-    if not 1 <= opt_batch <= max_batch:
-        raise BadInput(f"--opt-batch {opt_batch} must be between 1 and --max-batch ({max_batch})")
-    if out.suffix.lower() not in (".plan", ".engine"):
-        raise BadInput(f"--out {out.name}: the file name must end in .plan or .engine")
-    if not onnx_file.is_file():
-        raise BadInput(f"--onnx {onnx_file}: file not found")
-    if int8 and fp16 is not None:
-        raise BadInput(f"--int8 and --{'fp16' if fp16 else 'fp32'} exclude each other")
-    ensure_parent(out, "--out")
+    from rtseg.deploy.build_plan import check_request
+
+    precision = check_request(onnx_file, out, fp16=fp16, int8=int8, max_batch=max_batch,
+                              opt_batch=opt_batch)
     from rtseg.deploy.engine_build import build_engine as run_build
 
-    # auto: what the graph is made for (int8 for an int8 graph, else fp16; build_plan).
-    precision = "int8" if int8 else "auto" if fp16 is None else "fp16" if fp16 else "fp32"
     result = run_build(onnx_file, out, precision=precision,
                        max_batch=max_batch, opt_batch=opt_batch, workspace_gb=workspace,
                        timing_cache=out.with_name(out.name + ".timing.cache"), log=log)

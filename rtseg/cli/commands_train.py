@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from rtseg.cli.common import (PRECISION_HELP, Dataset, Device, Precision, Split, app,
-                              ensure_parent, log, parse_size, write_json)
+from rtseg.cli.common import PRECISION_HELP, Dataset, Device, Precision, Split, app, log
+from rtseg.files import ensure_parent, write_json
+from rtseg.metadata import parse_size
 
 
 @app.command()
@@ -56,6 +56,7 @@ def train(
       4. rtseg train --model unet_r50 --dataset folder --data-root my_data   (own classes)
     """
     from rtseg.training.config import TrainConfig
+    from rtseg.training.distributed import is_main
     from rtseg.training.train import train as run_training
 
     cfg = TrainConfig(model=model, dataset=dataset.value, data_root=data_root, out=out,
@@ -67,7 +68,7 @@ def train(
                       data_on_device=data_on_device, val_every=val_every,
                       time_budget_s=time_budget)
     result = run_training(cfg, log=log, show_progress=sys.stderr.isatty())
-    if int(os.environ.get("RANK", "0")) == 0:
+    if is_main():
         print(f"best val mIoU {result['best_miou']:.4f}; weights in {result['out']}/best.safetensors")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -10,10 +9,11 @@ from typing import Optional, Sequence
 
 import typer
 
-from rtseg.cuda_driver import driver_gpu_count
-from rtseg.engines import default_engine
-from rtseg.errors import BadInput
-from rtseg.files import write_json  # noqa: F401  (the commands' JSON writer)
+# Library helpers that commands_run.py still imports from here; rtseg.engines and
+# rtseg.files hold them (the other command modules import them from there).
+from rtseg.engines import bundled_engine  # noqa: F401
+from rtseg.files import ensure_output_dir, ensure_parent, write_json  # noqa: F401
+from rtseg.metadata import PRECISIONS
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -38,14 +38,10 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
-class Precision(str, Enum):
-    """How a .safetensors engine runs; .onnx and TensorRT plans keep the precision they were
-    built in (auto, or the same value, is accepted for them)."""
-    auto = "auto"
-    fp32 = "fp32"
-    fp16 = "fp16"
-    bf16 = "bf16"
-
+# How a .safetensors engine runs; .onnx and TensorRT plans keep the precision they were
+# built in (auto, or the same value, is accepted for them). typer's choices, from the one
+# table (rtseg.metadata.PRECISIONS).
+Precision = Enum("Precision", {name: name for name in PRECISIONS}, type=str)
 
 PRECISION_HELP = ("auto: fp16 on CUDA, fp32 on the CPU; bf16 needs a CPU with native bf16 "
                   "(AVX-512 BF16 or AMX) and is faster than fp32 on some such CPUs, slower "
@@ -58,45 +54,6 @@ class Split(str, Enum):
     test = "test"
 
 
-def parse_size(text: Optional[str], flag: str) -> Optional[tuple[int, int]]:
-    """``"352x480"`` → (352, 480); BadInput naming the flag otherwise."""
-    if text is None:
-        return None
-    try:
-        h, w = (int(v) for v in text.lower().replace("×", "x").split("x"))
-    except ValueError:
-        raise BadInput(f"{flag} expects HxW, e.g. 352x480; got {text!r}") from None
-    if h <= 0 or w <= 0:
-        raise BadInput(f"{flag} {text} must be positive in both dimensions")
-    return h, w
-
-
-def ensure_parent(path: Optional[Path], flag: str) -> None:
-    """An output file's directory must exist (we do not invent directories for files), and
-    the path must not be a directory — checked before any work, so nothing is wasted."""
-    if path is None:
-        return
-    if not path.parent.is_dir():
-        raise BadInput(f"{flag} {path}: directory {path.parent} does not exist")
-    if path.is_dir():
-        raise BadInput(f"{flag} {path} is a directory; give a file name")
-    if not os.access(path.parent, os.W_OK):
-        raise BadInput(f"{flag} {path}: directory {path.parent} is not writable")
-
-
-def ensure_output_dir(path: Path | None, flag: str) -> None:
-    """An output directory (``--masks``): its parent must exist; it may exist already, as a
-    directory. Checked before any work, like ``ensure_parent``."""
-    if path is None:
-        return
-    if not path.parent.is_dir():
-        raise BadInput(f"{flag} {path}: directory {path.parent} does not exist")
-    if path.exists() and not path.is_dir():
-        raise BadInput(f"{flag} {path}: exists and is not a directory")
-    if not os.access(path if path.exists() else path.parent, os.W_OK):
-        raise BadInput(f"{flag} {path}: not writable")
-
-
 def log(message: str) -> None:
     """Progress and status go to stderr; results go to stdout."""
     print(message, file=sys.stderr, flush=True)
@@ -107,24 +64,8 @@ def _options(debug: bool = typer.Option(False, "--debug", help="Show tracebacks 
     DEBUG["on"] = debug
 
 
-
-
 def print_written(outputs: Sequence[tuple[str, Optional[Path]]]) -> None:
     """``what: path`` on stdout for each output the user asked for, so they can find them."""
     for what, path in outputs:
         if path is not None:
             print(f"{what}: {path}")
-
-
-def bundled_engine(device: "Device", precision: "Precision") -> Path:
-    """The bundled model in the form that suits ``--device`` and ``--precision`` (the int8
-    deploy graph on the CPU at precision auto, the weights otherwise)."""
-    kind = device.value
-    if kind == "auto" and not driver_gpu_count():  # no GPU: PyTorch need not be imported to ask
-        kind = "cpu"
-    elif kind == "auto":
-        from rtseg.devices import resolve_device
-
-        kind = resolve_device("auto").type
-    return default_engine(device=kind, precision=precision.value)
-

@@ -3,12 +3,9 @@ random scale, crop, flip and colour jitter applied to whole batches on the devic
 
 On a GPU the data-loader processes are the bottleneck long before the network is (a CamVid
 epoch is about a second on an H100); decoding 367 PNGs once and augmenting with one
-``grid_sample`` per batch removes that. The augmentation follows ``TrainTransform`` (the CPU
-path): the frame is resized to ``base_size × scale``, padded at the bottom/right (image 0,
-label ``ignore_index``) when smaller than the crop, cropped at a random place, flipped with
-probability ½, then brightness, contrast and saturation are jittered and (``colour_cast``
-> 0) each colour channel gets its own random gain. Image sampling is
-bilinear and label sampling nearest, both at pixel centres as OpenCV's resize samples them.
+``grid_sample`` per batch removes that. The augmentation is ``TrainTransform``'s (the CPU
+path), the recipe of ``rtseg.data.augment``. Image sampling is bilinear and label sampling
+nearest, both at pixel centres as OpenCV's resize samples them.
 """
 
 from __future__ import annotations
@@ -20,10 +17,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rtseg.data.augment import (BGR_LUMA, COLOUR_CAST, JITTER, SCALE_RANGE, brightness_shift,
+                                epoch_seed, mix_photometric, rank_seed)
 from rtseg.data.datasets import DatasetLike, load_pair
 from rtseg.errors import BadInput
-
-BGR_LUMA = (0.114, 0.587, 0.299)
 
 
 def decode_split(pairs: Sequence, dataset: DatasetLike,
@@ -50,9 +47,9 @@ class DeviceBatches:
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, crop: tuple[int, int],
                  base_size: tuple[int, int], ignore_index: int, batch_size: int,
-                 device: torch.device, scale_range: tuple[float, float] = (0.75, 1.5),
-                 jitter: float = 0.3, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 colour_cast: float = 0.0):
+                 device: torch.device, scale_range: tuple[float, float] = SCALE_RANGE,
+                 jitter: float = JITTER, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 colour_cast: float = COLOUR_CAST):
         self.images = torch.from_numpy(images).to(device)
         self.labels = torch.from_numpy(labels).to(device)
         self.crop, self.base_size = tuple(crop), tuple(base_size)
@@ -72,11 +69,11 @@ class DeviceBatches:
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        order = torch.Generator().manual_seed(self.seed + 7919 * self.epoch)
+        order = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
         perm = torch.randperm(len(self.images), generator=order)
         perm = perm[: len(perm) - len(perm) % self.world_size][self.rank::self.world_size]
         perm = perm.to(self.device)  # once per epoch, not a blocking copy per batch
-        rng = torch.Generator().manual_seed(self.seed + 7919 * self.epoch + 104729 * (self.rank + 1))
+        rng = torch.Generator().manual_seed(rank_seed(self.seed, self.epoch, self.rank))
         for b in range(len(self)):
             yield self.augment(perm[b * self.batch_size:(b + 1) * self.batch_size], rng)
 
@@ -130,11 +127,10 @@ class DeviceBatches:
         factor = {k: ((draws[k] * 2 - 1) * s).view(-1, 1, 1, 1)
                   for k in ("saturation", "contrast", "brightness")}
         saturation, contrast = 1 + factor["saturation"], 1 + factor["contrast"]
-        brightness = 255 * factor["brightness"] / 2
+        brightness = brightness_shift(factor["brightness"])
         grey = (images * self.luma).sum(dim=1, keepdim=True)
-        images = grey + saturation * (images - grey)
-        mean = images.mean(dim=(1, 2, 3), keepdim=True)
-        return contrast * (images - mean) + mean + brightness
+        return mix_photometric(images, grey, saturation, contrast, brightness,
+                               lambda x: x.mean(dim=(1, 2, 3), keepdim=True))
 
     @torch.no_grad()
     def augment(self, index: torch.Tensor, rng: torch.Generator

@@ -13,6 +13,8 @@ import cv2
 import numpy as np
 import torch
 
+from rtseg.data.augment import (BGR_LUMA, COLOUR_CAST, JITTER, SCALE_RANGE, brightness_shift,
+                                mix_photometric)
 from rtseg.imageops import resize_frame, resize_nearest
 
 
@@ -25,12 +27,11 @@ def to_tensors(image: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor, torc
 def _jitter(image: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
     """Random brightness, contrast and saturation, vectorised on the whole image."""
     contrast = 1.0 + rng.uniform(-strength, strength)
-    brightness = 255.0 * rng.uniform(-strength, strength) / 2
+    brightness = brightness_shift(rng.uniform(-strength, strength))
     saturation = 1.0 + rng.uniform(-strength, strength)
     img = image.astype(np.float32)
-    grey = img @ np.array([0.114, 0.587, 0.299], np.float32)  # BGR luma
-    img = grey[..., None] + saturation * (img - grey[..., None])
-    img = contrast * (img - img.mean()) + img.mean() + brightness
+    grey = (img @ np.array(BGR_LUMA, np.float32))[..., None]
+    img = mix_photometric(img, grey, saturation, contrast, brightness, lambda x: x.mean())
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
@@ -44,7 +45,7 @@ def _colour_cast(image: np.ndarray, rng: np.random.Generator, strength: float) -
 @dataclass
 class TrainTransform:
     """Random scale, pad, crop, horizontal flip, photometric jitter and (``colour_cast`` > 0)
-    a per-channel colour cast.
+    a per-channel colour cast: the recipe of ``rtseg.data.augment``, one frame at a time.
 
     ``base_size`` is the (H, W) the image is first resized to (the network's input size,
     so training sees objects at deploy scale); then a random scale in ``scale_range``.
@@ -53,10 +54,10 @@ class TrainTransform:
     crop: tuple[int, int]
     base_size: tuple[int, int]
     ignore_index: int
-    scale_range: tuple[float, float] = (0.75, 1.5)
-    jitter: float = 0.3
+    scale_range: tuple[float, float] = SCALE_RANGE
+    jitter: float = JITTER
     seed: int = 0
-    colour_cast: float = 0.0
+    colour_cast: float = COLOUR_CAST
 
     def __post_init__(self):
         self._rng = np.random.default_rng(self.seed)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import onnx
 
-from rtseg.backends.tensorrt_backend import TRT_PIP_HINT
 from rtseg.errors import BadInput, MissingDependency
+from rtseg.files import ensure_parent
 from rtseg.metadata import INPUT_NAME, OUTPUT_NAME, EngineMetadata
 
 PRECISIONS = ("fp16", "fp32", "int8")
@@ -40,12 +40,37 @@ convert_to_fp16=True)
     """
     requested = check_precision(graph_precision, requested)
     if trt_major < 10:
+        from rtseg.backends.tensorrt_backend import TRT_PIP_HINT  # torch: only when it is said
+
         raise MissingDependency(f"TensorRT {trt_major}.x is too old; rtseg needs TensorRT 10 "
                                 f"or newer. {TRT_PIP_HINT}")
     # TensorRT 11+: strongly typed always; the flag is deprecated and ignored, so not passed.
     creation = ("STRONGLY_TYPED",) if trt_major == 10 else ()
     return BuildPlan(creation, (), requested,
                      convert_to_fp16=graph_precision == "fp32" and requested == "fp16")
+
+
+def check_request(onnx_path: Path, out: Path, *, fp16: bool | None = None, int8: bool = False,
+                  max_batch: int = 8, opt_batch: int = 1) -> str:
+    """The checks of a build request that need neither the graph nor TensorRT, made before
+    any work (BadInput naming the flag): the profile's batches, the plan's file name and
+    directory, the graph's file, and the precision flags (``fp16``: True --fp16, False
+    --fp32, None neither). Returns the precision to ask :func:`plan_build` for: int8, fp16,
+    fp32, or auto (what the graph is made for: int8 for an int8 graph, else fp16).
+
+    >>> check_request(Path("m.onnx"), Path("m.plan"), fp16=False)  # where m.onnx exists
+    'fp32'
+    """
+    if not 1 <= opt_batch <= max_batch:
+        raise BadInput(f"--opt-batch {opt_batch} must be between 1 and --max-batch ({max_batch})")
+    if out.suffix.lower() not in (".plan", ".engine"):
+        raise BadInput(f"--out {out.name}: the file name must end in .plan or .engine")
+    if not onnx_path.is_file():
+        raise BadInput(f"--onnx {onnx_path}: file not found")
+    if int8 and fp16 is not None:
+        raise BadInput(f"--int8 and --{'fp16' if fp16 else 'fp32'} exclude each other")
+    ensure_parent(out, "--out")
+    return "int8" if int8 else "auto" if fp16 is None else "fp16" if fp16 else "fp32"
 
 
 def check_precision(graph_precision: str, requested: str) -> str:

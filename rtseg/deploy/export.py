@@ -45,6 +45,28 @@ from rtseg.deploy.calibration import Calibration, Log
 OPSET = 18
 
 
+def int8_calibration(int8: bool, source: str | None = None, frames: int | None = None,
+                     method: str | None = None, target: str | None = None) -> Calibration | None:
+    """The int8 settings of an export as a :class:`Calibration` (None without ``int8``; the
+    values not given: Calibration's defaults). BadInput, naming the flag, for combinations
+    that cannot work, checked before any file is read: a calibration setting without
+    ``int8``, ``int8`` without a ``source``.
+
+    >>> int8_calibration(True, "frames/", method="entropy")
+    """
+    if not int8:
+        given = [flag for flag, value in (("--calib", source), ("--calib-frames", frames),
+                                          ("--calib-method", method),
+                                          ("--int8-target", target)) if value is not None]
+        if given:
+            raise BadInput(f"{given[0]} calibrates an int8 graph; add --int8")
+        return None
+    if source is None:
+        raise BadInput("--int8 needs --calib SRC: a frame folder or a video of real frames")
+    chosen = {"frames": frames, "method": method, "target": target}
+    return Calibration(source, **{k: v for k, v in chosen.items() if v is not None})
+
+
 def segmenter_to_onnx(segmenter: Segmenter, metadata: EngineMetadata, *, fp16: bool = False,
                       size: tuple[int, int] | None = None, opset: int = OPSET,
                       extra: dict | None = None) -> tuple[onnx.ModelProto, EngineMetadata]:

@@ -176,7 +176,7 @@ class LiveSource(Source):
     def __init__(self, spec: str, policy: ReconnectPolicy = ReconnectPolicy(),
                  on_message: Message | None = None):
         self.spec = spec
-        self.camera = spec.isdigit()
+        self.camera = is_camera(spec)
         self.description = f"camera {spec}" if self.camera else spec
         self.policy = policy
         self.on_message = on_message or (lambda _m: None)
@@ -225,6 +225,25 @@ def is_stream_url(spec: str) -> bool:
     return urlparse(spec).scheme.lower() in STREAM_SCHEMES
 
 
+def is_camera(spec: str) -> bool:
+    """True for a camera index such as ``"0"``."""
+    return spec.isdigit()
+
+
+def names_path(spec: str | Path) -> bool:
+    """True when a ``--source`` argument names a file or directory here; False for a camera
+    index or a network URL (the one place that tells them apart)."""
+    text = str(spec)
+    return not (is_camera(text) or is_stream_url(text))
+
+
+def check_source(spec: str | Path, flag: str = "--source") -> None:
+    """BadInput, naming ``flag``, for a file or directory source that does not exist: checked
+    before an engine is loaded. A camera or a URL is only known when it is opened."""
+    if names_path(spec) and not Path(spec).exists():
+        raise BadInput(f"{flag} {spec}: no such file or directory")
+
+
 def open_source(spec: str | Path, fps: float | None = None,
                 reconnect: ReconnectPolicy = ReconnectPolicy(),
                 on_message: Message | None = None) -> Source:
@@ -236,7 +255,7 @@ def open_source(spec: str | Path, fps: float | None = None,
     ``on_message`` gets warnings: stream reconnects, unreadable frames skipped.
     """
     text = str(spec)
-    if text.isdigit():
+    if is_camera(text):
         return LiveSource(text, reconnect, on_message)
     if is_stream_url(text):
         if Path(urlparse(text).path).suffix.lower() in VIDEO_SUFFIXES:

@@ -124,6 +124,13 @@ class RunStats:
                 "latency_ms": self.latency_ms()}
 
 
+def bound_by(stage_ms: Mapping[str, Optional[float]]) -> Optional[str]:
+    """The stage that took the most ms per frame (the one that bounds the frame rate); None
+    when no stage was timed."""
+    known = {k: v for k, v in stage_ms.items() if v is not None}
+    return max(known, key=known.get) if known else None
+
+
 def format_status(snap: Mapping) -> str:
     """One short line for a terminal:
     ``123 frames 24.8 FPS | ms cap 3.1 pre 0.4 infer 38.0 post 2.9 write 5.1 | q 2/1/0/0 | drop 0``

@@ -7,6 +7,7 @@ from functools import cached_property
 from pathlib import Path
 
 from rtseg.data import DatasetSpec, get_spec
+from rtseg.data.augment import COLOUR_CAST, JITTER, SCALE_RANGE
 
 
 @dataclass
@@ -31,9 +32,9 @@ class TrainConfig:
     workers: int = 2
     train_limit: int | None = None             # use only the first N training images
     val_limit: int | None = None
-    scale_range: tuple[float, float] = (0.75, 1.5)
-    jitter: float = 0.3
-    colour_cast: float = 0.0                   # per-channel gains in 1 ± this (0: off)
+    scale_range: tuple[float, float] = SCALE_RANGE  # the augmentation: rtseg.data.augment
+    jitter: float = JITTER
+    colour_cast: float = COLOUR_CAST           # per-channel gains in 1 ± this (0: off)
     data_on_device: bool = False               # decode once, keep and augment batches on the device
     val_every: int = 1                         # validate every N epochs (and after the last)
     time_budget_s: float | None = None         # fit the epoch count to this many seconds of training

@@ -28,6 +28,12 @@ class DistInfo:
         return self.rank == 0
 
 
+def is_main() -> bool:
+    """Whether this process reports for the job: rank 0 of a torchrun job (``$RANK``), or a
+    process torchrun did not start."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def init_from_env(device_type: str) -> DistInfo:
     """Join the process group torchrun describes in the environment (no-op when absent)."""
     if "WORLD_SIZE" not in os.environ:

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
 from rtseg.backends.torch_backend import TorchBackend
+from rtseg.data.augment import epoch_seed
 from rtseg.data.torch_dataset import SegmentationDataset
 from rtseg.data.transforms import TrainTransform, seed_worker
 from rtseg.metadata import EngineMetadata
@@ -29,7 +30,7 @@ def make_train_loader(pairs, cfg: TrainConfig, crop, input_size, ignore_index,
 
     Seeds depend on ``start_epoch`` so a resumed run does not replay epoch 1's order.
     """
-    seed = cfg.seed + 7919 * start_epoch
+    seed = epoch_seed(cfg.seed, start_epoch)
     transform = TrainTransform(crop=crop, base_size=input_size, ignore_index=ignore_index,
                                scale_range=cfg.scale_range, jitter=cfg.jitter,
                                colour_cast=cfg.colour_cast,
