@@ -262,3 +262,21 @@ def test_consistency_on_unrelated_images_is_one_line_exit_2(names, size, fragmen
     assert "--consistency" in err[0] and fragment in err[0], err
     with pytest.raises(BadInput):
         check_sequence(open_source(folder))
+
+
+# -- eval and compare: TC when the split is one clip -------------------------------------------
+def test_eval_scores_tc_on_a_clip_and_not_on_unrelated_frames(camvid_root, cityscapes_sample):
+    from rtseg.compare import to_markdown
+    from rtseg.scoring.evaluate import evaluate
+
+    clip = evaluate(FakeBackend(input_size=(64, 96)), "camvid", camvid_root, "val", limit=4)
+    assert clip["tc_pairs"] == 3 and 0.0 <= clip["tc"] <= 1.0  # CamVid val: sequence 0016E5
+    single = evaluate(FakeBackend(input_size=(64, 96), dataset="cityscapes"), "cityscapes",
+                      cityscapes_sample, "val")
+    assert single["tc"] is None and "tc_pairs" not in single  # one frame: no pair to score
+    row = {"engine": "a.onnx", "model": "m", "backend": "b", "precision": "fp32",
+           "input_size": [64, 96], "miou_delta_points": 0.0, "pixel_agreement": 1.0,
+           "fps_batch1": 1.0, "best_fps": 1.0, "best_batch": 1, **clip}
+    table = to_markdown({"dataset": "camvid", "split": "val", "images": 4, "reference": "a",
+                         "engines": [row]})
+    assert "| TC |" in table and f"{clip['tc']:.4f} |" in table

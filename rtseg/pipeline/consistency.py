@@ -23,6 +23,7 @@ from rtseg.errors import BadInput
 from rtseg.pipeline.sources import Source
 from rtseg.scoring.temporal import TemporalConsistency, sequence_problem
 
+Guard = Callable[[str, Callable[[], None]], Callable[[], None]]
 QUEUE_SIZE = 4  # frames waiting for the TC thread; more only delays the numbers
 
 
@@ -75,8 +76,7 @@ class ConsistencyMonitor:
             previous = (index, g, labels)
             self.processed += 1
 
-    def start(self, guard: Callable[[str, Callable[[], None]], Callable[[], None]] = None
-              ) -> None:
+    def start(self, guard: Optional[Guard] = None) -> None:
         """Start the TC thread; ``guard(name, body)`` wraps its body (the runner's failure
         handling)."""
         body = guard("consistency", self.work) if guard else self.work
@@ -84,18 +84,18 @@ class ConsistencyMonitor:
         self._thread.start()
 
     def close(self, finish: bool = True) -> None:
-        """Stop the TC thread: after the frames queued (``finish``), or at once."""
+        """Stop the TC thread: after the frames queued (``finish``; a few flows at most),
+        or at once."""
         if self._thread is None:
             return
-        if finish:
-            try:
-                self.queue.put(END, timeout=5.0)
-            except queue.Full:
-                finish = False
         if not finish:
             self._stop.set()
-        self._thread.join(10.0)
-        self._stop.set()
+        while finish and self._thread.is_alive():
+            try:
+                self.queue.put(END, timeout=0.05)
+                break
+            except queue.Full:
+                continue
         self._thread.join()
 
     def result(self) -> dict:
