@@ -7,7 +7,10 @@ once), one run each:
 * the dashcam clip (no labels): TC without and with ``--smooth K``;
 * the CamVid val clip (0016E5, labelled): TC and mIoU without and with ``--smooth K``;
 * the pipeline's FPS with ``--consistency`` against without, on the dashcam clip (plain and
-  ``--consistency`` runs alternate ``--rounds`` times; the ratio of the median FPS).
+  ``--consistency`` runs alternate ``--rounds`` times; the ratio of the median FPS, and of
+  the median CPU time per frame, which other jobs on a shared machine disturb less);
+* the CPU time of the filter per frame and of TC per pair, outside the pipeline (the
+  process's CPU time over the picture's frames).
 
 The picture (``--png``): two consecutive dashcam frames' overlays and, in red, the pixels
 whose label changes between them once the motion is taken out (what TC counts), without and
@@ -37,10 +40,11 @@ from rtseg.imageops import resize_frame
 from rtseg.pipeline import run
 from rtseg.pipeline.smooth import FlowSmoother
 from rtseg.scoring.flow import NO_LABEL, DenseFlow, grey
+from rtseg.scoring.temporal import TemporalConsistency
 from rtseg.visualize import blend, colorize, palette_lut
 
-KEYS = ("frames", "fps", "miou", "tc", "tc_pairs", "tc_skipped", "tc_flow_rejected",
-        "smooth_ms", "stage_ms")
+KEYS = ("frames", "fps", "miou", "tc", "tc_per_class", "tc_pairs", "tc_skipped",
+        "tc_flow_rejected", "smooth_ms", "stage_ms")
 
 
 def one_run(backend, source: Path, **options) -> dict:
@@ -122,7 +126,14 @@ def picture(backend, clip: Path, k: int, count: int, out: Path) -> dict:
     nets = [resize_frame(i, size) for i in images]
     raw = [backend.infer(n[None])[0] for n in nets]
     smooth = FlowSmoother(k)
+    cpu0 = time.process_time()
     smoothed = [smooth(n, lbl) for n, lbl in zip(nets, raw)]
+    smooth_cpu = 1000 * (time.process_time() - cpu0) / len(nets)
+    tc = TemporalConsistency(backend.metadata.class_names)
+    cpu0 = time.process_time()
+    for n, lbl in zip(nets, raw):
+        tc.add(n, lbl)
+    tc_cpu = 1000 * (time.process_time() - cpu0) / (len(nets) - 1)
     flow = DenseFlow()
     share = [flips(flow, nets[t], nets[t + 1], raw[t], raw[t + 1]).mean()
              for t in range(len(nets) - 1)]
@@ -152,6 +163,8 @@ def picture(backend, clip: Path, k: int, count: int, out: Path) -> dict:
                                                        lut)]))
     return {"png": str(out.relative_to(REPO)) if out.is_relative_to(REPO) else str(out),
             "pair": [t, t + 1], "flipped_share": shares,
+            "cpu_ms": {"smooth_per_frame": smooth_cpu, "tc_per_pair": tc_cpu,
+                       "frames": len(nets)},
             "mean_flipped_share_raw": float(np.mean(share))}
 
 

@@ -4,7 +4,6 @@ real CamVid frames, known motions, hand-computed scores."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import cv2
@@ -20,7 +19,7 @@ from rtseg.pipeline.stats import format_status
 from rtseg.scoring.flow import NO_LABEL, Alignment, DenseFlow, grey
 from rtseg.scoring.temporal import TemporalConsistency, follows, pair_counts
 
-from helpers import FakeBackend
+from helpers import FakeBackend, save_tiny_graph
 
 CLASSES = [f"c{i}" for i in range(11)]
 FIRST = "0016E5_07959.png"  # the first frame of CamVid val (one continuous clip)
@@ -218,6 +217,18 @@ def test_run_with_consistency_and_smooth_reports_tc(camvid_root, no_thread_outli
     assert result["smooth"] == 3 and result["smooth_ms"] > 0
     plain = val_run(camvid_root)
     assert not {k for k in plain if k.startswith("tc") or k.startswith("smooth")}
+
+
+def test_cli_run_reports_tc_in_json_and_table(camvid_root, tmp_path, capfd):
+    engine = save_tiny_graph(tmp_path / "tiny.onnx")
+    out = tmp_path / "run.json"
+    code = main(["run", "--source", str(camvid_root / "val"), "--engine", str(engine),
+                 "--max-frames", "4", "--consistency", "--smooth", "3", "--json", str(out)])
+    stdout = capfd.readouterr().out
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["tc_pairs"] + result["tc_skipped"] == 3 and result["smooth"] == 3
+    assert "TC (temporal consistency)" in stdout and "--smooth 3 ms/frame" in stdout
 
 
 def test_status_line_shows_tc():

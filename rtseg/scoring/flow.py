@@ -13,6 +13,7 @@ flow at the point the forward flow reaches.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Optional
 
 import cv2
 import numpy as np
@@ -54,8 +55,13 @@ class Alignment:
 
 
 class DenseFlow:
-    """DIS optical flow between grey frames of one size. One per thread (OpenCV's DIS
-    object keeps state between calls and is not thread-safe).
+    """DIS optical flow between grey frames of one size. One per thread: OpenCV's DIS object
+    keeps state between calls, and the buffers below are reused.
+
+    The arrays of an :class:`Alignment` are this object's buffers: use it (warp with it)
+    before the next :meth:`align`. Reusing them matters: a fresh megabyte array costs its
+    page faults on every call, which on the 2-core development VM tripled the cost of the
+    forward–backward test.
 
     >>> align = DenseFlow().align(grey_t, grey_t1)   # where frame t's pixels are in t+1
     >>> labels_t1_on_t = align.warp(labels_t1)
@@ -64,9 +70,11 @@ class DenseFlow:
     def __init__(self, preset: int = cv2.DISOPTICAL_FLOW_PRESET_FAST):
         self.dis = cv2.DISOpticalFlow_create(preset)
         self._grid: dict[tuple[int, int], np.ndarray] = {}
+        self._buffers: dict[str, np.ndarray] = {}
 
     def flow(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """float32 [H, W, 2]: the (dx, dy) that takes each pixel of grey ``a`` to ``b``."""
+        """float32 [H, W, 2]: the (dx, dy) that takes each pixel of grey ``a`` to ``b``.
+        (A new array: DIS takes an array passed in as its starting guess.)"""
         return self.dis.calc(a, b, None)
 
     def grid(self, h: int, w: int) -> np.ndarray:
@@ -76,31 +84,46 @@ class DenseFlow:
             self._grid[(h, w)] = np.dstack([xs, ys])
         return self._grid[(h, w)]
 
+    def buffer(self, name: str, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
+        """A reusable array (made again only when the size changes)."""
+        buf = self._buffers.get(name)
+        if buf is None or buf.shape != shape or buf.dtype != dtype:
+            buf = self._buffers[name] = np.empty(shape, dtype)
+        return buf
+
     def align(self, a: np.ndarray, b: np.ndarray) -> Alignment:
         """Where each pixel of grey frame ``a`` is in grey frame ``b`` (same size), with the
-        forward–backward test (two flows, a→b and b→a)."""
+        forward–backward test (two flows, a→b and b→a). Valid until the next call."""
         if a.shape != b.shape:
             raise ValueError(f"frames of different sizes {a.shape} and {b.shape}")
+        h, w = a.shape[:2]
         forward, backward = self.flow(a, b), self.flow(b, a)
-        return alignment(forward, backward, self.grid(*a.shape[:2]))
+        return alignment(forward, backward, self.grid(h, w), self.buffer)
 
 
 OUTSIDE = 1e6  # the backward flow "read" outside frame b: fails the test by any margin
-
-
-def alignment(forward: np.ndarray, backward: np.ndarray, grid: np.ndarray) -> Alignment:
-    """The :class:`Alignment` of a→b from the flows a→b (``forward``) and b→a (``backward``);
-    ``grid`` the pixel coordinates (:meth:`DenseFlow.grid`). A pixel whose flow leaves the
-    picture fails the test (OpenCV calls, about 1 ms at 320×448)."""
-    map_xy = cv2.add(grid, forward)
-    back = cv2.remap(backward, map_xy, None, cv2.INTER_LINEAR,
-                     borderMode=cv2.BORDER_CONSTANT, borderValue=(OUTSIDE, OUTSIDE))
-    loop = cv2.add(forward, back)  # ≈ 0 where a pixel goes to b and comes back
-    loop_sq = cv2.transform(cv2.multiply(loop, loop), SUM_XY)
-    scale = cv2.transform(cv2.add(cv2.multiply(forward, forward), cv2.multiply(back, back)),
-                          SUM_XY)
-    valid = loop_sq <= FB_RELATIVE * scale + FB_ABSOLUTE
-    return Alignment(map_xy, valid)
-
-
 SUM_XY = np.ones((1, 2), np.float32)  # cv2.transform's matrix: dx² + dy² of each pixel
+
+
+def alignment(forward: np.ndarray, backward: np.ndarray, grid: np.ndarray,
+              buffer: Optional[Callable[..., np.ndarray]] = None) -> Alignment:
+    """The :class:`Alignment` of a→b from the flows a→b (``forward``, overwritten) and b→a
+    (``backward``); ``grid`` the pixel coordinates (:meth:`DenseFlow.grid`); ``buffer(name,
+    shape[, dtype])`` supplies reusable arrays (default: new ones). A pixel whose flow leaves
+    the picture fails the test."""
+    h, w = forward.shape[:2]
+    buffer = buffer or (lambda _name, shape, dtype=np.float32: np.empty(shape, dtype))
+    map_xy = cv2.add(grid, forward, dst=buffer("map", (h, w, 2)))
+    back = cv2.remap(backward, map_xy, None, cv2.INTER_LINEAR, dst=buffer("back", (h, w, 2)),
+                     borderMode=cv2.BORDER_CONSTANT, borderValue=(OUTSIDE, OUTSIDE))
+    loop = cv2.add(forward, back, dst=buffer("loop", (h, w, 2)))  # ≈ 0: there and back
+    cv2.multiply(loop, loop, dst=loop)
+    loop_sq = cv2.transform(loop, SUM_XY, dst=buffer("loop_sq", (h, w)))
+    cv2.multiply(forward, forward, dst=forward)
+    cv2.multiply(back, back, dst=back)
+    cv2.add(forward, back, dst=forward)
+    limit = cv2.transform(forward, SUM_XY, dst=buffer("limit", (h, w)))
+    np.multiply(limit, FB_RELATIVE, out=limit)
+    np.add(limit, FB_ABSOLUTE, out=limit)
+    valid = np.less_equal(loop_sq, limit, out=buffer("valid", (h, w), bool))
+    return Alignment(map_xy, valid)
