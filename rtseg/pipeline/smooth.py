@@ -3,9 +3,10 @@
 Each frame's labels become the majority vote of its own prediction and the previous K-1
 predictions, each carried onto the current frame along the optical flow (``scoring/flow.py``,
 the flow temporal consistency uses). A pixel whose flow fails the forward–backward test
-(an occlusion, a flow failure) gives no vote, and a tie keeps the current prediction, so an
-object that appears or moves differently from the flow is not erased by its past. An
+(an occlusion, a flow failure) gives no vote, and a tie keeps the current prediction. An
 isolated one-frame flip is outvoted by the frames around it; a still scene stays as it is.
+The price: a class that really appears where the past K-1 frames agreed on another one
+shows a frame late (K = 3).
 
 It works on labels after the engine, so the deploy graph does not change and every backend
 gets it. Causal: no frame waits for a later one. Cost: two DIS flows and K-1 remaps a frame
