@@ -231,6 +231,19 @@ def test_cli_run_reports_tc_in_json_and_table(camvid_root, tmp_path, capfd):
     assert "TC (temporal consistency)" in stdout and "--smooth 3 ms/frame" in stdout
 
 
+def test_the_live_page_shows_tc(camvid_root, no_thread_outlives_a_test):
+    from rtseg.pipeline import LiveServer
+    from rtseg.pipeline.serve_page import PAGE
+
+    with LiveServer(("127.0.0.1", 0)) as server:
+        source = open_source(camvid_root / "val")
+        Pipeline(source, FakeBackend(input_size=(64, 96)),
+                 RunConfig(max_frames=3, consistency=True), server=server).run()
+        stats = server.stats()  # what /stats.json serves
+    assert stats["tc_pairs"] + stats["tc_skipped"] == 2 and "tc_per_class" in stats
+    assert b'id="tc"' in PAGE and b"s.tc_pairs" in PAGE
+
+
 def test_status_line_shows_tc():
     snap = {"frames": 3, "fps": 2.0, "dropped": 0, "stage_ms": {"infer": 1.0},
             "queues": {"capture": 0}, "tc": 0.95312}
