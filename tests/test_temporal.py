@@ -150,6 +150,7 @@ def test_frame_names_of_one_clip():
     assert not follows("frankfurt_000000_000294_leftImg8bit.png",
                        "frankfurt_000001_000019_leftImg8bit.png")  # one frame per sequence
     assert not follows("cat.png", "dog.png")
+    assert not follows("frame19.png", "frame2.png")  # name order is not time order
 
 
 # -- the flicker filter ------------------------------------------------------------------------

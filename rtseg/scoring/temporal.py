@@ -140,7 +140,8 @@ def sequence_problem(files: Sequence[Path]) -> Optional[str]:
     for a, b in zip(files, files[1:]):
         if not follows(a.name, b.name):
             return (f"{a.name} and {b.name} are not numbered as consecutive frames of one "
-                    "clip (names equal but for a growing frame number)")
+                    "clip (names equal but for a frame number growing in name order: "
+                    "zero-pad the numbers)")
     known = [(f, s) for f in files if (s := png_size(f)) is not None]
     for (f0, s0), (f, s) in zip(known, known[1:]):
         if s != s0:
