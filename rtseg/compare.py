@@ -30,7 +30,7 @@ from rtseg.data import engine_dataset, find_pairs, get_spec, load_pair
 from rtseg.data.datasets import DatasetLike
 from rtseg.errors import BadInput, MissingDependency
 from rtseg.files import write_via_temp
-from rtseg.scoring.evaluate import check_engine_matches
+from rtseg.scoring.evaluate import check_engine_matches, is_clip
 from rtseg.scoring.loop import EngineScore, engine_frames, eval_batches, score
 
 Progress = Callable[[str], None]
@@ -50,7 +50,8 @@ def score_together(backends: Sequence[Backend], dataset: DatasetLike, data_root:
         raise BadInput(f"--data-root {data_root}: no labelled {split} images found")
     if on_progress:
         on_progress(f"scoring {len(backends)} engine(s) on {len(pairs)} {spec.name} {split} images")
-    engines = [EngineScore(backend, spec) for backend in backends]
+    clip = is_clip(pairs)  # frames of one clip: temporal consistency too
+    engines = [EngineScore(backend, spec, temporal=clip) for backend in backends]
     done = 0
 
     def progress(count: int) -> None:
@@ -156,20 +157,24 @@ def _fps(value: float | None) -> str:
 
 
 def to_markdown(result: dict) -> str:
-    """The comparison as Markdown: the main table, then per-class IoU (classes × engines)."""
+    """The comparison as Markdown: the main table (with temporal consistency, TC, when the
+    split is one clip), then per-class IoU (classes × engines)."""
     rows = result["engines"]
+    clip = any("tc" in r for r in rows)
     lines = [f"{result['dataset']} {result['split']}, {result['images']} images; reference "
              f"for Δ and agreement: `{result['reference']}`", "",
              "| engine | model | backend | precision | input | mIoU | Δ mIoU (pt) | "
-             "agreement | FPS b1 | best FPS (batch) |",
-             "|---|---|---|---|---|---:|---:|---:|---:|---:|"]
+             "agreement | FPS b1 | best FPS (batch) |" + (" TC |" if clip else ""),
+             "|---|---|---|---|---|---:|---:|---:|---:|---:|" + ("---:|" if clip else "")]
     names = short_names([r["engine"] for r in rows])
     for name, r in zip(names, rows):
         h, w = r["input_size"]
+        tc = f" {r['tc']:.4f} |" if clip and r["tc"] is not None else " - |" if clip else ""
         lines.append(f"| `{name}` | {r['model']} | {r['backend']} | "
                      f"{r['precision']} | {h}×{w} | {r['miou']:.4f} | "
                      f"{r['miou_delta_points']:+.2f} | {100 * r['pixel_agreement']:.2f} % | "
-                     f"{_fps(r['fps_batch1'])} | {r['best_fps']:.2f} ({r['best_batch']}) |")
+                     f"{_fps(r['fps_batch1'])} | {r['best_fps']:.2f} ({r['best_batch']}) |"
+                     + tc)
     lines += ["", "| class | " + " | ".join(f"`{n}`" for n in names) + " |",
               "|---|" + "---:|" * len(rows)]
     for cls in rows[0]["per_class_iou"]:

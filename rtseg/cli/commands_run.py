@@ -73,12 +73,25 @@ def print_summary(result: dict) -> None:
     table.add_row("backend", f"{result['backend']} on {result['device']}, batch {result['batch']}")
     if result["miou"] is not None:
         table.add_row("mIoU", f"{result['miou']:.4f}  ({result['scored_frames']} frames scored)")
+    if "tc_pairs" in result:
+        table.add_row("TC (temporal consistency)", format_tc(result))
+    if result.get("smooth"):
+        table.add_row(f"--smooth {result['smooth']} ms/frame", ms(result["smooth_ms"]))
     for stage, v in result["stage_ms"].items():
         table.add_row(f"{stage} ms/frame", ms(v))
     table.add_row("latency p50 / p99 ms",
                   f"{ms(result['latency_ms']['p50'])} / {ms(result['latency_ms']['p99'])}")
     table.add_row("bound by", _bound_by(result["stage_ms"]))
     Console(file=sys.stdout).print(table)
+
+
+def format_tc(result: dict) -> str:
+    """``0.9531  (219 pairs, 0 skipped, 4.1% of pixels flow-rejected)``."""
+    tc, rejected = result["tc"], result["tc_flow_rejected"]
+    text = "-" if tc is None else f"{tc:.4f}"
+    text += f"  ({result['tc_pairs']} pairs, {result['tc_skipped']} skipped"
+    return text + (")" if rejected is None else f", {100 * rejected:.1f}% of pixels "
+                   "flow-rejected)")
 
 
 @app.command("run")
@@ -109,6 +122,14 @@ def run_(
         None, envvar="RTSEG_SERVE_TOKEN",
         help="With --serve: every request needs this token (?token=TOKEN or "
              "Authorization: Bearer TOKEN); also read from $RTSEG_SERVE_TOKEN."),
+    consistency: bool = typer.Option(
+        False, "--consistency",
+        help="Measure temporal consistency (TC, flicker; no labels needed) on its own thread: "
+             "in the JSON, HUD, status line and --serve page. Needs one clip's frames."),
+    smooth: Optional[int] = typer.Option(
+        None, metavar="K",
+        help="Flicker filter: each pixel's label is the majority of the last K predictions "
+             "aligned by optical flow (K from 3 to 15; any engine)."),
     serve_linger: Optional[float] = typer.Option(
         None, metavar="SECONDS",
         help="With --serve: once the source ends, keep showing the last frame and the final "
@@ -123,13 +144,19 @@ def run_(
       3. rtseg run --source 0 --show --engine model.onnx
       4. rtseg run --source rtsp://camera.local/stream --masks masks/ --max-frames 1000
       5. rtseg run --source drive.mp4 --serve 8080   (then open http://127.0.0.1:8080/)
+      6. rtseg run --source drive.mp4 --consistency --smooth 3 --json run.json
     """
     from rtseg.pipeline import RunConfig
 
     config = RunConfig(labels=labels, output=output, masks=masks, show=show, alpha=alpha,
-                       max_frames=max_frames, batch=batch, fps=fps, hud=hud)
+                       max_frames=max_frames, batch=batch, fps=fps, hud=hud,
+                       consistency=consistency, smooth=smooth)
     _check_paths(source, labels, output, masks, json_path, show, serve is not None)
     _check_serve_flags(serve, serve_token, serve_linger)
+    if consistency:
+        from rtseg.pipeline.consistency import check_sequence
+
+        check_sequence(source)  # before the engine loads
     engine = engine if engine is not None else bundled_engine(device, precision)
     status = StatusLine()
     server = _open_server(serve, serve_token, status.message)  # binds now: a taken port fails here
@@ -137,12 +164,22 @@ def run_(
         interrupted, result = _run(source, engine, config, json_path, device, precision, fps,
                                    status, server)
         print_summary(result)
+        warn_flow(result, status)
         print_written([("overlay video", output), ("masks", masks), ("run JSON", json_path)])
         if interrupted:
             print("interrupted", file=sys.stderr)
             raise typer.Exit(130)
         if server is not None and serve_linger != 0:
             _linger(server, result, serve_linger, status)
+
+
+def warn_flow(result: dict, status: StatusLine) -> None:
+    """A warning when the flow was rejected on most pixels: TC then says little (frames that
+    are not one clip, or motion too fast for the flow)."""
+    rejected = result.get("tc_flow_rejected")
+    if rejected is not None and rejected > 0.5:
+        status.message(f"warning: the flow check rejected {100 * rejected:.0f}% of pixels: TC "
+                       "covers only the rest (are these frames one clip?)")
 
 
 def _run(source: str, engine: Path, config, json_path: Optional[Path], device: Device,

@@ -98,6 +98,10 @@ def eval_(
         print(f"  {name:<14} {'   n/a' if iou is None else f'{iou:6.4f}'}")
     print(f"mIoU {result['miou']:.4f}  pixel accuracy {result['pixel_accuracy']:.4f}  "
           f"({result['images']} images, {result['backend']})")
+    if result.get("tc") is not None:  # the split is one clip (CamVid val)
+        print(f"TC {result['tc']:.4f}  temporal consistency over {result['tc_pairs']} "
+              f"consecutive pairs ({100 * result['tc_flow_rejected']:.1f}% of pixels "
+              "flow-rejected)")
     if json_path:
         write_json(json_path, result)
 

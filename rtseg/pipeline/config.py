@@ -10,6 +10,8 @@ from typing import Optional
 from rtseg.errors import BadInput
 from rtseg.pipeline.sources import ReconnectPolicy
 
+SMOOTH_MAX = 15  # --smooth K: more past frames mostly add cost (and lag behind motion)
+
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -33,6 +35,8 @@ class RunConfig:
     fps: Optional[float] = None  # rate of a frame directory (default 25)
     status_interval: float = 0.5  # seconds between ``on_status`` calls
     reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
+    consistency: bool = False  # measure temporal consistency (TC) on its own thread
+    smooth: Optional[int] = None  # flicker filter: majority of the last K flow-aligned labels
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
@@ -41,5 +45,11 @@ class RunConfig:
             raise BadInput(f"--max-frames {self.max_frames} must be at least 1")
         if self.batch < 1 or self.queue_size < 1:
             raise BadInput("--batch and the queue size must be at least 1")
+        if self.smooth is not None and (isinstance(self.smooth, bool)
+                                        or not isinstance(self.smooth, int)
+                                        or not 3 <= self.smooth <= SMOOTH_MAX):
+            raise BadInput(f"--smooth {self.smooth} must be a whole number of frames from 3 to "
+                           f"{SMOOTH_MAX} (a majority of the last K; 2 cannot outvote the "
+                           "current frame)")
         if self.fps is not None and self.fps <= 0:
             raise BadInput(f"--fps {self.fps:g} must be positive")

@@ -83,12 +83,13 @@ class Overlay:
         return out
 
 
-def hud_text(stats: RunStats) -> str:
-    """``24.8 FPS | pre 1.2 infer 38.0 post 2.9 write 5.1 ms``."""
+def hud_text(stats: RunStats, tc: Optional[float] = None) -> str:
+    """``24.8 FPS | pre 1.2 infer 38.0 post 2.9 write 5.1 ms`` (``| TC 0.953`` with ``tc``)."""
     ms = stats.stage_ms()
 
     def f(v):
         return "-" if v is None else f"{v:.1f}"
 
     return (f"{stats.recent_fps():.1f} FPS | pre {f(ms['preprocess'])} infer {f(ms['infer'])} "
-            f"post {f(ms['overlay'])} write {f(ms['write'])} ms")
+            f"post {f(ms['overlay'])} write {f(ms['write'])} ms"
+            + (f" | TC {tc:.3f}" if tc is not None else ""))

@@ -27,11 +27,13 @@ from rtseg.backends import Backend, open_engine
 from rtseg.data import engine_dataset
 from rtseg.errors import BadInput, RtsegError, StageError
 from rtseg.pipeline.config import RunConfig
+from rtseg.pipeline.consistency import ConsistencyMonitor, check_sequence
 from rtseg.pipeline.overlay import Overlay
 from rtseg.pipeline.queues import Stopped, drain, stage_queues
 from rtseg.pipeline.serve import LiveServer
 from rtseg.pipeline.signals import start_all
 from rtseg.pipeline.sinks import MaskSink, Sink, VideoSink, WindowSink, close_all
+from rtseg.pipeline.smooth import FlowSmoother
 from rtseg.pipeline.sources import Source, open_source
 from rtseg.pipeline.stages import (Outlet, Written, capture, frame_numbers, gather, infer, one,
                                    preprocess, queue_items, render, run_stage, write)
@@ -72,6 +74,8 @@ class Pipeline:
         self.scorer, self.sinks = self._outputs(server, sinks)
         self.queues = stage_queues(config.batch, config.queue_size, source.live)
         meta = backend.metadata
+        self.monitor = ConsistencyMonitor(meta.class_names) if config.consistency else None
+        self.smoother = FlowSmoother(config.smooth) if config.smooth else None
         self.overlay = Overlay(meta.palette, meta.class_names, config.alpha, config.legend,
                                config.hud)
         if server is not None:
@@ -85,6 +89,8 @@ class Pipeline:
         the sinks opened so far and the source are closed."""
         config, sinks = self.config, []
         try:
+            if config.consistency:
+                check_sequence(self.source)
             scorer = self._scorer()
             if server is not None:
                 sinks.append(server.sink())
@@ -124,10 +130,13 @@ class Pipeline:
                             out=outlet("capture", latest=live), count=one),
             "preprocess": dict(items=gather(q["capture"], stop, self.config.batch, live),
                                work=preprocess(self.backend.input_size), out=outlet("batches")),
-            "infer": dict(items=queue_items(q["batches"], stop), work=infer(self.backend),
+            "infer": dict(items=queue_items(q["batches"], stop),
+                          work=infer(self.backend, keep_inputs=bool(self.monitor or self.smoother)),
                           out=outlet("labels")),
             "overlay": dict(items=queue_items(q["labels"], stop),
-                            work=render(self.overlay, stats, self.scorer), out=outlet("rendered")),
+                            work=render(self.overlay, stats, self.scorer, self.smoother,
+                                        self.monitor),
+                            out=outlet("rendered")),
             "write": dict(items=chain.from_iterable(queue_items(q["rendered"], stop)),
                           work=write(self.sinks, self.stop_capture), out=Written(stats),
                           count=one),
@@ -209,11 +218,15 @@ class Pipeline:
         """
         threads = self._threads()
         self.stats.start()
+        if self.monitor is not None:
+            self.monitor.start(self._guard)
         start_all(threads)
         try:
             self._supervise(threads)
         finally:  # however we leave (even a Ctrl-C inside a handler), stop and join
             self._stop_and_join(threads)
+            if self.monitor is not None:  # the frames it holds are scored, unless hard-stopped
+                self.monitor.close(finish=not self.stop.is_set())
         self._raise_failure()
         try:
             self._status()
@@ -243,7 +256,10 @@ class Pipeline:
 
     def _status(self) -> None:
         if self.on_status is not None:
-            self.on_status(self.stats.snapshot(self.queue_depths()))
+            snapshot = self.stats.snapshot(self.queue_depths())
+            if self.monitor is not None:
+                snapshot["tc"] = self.monitor.latest
+            self.on_status(snapshot)
 
     def _stop_and_join(self, threads: Sequence[threading.Thread]) -> None:
         """Stop the stages still running and join every started one, then free the frames
@@ -288,6 +304,10 @@ class Pipeline:
         out.update(backend=self.backend.name, miou=scores.pop("miou"),
                    stage_ms=summary["stage_ms"], latency_ms=summary["latency_ms"])
         out.update(scores)
+        if self.monitor is not None:
+            out.update(self.monitor.result())
+        if self.smoother is not None:
+            out.update(smooth=self.smoother.k, smooth_ms=self.smoother.mean_ms())
         out.update(device=self.backend.device, batch=self.config.batch,
                    source=self.source.description, live=self.source.live,
                    interrupted=self.interrupted,

@@ -66,6 +66,7 @@ td.bar { width:42%; padding-left:8px; }
     <tr><td>seconds</td><td class="v" id="seconds">–</td></tr>
     <tr><td>latency now / p50 / p99 ms</td><td class="v" id="latency">–</td></tr>
     <tr><td>mIoU</td><td class="v" id="miou">–</td></tr>
+    <tr><td>TC (flicker: 1 = none)</td><td class="v" id="tc">–</td></tr>
     <tr><td>backend</td><td class="v" id="backend">–</td></tr>
     <tr><td>viewers</td><td class="v" id="viewers">–</td></tr>
    </table></div>
@@ -126,6 +127,8 @@ function render(s) {
   $("latency").textContent = fmt(s.latency_ms_now) + " / " + fmt(lat.p50) + " / " + fmt(lat.p99);
   $("miou").textContent = (s.miou === null || s.miou === undefined) ? "– (no --labels)"
       : fmt(s.miou, 4) + " (" + s.scored_frames + " frames)";
+  $("tc").textContent = (s.tc_pairs === undefined) ? "– (no --consistency)"
+      : fmt(s.tc, 4) + " (" + s.tc_pairs + " pairs, " + s.tc_skipped + " skipped)";
   $("backend").textContent = s.backend
       ? s.backend + " · " + s.device + " · batch " + s.batch : "–";
   $("viewers").textContent = s.viewers + " / " + s.max_viewers;

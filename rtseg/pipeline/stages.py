@@ -25,10 +25,12 @@ import numpy as np
 
 from rtseg.backends import Backend
 from rtseg.imageops import resize_frame
+from rtseg.pipeline.consistency import ConsistencyMonitor
 from rtseg.pipeline.frames import Batch, Frame, Rendered
 from rtseg.pipeline.overlay import Overlay, hud_text
 from rtseg.pipeline.queues import END, get, put, put_latest
 from rtseg.pipeline.sinks import Sink
+from rtseg.pipeline.smooth import FlowSmoother
 from rtseg.pipeline.sources import Source
 from rtseg.pipeline.stats import RunStats
 
@@ -164,27 +166,40 @@ def preprocess(input_size: tuple[int, int]) -> Work:
     return resize
 
 
-def infer(backend: Backend) -> Work:
-    """Infer: a :class:`Batch` → the same batch with the engine's ``labels`` (inputs freed)."""
+def infer(backend: Backend, keep_inputs: bool = False) -> Work:
+    """Infer: a :class:`Batch` → the same batch with the engine's ``labels`` (inputs freed,
+    unless ``keep_inputs``: the flicker filter and TC compute their flow on them)."""
     def segment(batch: Batch) -> Batch:
         labels = backend.infer(batch.inputs)
         n, (h, w) = len(batch), backend.input_size
         if labels.shape != (n, h, w):
             raise RuntimeError(f"engine returned labels of shape {labels.shape}, "
                                f"expected {(n, h, w)}")
-        batch.labels, batch.inputs = labels, None
+        batch.labels = labels
+        if not keep_inputs:
+            batch.inputs = None
         return batch
     return segment
 
 
 def render(overlay: Overlay, stats: RunStats,
-           score: Optional[Callable[[Optional[Path], np.ndarray], None]] = None) -> Work:
+           score: Optional[Callable[[Optional[Path], np.ndarray], None]] = None,
+           smooth: Optional[FlowSmoother] = None,
+           watch: Optional[ConsistencyMonitor] = None) -> Work:
     """Overlay: a labelled :class:`Batch` → its :class:`Rendered` frames (the HUD shows
-    ``stats``); each frame's path and full-size labels go to ``score`` when given."""
+    ``stats``); each frame's path and full-size labels go to ``score`` when given.
+
+    ``smooth`` filters each frame's labels first (``--smooth``: what is shown, saved and
+    scored); ``watch`` is offered the labels for TC (``--consistency``; never waits). Both
+    need the batch's inputs (``infer(keep_inputs=True)``)."""
     def draw(batch: Batch) -> list[Rendered]:
-        text = hud_text(stats) if overlay.show_hud else ""
+        text = hud_text(stats, watch.latest if watch else None) if overlay.show_hud else ""
         rendered = []
-        for frame, labels in zip(batch.frames, batch.labels):
+        for i, (frame, labels) in enumerate(zip(batch.frames, batch.labels)):
+            if smooth is not None:
+                labels = smooth(batch.inputs[i], labels)
+            if watch is not None:
+                watch.offer(frame.index, batch.inputs[i], labels)
             item = Rendered(frame, overlay.render(frame.image, labels, text), labels)
             if score is not None:
                 score(frame.path, item.labels)

@@ -134,7 +134,8 @@ def bound_by(stage_ms: Mapping[str, Optional[float]]) -> Optional[str]:
 def format_status(snap: Mapping) -> str:
     """One short line for a terminal:
     ``123 frames 24.8 FPS | ms cap 3.1 pre 0.4 infer 38.0 post 2.9 write 5.1 | q 2/1/0/0 | drop 0``
-    (queue depths in pipeline order: capture, batches, labels, rendered)."""
+    (queue depths in pipeline order: capture, batches, labels, rendered), then
+    ``| TC 0.953`` when the snapshot has a ``tc`` (``--consistency``)."""
     def ms(v):
         return "-" if v is None or not math.isfinite(v) else f"{v:.1f}"
 
@@ -142,5 +143,6 @@ def format_status(snap: Mapping) -> str:
              "write": "write"}
     stages = " ".join(f"{short.get(name, name)} {ms(v)}" for name, v in snap["stage_ms"].items())
     queues = "/".join(str(v) for v in snap["queues"].values())
+    tc = f" | TC {snap['tc']:.3f}" if snap.get("tc") is not None else ""
     return (f"{snap['frames']:6d} frames {snap['fps']:6.1f} FPS | ms {stages} | "
-            f"q {queues} | drop {snap['dropped']}")
+            f"q {queues} | drop {snap['dropped']}{tc}")

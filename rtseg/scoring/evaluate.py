@@ -14,6 +14,7 @@ from rtseg.data import check_pair_sizes, find_pairs, get_spec
 from rtseg.data.datasets import DatasetLike
 from rtseg.errors import BadInput
 from rtseg.scoring.loop import EngineScore, eval_batches, score
+from rtseg.scoring.temporal import sequence_problem
 from rtseg.visualize import colorize, palette_lut, side_by_side
 
 
@@ -54,6 +55,12 @@ def grid_writer(pairs: Sequence[tuple[Path, Path]], grid_dir: Path,
     return write
 
 
+def is_clip(pairs: Sequence[tuple[Path, Path]]) -> bool:
+    """Whether the images of ``pairs`` are the frames of one clip, in order (TC then means
+    something)."""
+    return sequence_problem([image for image, _ in pairs]) is None
+
+
 def first_missing(path: Path) -> Path | None:
     """The outermost directory on the way to ``path`` that does not exist yet (what
     ``mkdir(parents=True)`` would create first); None when ``path`` exists."""
@@ -70,6 +77,10 @@ def evaluate(backend: Backend, dataset: DatasetLike, data_root: Path | str, spli
              workers: int = 0, on_batch: Callable[[int], None] | None = None) -> dict:
     """Score ``backend`` on a split; returns the contract's eval JSON (minus ``engine``).
 
+    When the split's images are the frames of one clip (CamVid val: sequence 0016E5; see
+    :func:`~rtseg.scoring.temporal.sequence_problem`), temporal consistency is scored too:
+    the ``tc`` keys of ``rtseg run --consistency``; else ``tc`` is None.
+
     A ``grid_dir`` this call creates is removed again if scoring fails (a bad image, say),
     so a failed eval leaves no half-written grid behind.
     """
@@ -77,7 +88,7 @@ def evaluate(backend: Backend, dataset: DatasetLike, data_root: Path | str, spli
     check_engine_matches(backend, spec)
     pairs = find_pairs(spec, data_root, split)[:limit]
     check_pair_sizes(pairs)
-    engine = EngineScore(backend, spec)
+    engine = EngineScore(backend, spec, temporal=is_clip(pairs))
 
     grid, created = None, None
     if grid_dir is not None:
@@ -92,6 +103,7 @@ def evaluate(backend: Backend, dataset: DatasetLike, data_root: Path | str, spli
             shutil.rmtree(created, ignore_errors=True)
         raise
     return {
+        "tc": None,
         **engine.report(),
         "images": len(pairs),
         "backend": backend.name,

@@ -20,6 +20,7 @@ from rtseg.data.datasets import DatasetLike
 from rtseg.data.torch_dataset import SegmentationDataset
 from rtseg.imageops import nearest_index, resize_frame, resize_nearest
 from rtseg.scoring.confusion import ConfusionMatrix
+from rtseg.scoring.temporal import TemporalConsistency
 
 Batch = tuple[Sequence[np.ndarray], Sequence[np.ndarray]]
 
@@ -54,11 +55,16 @@ class EngineScore:
     ``on_device``: keep label maps and counts on the engine's torch device (a TorchBackend:
     ``infer_torch``), resized there with ``resize_nearest``'s very mapping — the same counts
     without a copy to the host per batch.
+    ``temporal``: the images are the frames of one clip, in order: score temporal
+    consistency too (``scoring/temporal.py``; its keys join :meth:`report`).
     """
 
-    def __init__(self, backend: Backend, dataset: DatasetLike, on_device: bool = False):
+    def __init__(self, backend: Backend, dataset: DatasetLike, on_device: bool = False,
+                 temporal: bool = False):
         spec = get_spec(dataset)
         self.backend = backend
+        self.temporal = (TemporalConsistency(backend.metadata.class_names) if temporal
+                         else None)
         self.matrix = ConfusionMatrix(spec.num_classes, spec.ignore_index)
         self.on_device = on_device
         self.agreeing = 0
@@ -82,9 +88,18 @@ class EngineScore:
         the device when ``on_device``."""
         if not self.on_device:
             labels = self.backend.infer(frames)
+            self._add_temporal(frames, labels)
             return [resize_nearest(lbl, size) for lbl, size in zip(labels, sizes)]
         labels = self.backend.infer_torch(torch.from_numpy(frames))
+        if self.temporal is not None:
+            self._add_temporal(frames, labels.cpu().numpy())
         return [self._resize_on_device(lbl, size) for lbl, size in zip(labels, sizes)]
+
+    def _add_temporal(self, frames: np.ndarray, labels: np.ndarray) -> None:
+        """The next frames of the clip and their labels, at the engine's input size."""
+        if self.temporal is not None:
+            for frame, lbl in zip(frames, labels):
+                self.temporal.add(frame, lbl)
 
     def add(self, labels: Sequence[np.ndarray], predictions: Sequence,
             reference: Sequence) -> None:
@@ -105,8 +120,10 @@ class EngineScore:
         return float(self.agreeing) / self.pixels
 
     def report(self) -> dict:
-        """``{"miou", "per_class_iou", "pixel_accuracy"}`` under the engine's class names."""
-        return self.matrix.report(self.backend.metadata.class_names)
+        """``{"miou", "per_class_iou", "pixel_accuracy"}`` under the engine's class names,
+        and the ``tc`` keys when scoring temporal consistency."""
+        report = self.matrix.report(self.backend.metadata.class_names)
+        return report if self.temporal is None else report | self.temporal.result()
 
 
 def score(engines: Sequence[EngineScore], batches: Iterable[Batch],
