@@ -36,6 +36,7 @@ from rtseg.backends import Backend
 from rtseg.errors import BadInput
 from rtseg.imageops import resize_frame
 from rtseg.pipeline import open_source, run
+from rtseg.redact import redact
 
 POOL = 32  # frames held in memory for the engine alone (more when a batch is larger)
 LIVE_FRAMES = 300  # pipeline frames from a camera or stream when max_frames is not given
@@ -73,7 +74,7 @@ def source_frames(source: str | Path, input_size: tuple[int, int], count: int,
     finally:
         src.close()
     if not frames:
-        raise BadInput(f"--source {source}: no frames could be read")
+        raise BadInput(f"--source {redact(source)}: no frames could be read")
     return np.stack(frames)
 
 
@@ -203,7 +204,7 @@ def bench(backend: Backend, source: str | Path | None = None, batches: Sequence[
               "input_size": list(size), "device": backend.device, "results": results,
               "engine_fps": by_batch[pipeline_batch]["fps"],
               "pipeline_fps": None, "pipeline_ratio": None, "pipeline_batch": pipeline_batch,
-              "source": None if source is None else str(source),
+              "source": None if source is None else redact(str(source)),
               "inputs": "source frames" if source is not None else "random uint8",
               "frames": len(pool), "iters": iters, "warmup": warmup}
     if source is not None:
@@ -224,14 +225,14 @@ def _pipeline_rounds(backend: Backend, source: str, pool: np.ndarray, first_alon
         else:
             say(f"round {r + 1}/{rounds}: engine alone, batch {batch}")
             alone = on_worker(lambda: time_engine(backend, pool, batch, iters))
-        say(f"round {r + 1}/{rounds}: pipeline on {source}, batch {batch}")
+        say(f"round {r + 1}/{rounds}: pipeline on {redact(source)}, batch {batch}")
         src = open_source(source, on_message=say)  # the pipeline owns and closes it
         limit = LIVE_FRAMES if max_frames is None and src.live else max_frames
         out = run(src, backend, batch=batch, max_frames=limit, output=output)
         if out["interrupted"]:  # Ctrl-C: a partial run is no measurement
             raise KeyboardInterrupt
         if out["frames"] == 0:
-            raise BadInput(f"--source {source}: the pipeline read no frames")
+            raise BadInput(f"--source {redact(source)}: the pipeline read no frames")
         done.append({"engine_fps": alone["fps"], "pipeline_fps": out["fps"],
                      "ratio": out["fps"] / alone["fps"], "stage_ms": out["stage_ms"],
                      "latency_ms": out["latency_ms"], "frames": out["frames"]})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from enum import Enum
 from pathlib import Path
@@ -14,6 +15,8 @@ from rtseg.cuda_driver import driver_gpu_count
 from rtseg.engines import default_engine
 from rtseg.errors import BadInput
 from rtseg.files import write_json  # noqa: F401  (the commands' JSON writer)
+from rtseg.redact import redact
+from rtseg.signals import received, signal_name
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -94,8 +97,17 @@ def ensure_output_dir(path: Path | None, flag: str) -> None:
 
 
 def log(message: str) -> None:
-    """Progress and status go to stderr; results go to stdout."""
-    print(message, file=sys.stderr, flush=True)
+    """Progress and status go to stderr; results go to stdout (a camera's password never)."""
+    print(redact(message), file=sys.stderr, flush=True)
+
+
+def interrupted_exit() -> int:
+    """Say how the command was stopped; the exit code: 130 for Ctrl-C, 128 + N for signal N
+    (143: SIGTERM, 129: SIGHUP), as a shell reports a process that signal ended."""
+    signum = received["signal"] or signal.SIGINT
+    print("interrupted" if signum == signal.SIGINT else f"interrupted ({signal_name(signum)})",
+          file=sys.stderr, flush=True)
+    return 128 + signum
 
 
 @app.callback()

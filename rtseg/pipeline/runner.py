@@ -29,12 +29,13 @@ from rtseg.pipeline.config import RunConfig
 from rtseg.pipeline.overlay import Overlay
 from rtseg.pipeline.queues import Stopped, drain, stage_queues
 from rtseg.pipeline.serve import LiveServer
-from rtseg.pipeline.signals import start_all
+from rtseg.signals import start_all
 from rtseg.pipeline.sinks import MaskSink, Sink, VideoSink, WindowSink, close_all
 from rtseg.pipeline.sources import Source, open_source
 from rtseg.pipeline.stages import (Outlet, Written, capture, frame_numbers, gather, infer, one,
                                    preprocess, queue_items, render, run_stage, write)
 from rtseg.pipeline.stats import RunStats
+from rtseg.redact import redact
 from rtseg.scoring.live import LiveScorer
 
 StatusCallback = Callable[[dict], None]
@@ -183,17 +184,18 @@ class Pipeline:
         """Items waiting in each queue between the stages, now."""
         return {name: q.qsize() for name, q in self.queues.items()}
 
-    def interrupt(self) -> None:
-        """What Ctrl-C does: the first call stops capture and lets the frames in flight
-        finish (the result says ``interrupted``); the next stops every stage at once. Safe
-        to call from a signal handler (see :func:`~rtseg.pipeline.signals.forward_sigint`) or
-        another thread."""
+    def interrupt(self, why: str = "Ctrl-C") -> None:
+        """What Ctrl-C (or SIGTERM, SIGHUP: ``why``) does: the first call stops capture and
+        lets the frames in flight finish (the result says ``interrupted``); the next stops
+        every stage at once. Safe to call from a signal handler (see
+        :func:`~rtseg.signals.forward_stop_signals`) or another thread."""
         self._presses += 1
         self.interrupted = True
         self.stop_capture.set()
         if self._presses == 1:
-            self.on_message("interrupted: finishing the frames in flight "
-                            "(Ctrl-C again to stop at once)")
+            said = "interrupted" if why == "Ctrl-C" else f"interrupted ({why})"
+            self.on_message(f"{said}: finishing the frames in flight "
+                            f"({why} again to stop at once)")
         else:
             self.stop.set()
 
@@ -288,7 +290,7 @@ class Pipeline:
                    stage_ms=summary["stage_ms"], latency_ms=summary["latency_ms"])
         out.update(scores)
         out.update(device=self.backend.device, batch=self.config.batch,
-                   source=self.source.description, live=self.source.live,
+                   source=redact(self.source.description), live=self.source.live,
                    interrupted=self.interrupted,
                    ended_by="interrupted" if self.interrupted else self.stats.ended_by,
                    queue_max=dict(self.stats.queue_max),
