@@ -27,6 +27,7 @@ import platform
 import sys
 import threading
 import time
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -97,10 +98,13 @@ def time_engine(backend: Backend, pool: np.ndarray, batch: int, iters: int,
     ones), on the calling thread: {"batch", "fps", "latency_ms": {"p50", "p99"}, "mean_ms",
     "iters"}. ``infer`` returns host arrays, so a GPU has finished when the clock stops."""
     batches = _batches_of(pool, batch)
+    cancel = _CANCEL.get()
     for i in range(warmup):
+        _check(cancel)
         backend.infer(batches[i % len(batches)])
     seconds = np.empty(iters)
     for i in range(iters):
+        _check(cancel)
         t0 = time.perf_counter()
         backend.infer(batches[i % len(batches)])
         seconds[i] = time.perf_counter() - t0
@@ -111,21 +115,43 @@ def time_engine(backend: Backend, pool: np.ndarray, batch: int, iters: int,
             "iters": iters}
 
 
+# Set by on_worker for the worker thread: Ctrl-C (or SIGTERM) ends its engine calls.
+_CANCEL: ContextVar[Optional[threading.Event]] = ContextVar("rtseg_bench_cancel", default=None)
+
+
+def _check(cancel: Optional[threading.Event]) -> None:
+    if cancel is not None and cancel.is_set():
+        raise KeyboardInterrupt
+
+
 def on_worker(fn: Callable[[], dict]) -> dict:
     """``fn()`` on a fresh thread, as the pipeline's infer stage runs the engine; its result
-    or its exception."""
+    or its exception. Ctrl-C or SIGTERM in the main thread lets the engine call in progress
+    end, then raises there (the process must not exit while a thread is inside the engine:
+    some runtimes then abort); a second one raises at once."""
     box: dict = {}
+    cancel, done = threading.Event(), threading.Event()
 
     def body() -> None:
+        _CANCEL.set(cancel)
         try:
             box["value"] = fn()
         except BaseException as exc:  # noqa: BLE001 — re-raised in the caller
             box["error"] = exc
+        finally:
+            done.set()
 
     worker = threading.Thread(target=body, name="rtseg-bench", daemon=True)
     worker.start()
-    while worker.is_alive():
-        worker.join(0.2)  # short waits: Ctrl-C reaches the main thread
+    # Waits on an Event, not join(): a join that a signal interrupts can leave the thread
+    # marked as ended while it still runs (CPython gh-90882).
+    try:
+        while not done.wait(0.2):  # short waits: Ctrl-C reaches the main thread
+            pass
+    except KeyboardInterrupt:
+        cancel.set()
+        done.wait()
+        raise
     if "error" in box:
         raise box["error"]
     return box["value"]

@@ -597,8 +597,8 @@ class Cli:
             if found:
                 return found
 
-    def interrupt(self, timeout: float = 60) -> tuple[int, str, str]:
-        self.proc.send_signal(signal.SIGINT)
+    def interrupt(self, timeout: float = 60, signum: int = signal.SIGINT) -> tuple[int, str, str]:
+        self.proc.send_signal(signum)
         try:
             out = self.proc.stdout.read()
             self.proc.wait(timeout)
@@ -643,6 +643,62 @@ def test_cli_ctrl_c_with_viewers_connected_finalises_the_mp4_and_json(dashcam_cl
     assert 10 <= result["frames"] < 221
     assert video_frames(out) == result["frames"] == len(list(masks.iterdir()))
     assert "interrupted" in stderr and "frames" in stdout
+
+
+def test_cli_sigterm_with_viewers_connected_finalises_the_mp4_and_json(dashcam_clip,
+                                                                       engine_path, tmp_path):
+    """``docker stop``, ``systemctl stop``, Kubernetes, ``timeout``: SIGTERM stops the run
+    like Ctrl-C (frames in flight finished, mp4 published, JSON written), exit 143."""
+    out, report = tmp_path / "o.mp4", tmp_path / "run.json"
+    cli = Cli(["--source", dashcam_clip, "--engine", engine_path, "--output", out, "--json",
+               report])
+    try:
+        watching = Stream(cli.port)
+        stalled = Stream(cli.port, small_buffer=True)
+        assert decode(watching.frame()) is not None
+        wait_until(lambda: stats(cli.port)["frames"] >= 5, timeout=60, what="5 frames")
+        code, stdout, stderr = cli.interrupt(signum=signal.SIGTERM)
+        watching.close()
+        stalled.close()
+    finally:
+        cli.proc.kill()
+    assert code == 143, stderr
+    result = json.loads(report.read_text())
+    assert result["interrupted"] is True and 5 <= result["frames"] < 221
+    assert video_frames(out) == result["frames"]
+    assert not list(tmp_path.glob(".*partial*"))  # published, nothing hidden left behind
+    assert "interrupted (SIGTERM)" in stderr and "frames" in stdout
+
+
+def test_a_camera_password_is_never_printed_written_or_served(engine_path, tmp_path, capfd):
+    """The source is a real HTTP MJPEG stream with user info (this test's own live server):
+    every output file, terminal line and served byte shows ``***@`` instead."""
+    secret = "hunter2-SECRET"
+    out, report, masks = tmp_path / "o.mp4", tmp_path / "run.json", tmp_path / "masks"
+    with serving(Moving(size=(48, 64))) as (camera, _, _):
+        url = f"http://admin:{secret}@127.0.0.1:{camera.port}/stream.mjpg"
+        cli = Cli(["--source", url, "--engine", engine_path, "--output", out, "--json", report,
+                   "--masks", masks, "--max-frames", "12"])
+        try:
+            cli.wait_for_line(r"run ended")
+            served = [request(cli.port, path)[2] for path in ("/", "/stats.json")]
+            code, stdout, stderr = cli.interrupt()
+        finally:
+            cli.proc.kill()
+    assert code == 0, stderr
+    live = json.loads(served[1])
+    assert live["source"] == f"http://***@127.0.0.1:{camera.port}/stream.mjpg"
+    assert live["engine"] == f"…/{engine_path.name}"  # no absolute path of this machine
+    written = [report.read_bytes(), out.read_bytes(), *(p.read_bytes() for p in masks.iterdir())]
+    assert json.loads(written[0])["frames"] == 12 and "***@127.0.0.1" in stdout + stderr
+    for blob in [*served, *written, stdout.encode(), stderr.encode()]:
+        assert secret.encode() not in blob and b"admin" not in blob
+
+    # An error naming the source (nothing listens on port 9) redacts it too.
+    code = main(["run", "--source", f"rtsp://admin:{secret}@127.0.0.1:9/live", "--engine",
+                 str(engine_path), "--device", "cpu"])
+    err = capfd.readouterr().err
+    assert code == 2 and "rtsp://***@127.0.0.1:9/live" in err and secret not in err
 
 
 @pytest.mark.slow

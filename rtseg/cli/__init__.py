@@ -22,7 +22,7 @@ from rtseg.cli import commands_train  # noqa: F401  (registers train, eval)
 from rtseg.cli import commands_run  # noqa: F401  (registers run)
 from rtseg.cli import commands_export  # noqa: F401  (registers export, build-engine)
 from rtseg.cli import commands_bench  # noqa: F401  (registers bench)
-from rtseg.cli.common import DEBUG, app, interrupted_exit
+from rtseg.cli.common import DEBUG, INTERRUPTED, app, interrupted_exit
 from rtseg.errors import BadInput, RtsegError
 from rtseg.signals import received, stop_signals_raise
 from rtseg.redact import redact
@@ -45,9 +45,12 @@ def _report(prefix: str, exc: BaseException, suffix: str = "") -> None:
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point: run the CLI and map errors to the contract's exit codes."""
     received["signal"] = None
+    INTERRUPTED["said"] = False
     try:
         with stop_signals_raise():  # SIGTERM and SIGHUP stop a command as Ctrl-C does
             result = app(args=argv, standalone_mode=False)
+        if result == 130:  # typer turns a KeyboardInterrupt into exit code 130, silently
+            return interrupted_exit()
         return result if isinstance(result, int) else 0
     except typer.Exit as exc:
         return exc.exit_code

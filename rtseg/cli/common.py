@@ -101,12 +101,17 @@ def log(message: str) -> None:
     print(redact(message), file=sys.stderr, flush=True)
 
 
+INTERRUPTED = {"said": False}  # interrupted_exit() has told the user (reset by main)
+
+
 def interrupted_exit() -> int:
-    """Say how the command was stopped; the exit code: 130 for Ctrl-C, 128 + N for signal N
-    (143: SIGTERM, 129: SIGHUP), as a shell reports a process that signal ended."""
+    """Say (once) how the command was stopped; the exit code: 130 for Ctrl-C, 128 + N for
+    signal N (143: SIGTERM, 129: SIGHUP), as a shell reports a process that signal ended."""
     signum = received["signal"] or signal.SIGINT
-    print("interrupted" if signum == signal.SIGINT else f"interrupted ({signal_name(signum)})",
-          file=sys.stderr, flush=True)
+    if not INTERRUPTED["said"]:
+        INTERRUPTED["said"] = True
+        print("interrupted" if signum == signal.SIGINT else
+              f"interrupted ({signal_name(signum)})", file=sys.stderr, flush=True)
     return 128 + signum
 
 

@@ -69,6 +69,7 @@ class Pipeline:
         self._presses = 0
         self._error: Optional[tuple[str, BaseException]] = None
         self._lock = threading.Lock()
+        self._ended: dict[str, threading.Event] = {}  # per stage thread, set as it returns
         self.scorer, self.sinks = self._outputs(server, sinks)
         self.queues = stage_queues(config.batch, config.queue_size, source.live)
         meta = backend.metadata
@@ -140,10 +141,12 @@ class Pipeline:
         threads = []
         for name, args in self._stages().items():
             body = partial(run_stage, name, stats=self.stats, **args)
+            self._ended[f"rtseg-{name}"] = ended = threading.Event()
             # Capture may sit in a camera's blocking read that nothing can interrupt: as a
             # daemon it cannot keep the process alive after the run has given up on it.
-            threads.append(threading.Thread(target=self._guard(name, body, closers.get(name)),
-                                            name=f"rtseg-{name}", daemon=name == "capture"))
+            threads.append(threading.Thread(
+                target=self._guard(name, body, closers.get(name), ended),
+                name=f"rtseg-{name}", daemon=name == "capture"))
         return threads
 
     def _close_sinks(self) -> None:
@@ -154,9 +157,11 @@ class Pipeline:
 
     # -- the stage threads' side -------------------------------------------------------------
     def _guard(self, name: str, body: Callable[[], None],
-               close: Optional[Callable[[], None]] = None) -> Callable[[], None]:
+               close: Optional[Callable[[], None]] = None,
+               ended: Optional[threading.Event] = None) -> Callable[[], None]:
         """A thread body that records the first failure and stops every stage; ``close``
-        runs however ``body`` ends (its failure counts as the stage's)."""
+        runs however ``body`` ends (its failure counts as the stage's); ``ended`` is set
+        last."""
         def run() -> None:
             try:
                 body()
@@ -165,11 +170,14 @@ class Pipeline:
             except BaseException as exc:  # noqa: BLE001 — re-raised in the caller
                 self._fail(name, exc)
             finally:
-                if close is not None:
-                    try:
+                try:
+                    if close is not None:
                         close()
-                    except BaseException as exc:  # noqa: BLE001 — as above
-                        self._fail(name, exc)
+                except BaseException as exc:  # noqa: BLE001 — as above
+                    self._fail(name, exc)
+                finally:
+                    if ended is not None:
+                        ended.set()
         return run
 
     def _fail(self, stage: str, exc: BaseException) -> None:
@@ -238,8 +246,10 @@ class Pipeline:
     def _wait(self, threads: Sequence[threading.Thread]) -> None:
         """Until every stage has returned or a hard stop, ``on_status`` every interval."""
         for t in threads:
-            while t.is_alive() and not self.stop.is_set():
-                t.join(self.config.status_interval)
+            # An Event, not join(): a join that Ctrl-C interrupts can leave the thread marked
+            # as ended while it still runs (CPython gh-90882), and its sinks unclosed.
+            while not self._ended[t.name].is_set() and not self.stop.is_set():
+                self._ended[t.name].wait(self.config.status_interval)
                 self._status()
 
     def _status(self) -> None:
