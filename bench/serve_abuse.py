@@ -126,8 +126,15 @@ def process_numbers() -> dict:
     """Threads, open file descriptors and resident memory of this process, now."""
     status = Path("/proc/self/status").read_text()
     field = {line.split(":")[0]: line.split(":")[1].strip() for line in status.splitlines()}
+    fds = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            kind = os.readlink(f"/proc/self/fd/{fd}").split(":")[0].split("/")[1]
+        except (OSError, IndexError):
+            kind = "other"
+        fds[kind] = fds.get(kind, 0) + 1
     return {"threads": int(field["Threads"]), "python_threads": threading.active_count(),
-            "fds": len(os.listdir("/proc/self/fd")),
+            "fds": sum(fds.values()), "fd_kinds": fds,
             "rss_mib": round(int(field["VmRSS"].split()[0]) / 1024, 1)}
 
 
@@ -220,7 +227,8 @@ def main() -> None:
     engine = args.engine or default_engine(device="cpu")
     errors: list = []
     with open_engine(engine, "cpu") as backend:
-        before = process_numbers()  # the engine loaded, no server yet
+        backend.infer(np.zeros((1, *backend.input_size, 3), np.uint8))  # its threads, arenas
+        before = process_numbers()  # the engine loaded and run once, no server yet
         server = LiveServer(("127.0.0.1", 0), token=TOKEN, on_error=errors.append).start()
         results = ctx.Queue()
         attacker = ctx.Process(
@@ -252,6 +260,9 @@ def main() -> None:
             stop.set()
             tally = results.get(timeout=30) if attacker.is_alive() or not results.empty() else {}
             attacker.join(10)
+            attacker.close()  # the bench's own process handles: not the server's
+            results.close()
+            results.join_thread()
             server.close()
             viewer.join(10)
             sampler.join(2)
