@@ -735,6 +735,19 @@ def test_cli_serve_linger_zero_returns_at_the_end(dashcam_clip, engine_path, tmp
     assert re.search(r"live view: http://127\.0\.0\.1:\d+/", err)
 
 
+def test_cli_keeps_the_token_out_of_the_printed_address_unless_asked(dashcam_clip, engine_path,
+                                                                      tmp_path, capfd):
+    args = ["run", "--source", str(dashcam_clip), "--engine", str(engine_path),
+            "--max-frames", "1", "--serve", "127.0.0.1:0", "--serve-token", TOKEN,
+            "--serve-linger", "0", "--device", "cpu"]
+    assert main(args) == 0
+    err = capfd.readouterr().err
+    assert re.search(r"live view: http://127\.0\.0\.1:\d+/  \(.*with \?token= and the token", err)
+    assert TOKEN not in err
+    assert main(args + ["--serve-show-token"]) == 0
+    assert f"/?token={TOKEN}  " in capfd.readouterr().err
+
+
 # --- a real browser ------------------------------------------------------------------------------
 def load_bench():
     """bench/serve_viewers.py as a module: its headless-Chromium driver."""

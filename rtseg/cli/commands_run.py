@@ -225,7 +225,7 @@ def _open_server(serve: Optional[str], token: Optional[str], say, show_token: bo
     warning = server.warning()
     if warning:
         say(warning)
-    hint = "; add ?token=TOKEN" if token and not show_token else ""
+    hint = "; open it with ?token= and the token" if token and not show_token else ""
     line = f"live view: {server.url}  (overlay, FPS, stage times{hint}; Ctrl-C stops)"
     if show_token:  # asked for: printed as it is (say() would hide the token)
         print(line.replace(server.url, server.url_with_token), file=sys.stderr, flush=True)
