@@ -1,6 +1,6 @@
 """``rtseg run --serve``: the live overlay and its numbers in any browser, over plain HTTP.
 
-Routes, all GET, none reading a path from the request or a file from disk:
+Routes, GET or HEAD, none reading a path from the request or a file from disk:
 ``/`` the page · ``/stream.mjpg`` the overlay as MJPEG (``multipart/x-mixed-replace``) ·
 ``/snapshot.jpg`` the newest frame · ``/stats.json`` the run JSON's keys, live, plus
 ``state``, ``fps_now``, ``latency_ms_now``, ``queues``, ``classes``, ``viewers``,
@@ -13,6 +13,10 @@ and send.
 
 When the run ends, the page keeps the last frame and the final numbers (``state: ended``)
 until the server is closed (the CLI: Ctrl-C, or ``--serve-linger``).
+
+Whoever can reach the port sees what it serves: the source with a URL's user info hidden
+and paths relative or reduced to their name (``rtseg.redact``); the token, when set, is at
+least 16 characters and stays out of :attr:`LiveServer.url`.
 """
 
 from __future__ import annotations
