@@ -27,6 +27,7 @@ import platform
 import sys
 import threading
 import time
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -38,6 +39,7 @@ from rtseg.errors import BadInput
 from rtseg.imageops import resize_frame
 from rtseg.pipeline import open_source, run
 from rtseg.pipeline.stats import bound_by
+from rtseg.redact import redact
 
 POOL = 32  # frames held in memory for the engine alone (more when a batch is larger)
 LIVE_FRAMES = 300  # pipeline frames from a camera or stream when max_frames is not given
@@ -88,7 +90,7 @@ def source_frames(source: str | Path, input_size: tuple[int, int], count: int,
     finally:
         src.close()
     if not frames:
-        raise BadInput(f"--source {source}: no frames could be read")
+        raise BadInput(f"--source {redact(source)}: no frames could be read")
     return np.stack(frames)
 
 
@@ -111,10 +113,13 @@ def time_engine(backend: Backend, pool: np.ndarray, batch: int, iters: int,
     ones), on the calling thread: {"batch", "fps", "latency_ms": {"p50", "p99"}, "mean_ms",
     "iters"}. ``infer`` returns host arrays, so a GPU has finished when the clock stops."""
     batches = _batches_of(pool, batch)
+    cancel = _CANCEL.get()
     for i in range(warmup):
+        _check(cancel)
         backend.infer(batches[i % len(batches)])
     seconds = np.empty(iters)
     for i in range(iters):
+        _check(cancel)
         t0 = time.perf_counter()
         backend.infer(batches[i % len(batches)])
         seconds[i] = time.perf_counter() - t0
@@ -125,21 +130,43 @@ def time_engine(backend: Backend, pool: np.ndarray, batch: int, iters: int,
             "iters": iters}
 
 
+# Set by on_worker for the worker thread: Ctrl-C (or SIGTERM) ends its engine calls.
+_CANCEL: ContextVar[Optional[threading.Event]] = ContextVar("rtseg_bench_cancel", default=None)
+
+
+def _check(cancel: Optional[threading.Event]) -> None:
+    if cancel is not None and cancel.is_set():
+        raise KeyboardInterrupt
+
+
 def on_worker(fn: Callable[[], dict]) -> dict:
     """``fn()`` on a fresh thread, as the pipeline's infer stage runs the engine; its result
-    or its exception."""
+    or its exception. Ctrl-C or SIGTERM in the main thread lets the engine call in progress
+    end, then raises there (the process must not exit while a thread is inside the engine:
+    some runtimes then abort); a second one raises at once."""
     box: dict = {}
+    cancel, done = threading.Event(), threading.Event()
 
     def body() -> None:
+        _CANCEL.set(cancel)
         try:
             box["value"] = fn()
         except BaseException as exc:  # noqa: BLE001 — re-raised in the caller
             box["error"] = exc
+        finally:
+            done.set()
 
     worker = threading.Thread(target=body, name="rtseg-bench", daemon=True)
     worker.start()
-    while worker.is_alive():
-        worker.join(0.2)  # short waits: Ctrl-C reaches the main thread
+    # Waits on an Event, not join(): a join that a signal interrupts can leave the thread
+    # marked as ended while it still runs (CPython gh-90882).
+    try:
+        while not done.wait(0.2):  # short waits: Ctrl-C reaches the main thread
+            pass
+    except KeyboardInterrupt:
+        cancel.set()
+        done.wait()
+        raise
     if "error" in box:
         raise box["error"]
     return box["value"]
@@ -205,7 +232,7 @@ def bench(backend: Backend, source: str | Path | None = None, batches: Sequence[
               "input_size": list(size), "device": backend.device, "results": results,
               "engine_fps": by_batch[pipeline_batch]["fps"],
               "pipeline_fps": None, "pipeline_ratio": None, "pipeline_batch": pipeline_batch,
-              "source": None if source is None else str(source),
+              "source": None if source is None else redact(str(source)),
               "inputs": "source frames" if source is not None else "random uint8",
               "frames": len(pool), "iters": iters, "warmup": warmup}
     if source is not None:
@@ -226,14 +253,14 @@ def _pipeline_rounds(backend: Backend, source: str, pool: np.ndarray, first_alon
         else:
             say(f"round {r + 1}/{rounds}: engine alone, batch {batch}")
             alone = on_worker(lambda: time_engine(backend, pool, batch, iters))
-        say(f"round {r + 1}/{rounds}: pipeline on {source}, batch {batch}")
+        say(f"round {r + 1}/{rounds}: pipeline on {redact(source)}, batch {batch}")
         src = open_source(source, on_message=say)  # the pipeline owns and closes it
         limit = LIVE_FRAMES if max_frames is None and src.live else max_frames
         out = run(src, backend, batch=batch, max_frames=limit, output=output)
         if out["interrupted"]:  # Ctrl-C: a partial run is no measurement
             raise KeyboardInterrupt
         if out["frames"] == 0:
-            raise BadInput(f"--source {source}: the pipeline read no frames")
+            raise BadInput(f"--source {redact(source)}: the pipeline read no frames")
         done.append({"engine_fps": alone["fps"], "pipeline_fps": out["fps"],
                      "ratio": out["fps"] / alone["fps"], "stage_ms": out["stage_ms"],
                      "latency_ms": out["latency_ms"], "frames": out["frames"]})

@@ -4,6 +4,9 @@ folder on the import path)."""
 from __future__ import annotations
 
 import importlib.util
+import os
+import re
+import subprocess
 import socket
 import sys
 import threading
@@ -178,3 +181,36 @@ def fake_build_engine(calls: list):
         return {"plan": str(out), "precision": precision, "tensorrt_version": "10.x",
                 "gpu_name": "test GPU"}
     return build
+
+
+# --- a real rtseg process, stopped by a real signal ------------------------------------------
+def rtseg_process(args: list) -> subprocess.Popen:
+    """``python -m rtseg ARGS`` in a child process, stderr piped line by line."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "rtseg", *map(str, args)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_line(proc: subprocess.Popen, pattern: str, seen: list, timeout: float = 120):
+    """Read stderr until a line matches ``pattern`` (the lines go to ``seen``)."""
+    deadline = time.monotonic() + timeout
+    while line := proc.stderr.readline():
+        seen.append(line)
+        if re.search(pattern, line):
+            return
+        assert time.monotonic() < deadline, f"no {pattern!r} within {timeout} s: {seen}"
+    raise AssertionError(f"ended without {pattern!r}: {seen}")
+
+
+def stop_with(proc: subprocess.Popen, signum: int, seen: list, timeout: float = 60) -> str:
+    """Send ``signum``; the rest of stderr once the process has ended (killed after
+    ``timeout`` s: a hang fails the test rather than blocking it)."""
+    proc.send_signal(signum)
+    killer = threading.Timer(timeout, proc.kill)
+    killer.start()
+    try:
+        rest = proc.stderr.read()
+        proc.wait()
+    finally:
+        killer.cancel()
+    return "".join(seen) + rest

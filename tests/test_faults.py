@@ -10,6 +10,10 @@ driver, a full disk or a failing engine is an error of the environment or of rts
 the user's input (1). (An unreadable frame in a directory is skipped with a warning: see
 the bad-input tests.)
 
+SIGTERM (``docker stop``, ``systemctl stop``, Kubernetes, ``timeout``) stops ``rtseg
+train`` and ``rtseg bench`` like Ctrl-C: the training state saved, exit 143 (``rtseg run``:
+see test_serve, with viewers connected).
+
 Also a short soak (bench/soak.py): structure and invariants, not speed.
 """
 
@@ -20,6 +24,7 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -36,7 +41,7 @@ from rtseg.pipeline import sinks
 from rtseg.pipeline.sinks import VideoSink
 from rtseg.pipeline.sources import LiveSource, ReconnectPolicy, Source, VideoFileSource
 
-from helpers import decoded_frames, bench_script
+from helpers import bench_script, decoded_frames, rtseg_process, stop_with, wait_for_line
 
 REPO = Path(__file__).resolve().parents[1]
 CONTRACT_KEYS = {"frames", "seconds", "fps", "dropped", "backend", "miou", "stage_ms",
@@ -339,3 +344,18 @@ def test_soak_report_structure_and_bounded_queues(dashcam_clip, engine_path, tmp
     assert "| rss_flat |" in soak.to_markdown(report)
     with pytest.raises(ValueError, match="--warmup"):
         soak.validate(frames=300, every=100, warmup=300, tolerance=0.05)
+
+
+# --- SIGTERM (training: see test_train) -----------------------------------------------------
+@pytest.mark.slow
+def test_sigterm_stops_bench_like_ctrl_c(dashcam_clip, engine_path, tmp_path):
+    proc = rtseg_process(["bench", "--engine", engine_path, "--source", dashcam_clip,
+                          "--rounds", "50", "--device", "cpu", "--json", tmp_path / "b.json"])
+    seen: list = []
+    try:
+        wait_for_line(proc, r"round 2/50: pipeline", seen)
+        stderr = stop_with(proc, signal.SIGTERM, seen)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, stderr
+    assert stderr.rstrip().endswith("interrupted (SIGTERM)") and "Traceback" not in stderr

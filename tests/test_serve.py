@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import cv2
 import numpy as np
@@ -27,6 +28,7 @@ import pytest
 
 from rtseg.backends import Backend
 from rtseg.cli import main
+from rtseg.errors import BadInput
 from rtseg.data import get_spec
 from rtseg.pipeline import LiveServer, Pipeline, RunConfig, Source, run
 from rtseg.pipeline.liveframe import FrameSlot
@@ -262,20 +264,23 @@ def test_snapshot_before_the_first_frame_is_503():
         assert stats(live.port)["state"] == "starting"
 
 
+TOKEN = "s3cret-s3cret-s3cret"
+
+
 def test_the_token_is_required_on_every_route():
-    with serving(Moving(), server={"token": "s3cret"}) as (live, _, _):
-        assert live.url.endswith("/?token=s3cret")
+    with serving(Moving(), server={"token": TOKEN}) as (live, _, _):
+        assert TOKEN not in live.url and live.url_with_token.endswith(f"/?token={TOKEN}")
         wait_until(lambda: live.slot.frames > 0, what="a frame")
         for path in ("/", "/stats.json", "/snapshot.jpg", "/stream.mjpg", "/nope"):
             assert request(live.port, path)[0] == 401, path
             assert request(live.port, path + "?token=wrong")[0] == 401, path
             assert request(live.port, path, {"Authorization": "Bearer nope"})[0] == 401, path
         for path in ("/", "/stats.json", "/snapshot.jpg"):
-            assert request(live.port, path + "?token=s3cret")[0] == 200, path
-            assert request(live.port, path, {"Authorization": "Bearer s3cret"})[0] == 200
-            assert request(live.port, path, {"X-Rtseg-Token": "s3cret"})[0] == 200
-        assert request(live.port, "/nope?token=s3cret")[0] == 404
-        stream = Stream(live.port, "/stream.mjpg?token=s3cret")
+            assert request(live.port, path + f"?token={TOKEN}")[0] == 200, path
+            assert request(live.port, path, {"Authorization": f"Bearer {TOKEN}"})[0] == 200
+            assert request(live.port, path, {"X-Rtseg-Token": TOKEN})[0] == 200
+        assert request(live.port, f"/nope?token={TOKEN}")[0] == 404
+        stream = Stream(live.port, f"/stream.mjpg?token={TOKEN}")
         assert stream.status == 200 and decode(stream.frame()) is not None
         stream.close()
 
@@ -426,6 +431,144 @@ def test_live_miou_and_per_class_iou_with_labels(camvid_root, tmp_path):
     assert set(final["per_class_iou"]) == set(get_spec("camvid").class_names)
 
 
+# --- abuse: idle connections, malformed requests, other sites --------------------------------
+def raw(port: int, data: bytes, timeout: float = 5.0) -> bytes:
+    """Send ``data`` on a fresh connection; everything the server answers until it closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        out = b""
+        with contextlib.suppress(socket.timeout, ConnectionResetError):
+            while chunk := sock.recv(65536):
+                out += chunk
+        return out
+
+
+def status_of(answer: bytes) -> int:
+    return int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.") else 0
+
+
+def test_24_idle_connections_lock_out_no_one_and_are_dropped_at_the_head_deadline():
+    errors = []
+    with serving(Moving(), server={"token": TOKEN, "head_timeout": 1.0,
+                                   "on_error": errors.append}) as (live, _, _):
+        hostile = [socket.create_connection(("127.0.0.1", live.port)) for _ in range(30)]
+        for sock in hostile:
+            sock.send(b"G")  # a head begun, never finished
+        t0 = time.monotonic()
+        assert request(live.port, "/", {"X-Rtseg-Token": TOKEN})[0] == 200
+        viewer = Stream(live.port, f"/stream.mjpg?token={TOKEN}")
+        assert viewer.status == 200 and decode(viewer.frame()) is not None
+        assert time.monotonic() - t0 < 1.0 and live.viewers == 1  # the idle ones hold none
+        trickle = socket.create_connection(("127.0.0.1", live.port))
+        for byte in b"GET / HTTP/1.1\r\n":  # a byte every 0.1 s: 1.6 s for the line alone
+            with contextlib.suppress(OSError):
+                trickle.send(bytes([byte]))
+            time.sleep(0.1)
+        for sock in [*hostile, trickle]:  # all dropped by the 1 s deadline for the head
+            sock.settimeout(2.0)
+            with contextlib.suppress(ConnectionResetError):
+                assert sock.recv(1024) == b""  # closed (a timeout here would fail the test)
+            sock.close()
+        wait_until(lambda: not live._httpd.pending, timeout=3, what="no pending connection")
+        assert decode(viewer.frame()) is not None  # the viewer kept streaming throughout
+        viewer.close()
+    assert errors == []
+
+
+def test_malformed_and_oversized_requests_get_4xx_and_no_traceback():
+    errors = []
+    with serving(Moving(size=(48, 64)), server={"on_error": errors.append}) as (live, _, _):
+        port, host = live.port, b"Host: 127.0.0.1\r\n"
+        bad_ipv6 = b"GET http://[" + b"0" * 60000 + b"]/ HTTP/1.1\r\n" + host + b"\r\n"
+        assert status_of(raw(port, bad_ipv6)) == 414  # longer than a request line may be
+        assert status_of(raw(port, b"GET http://[0000::zz/ HTTP/1.1\r\n" + host + b"\r\n")) == 400
+        assert status_of(raw(port, b"GET ftp://x/ HTTP/1.1\r\n" + host + b"\r\n")) == 400
+        assert status_of(raw(port, b"GET /?" + b"a=1&" * 16000 + b" HTTP/1.1\r\n\r\n")) == 414
+        many = b"".join(b"X-%d: %s\r\n" % (i, b"y" * 1000) for i in range(40))
+        assert status_of(raw(port, b"GET / HTTP/1.1\r\n" + host + many + b"\r\n")) == 431
+        assert status_of(raw(port, b"GET / HTTP/1.0\r\n\r\n")) == 400  # no Host
+        assert status_of(raw(port, b"GET http://127.0.0.1/stats.json HTTP/1.1\r\n" + host
+                             + b"Connection: close\r\n\r\n")) == 200  # absolute form
+        assert b"400" in raw(port, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n")  # TLS
+        head = raw(port, b"HEAD / HTTP/1.1\r\n" + host + b"Connection: close\r\n\r\n")
+        assert status_of(head) == 200 and head.endswith(b"\r\n\r\n")  # headers, no body
+        assert request(port, "/stream.mjpg", method="HEAD")[0] == 200
+        assert live.viewers == 0  # HEAD takes no viewer place
+    assert errors == []
+
+
+def test_a_page_of_another_site_cannot_take_the_stream():
+    def status(path: str, headers: dict) -> int:
+        if path != "/stream.mjpg":
+            return request(live.port, path, headers)[0]
+        stream = Stream(live.port, path, headers)  # the status only: a stream never ends
+        stream.close()
+        return stream.status
+
+    with serving(Moving()) as (live, _, _):
+        wait_until(lambda: live.slot.frames > 0, what="a frame")
+        here = f"http://127.0.0.1:{live.port}"
+        for path in ("/stream.mjpg", "/snapshot.jpg", "/stats.json"):
+            for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"},
+                            {"Origin": "http://evil.example"}, {"Origin": "null"},
+                            {"Referer": "http://evil.example/page.html"},
+                            {"Referer": "http://127.0.0.1:1/other-port"}):
+                assert status(path, headers) == 403, (path, headers)
+            for headers in ({"Sec-Fetch-Site": "same-origin", "Referer": here + "/"},
+                            {"Sec-Fetch-Site": "none"}, {"Origin": here}, {}):
+                assert status(path, headers) == 200, (path, headers)
+        wait_until(lambda: live.viewers == 0, what="the viewers gone")
+        # A link from elsewhere still opens the page (it cannot be framed: X-Frame-Options).
+        assert request(live.port, "/", {"Sec-Fetch-Site": "cross-site"})[0] == 200
+
+
+def test_tokens_are_checked_before_the_query_is_parsed_and_may_be_utf8():
+    token = "jeton-秘密-0123456789"
+    with serving(Moving(), server={"token": token}) as (live, _, _):
+        assert request(live.port, "/", {"X-Rtseg-Token": token.encode().decode("latin-1")}
+                       )[0] == 200  # http.client sends a header's text as ISO-8859-1 bytes
+        assert request(live.port, "/", {"Authorization": "Bearer "
+                                        + token.encode().decode("latin-1")})[0] == 200
+        assert request(live.port, "/?token=" + quote(token))[0] == 200
+        query = "&".join(f"k{i}=%zz" for i in range(1500))  # 9 KB: over the line limit
+        assert request(live.port, "/stats.json?" + query)[0] == 414
+        answer = raw(live.port, b"GET /?x=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert status_of(answer) == 401 and b"Connection: close" in answer  # not kept open
+
+
+@pytest.mark.parametrize("token", ["", "short", "fifteen-chars-x"])
+def test_short_tokens_are_refused_with_a_hint(token):
+    with pytest.raises(BadInput, match="at least 16.*secrets.token_urlsafe"):
+        LiveServer(LOCAL, token=token)
+
+
+def test_the_listen_backlog_takes_a_burst_of_connections():
+    live = LiveServer(LOCAL)  # bound, not accepting yet: every connect waits in the backlog
+    try:
+        socks = []
+        for _ in range(60):
+            socks.append(socket.create_connection(("127.0.0.1", live.port), timeout=0.5))
+        for sock in socks:
+            sock.close()
+    finally:
+        live.close()
+
+
+@pytest.mark.parametrize("value", ["²", "８０９５", "80٠", "", " ", ":", "host:", "[::1]", "a:b:1",
+                                   "99999", "-1", "ホスト:80", "a" * 300 + ":80", "\x00:80"])
+def test_bad_serve_values_are_one_line_and_exit_2(value, tmp_path, capfd):
+    clip = tmp_path / "c.mp4"
+    clip.write_bytes(b"")  # checked for existence only: the address fails first
+    code = main(["run", "--source", str(clip), "--engine", str(tmp_path / "e.onnx"),
+                 "--serve", value])
+    err = capfd.readouterr().err
+    assert code == 2 and err.startswith("error: --serve") and err.count("\n") == 1, err
+
+
+def test_warnings_write_ipv6_addresses_in_brackets():
+    assert "--serve [2001:db8::1]:8080 " in exposure_warning("2001:db8::1", 8080, None)
+
+
 # --- the command line ----------------------------------------------------------------------------
 class Cli:
     """``rtseg run ... --serve 127.0.0.1:0`` in a child process; ``url`` from its stderr."""
@@ -458,8 +601,8 @@ class Cli:
             if found:
                 return found
 
-    def interrupt(self, timeout: float = 60) -> tuple[int, str, str]:
-        self.proc.send_signal(signal.SIGINT)
+    def interrupt(self, timeout: float = 60, signum: int = signal.SIGINT) -> tuple[int, str, str]:
+        self.proc.send_signal(signum)
         try:
             out = self.proc.stdout.read()
             self.proc.wait(timeout)
@@ -506,6 +649,62 @@ def test_cli_ctrl_c_with_viewers_connected_finalises_the_mp4_and_json(dashcam_cl
     assert "interrupted" in stderr and "frames" in stdout
 
 
+def test_cli_sigterm_with_viewers_connected_finalises_the_mp4_and_json(dashcam_clip,
+                                                                       engine_path, tmp_path):
+    """``docker stop``, ``systemctl stop``, Kubernetes, ``timeout``: SIGTERM stops the run
+    like Ctrl-C (frames in flight finished, mp4 published, JSON written), exit 143."""
+    out, report = tmp_path / "o.mp4", tmp_path / "run.json"
+    cli = Cli(["--source", dashcam_clip, "--engine", engine_path, "--output", out, "--json",
+               report])
+    try:
+        watching = Stream(cli.port)
+        stalled = Stream(cli.port, small_buffer=True)
+        assert decode(watching.frame()) is not None
+        wait_until(lambda: stats(cli.port)["frames"] >= 5, timeout=60, what="5 frames")
+        code, stdout, stderr = cli.interrupt(signum=signal.SIGTERM)
+        watching.close()
+        stalled.close()
+    finally:
+        cli.proc.kill()
+    assert code == 143, stderr
+    result = json.loads(report.read_text())
+    assert result["interrupted"] is True and 5 <= result["frames"] < 221
+    assert video_frames(out) == result["frames"]
+    assert not list(tmp_path.glob(".*partial*"))  # published, nothing hidden left behind
+    assert "interrupted (SIGTERM)" in stderr and "frames" in stdout
+
+
+def test_a_camera_password_is_never_printed_written_or_served(engine_path, tmp_path, capfd):
+    """The source is a real HTTP MJPEG stream with user info (this test's own live server):
+    every output file, terminal line and served byte shows ``***@`` instead."""
+    secret = "hunter2-SECRET"
+    out, report, masks = tmp_path / "o.mp4", tmp_path / "run.json", tmp_path / "masks"
+    with serving(Moving(size=(48, 64))) as (camera, _, _):
+        url = f"http://admin:{secret}@127.0.0.1:{camera.port}/stream.mjpg"
+        cli = Cli(["--source", url, "--engine", engine_path, "--output", out, "--json", report,
+                   "--masks", masks, "--max-frames", "12"])
+        try:
+            cli.wait_for_line(r"run ended")
+            served = [request(cli.port, path)[2] for path in ("/", "/stats.json")]
+            code, stdout, stderr = cli.interrupt()
+        finally:
+            cli.proc.kill()
+    assert code == 0, stderr
+    live = json.loads(served[1])
+    assert live["source"] == f"http://***@127.0.0.1:{camera.port}/stream.mjpg"
+    assert live["engine"] == f"…/{engine_path.name}"  # no absolute path of this machine
+    written = [report.read_bytes(), out.read_bytes(), *(p.read_bytes() for p in masks.iterdir())]
+    assert json.loads(written[0])["frames"] == 12 and "***@127.0.0.1" in stdout + stderr
+    for blob in [*served, *written, stdout.encode(), stderr.encode()]:
+        assert secret.encode() not in blob and b"admin" not in blob
+
+    # An error naming the source (nothing listens on port 9) redacts it too.
+    code = main(["run", "--source", f"rtsp://admin:{secret}@127.0.0.1:9/live", "--engine",
+                 str(engine_path), "--device", "cpu"])
+    err = capfd.readouterr().err
+    assert code == 2 and "rtsp://***@127.0.0.1:9/live" in err and secret not in err
+
+
 @pytest.mark.slow
 def test_cli_after_the_file_ends_serves_the_last_frame_until_ctrl_c(dashcam_clip, engine_path,
                                                                      tmp_path):
@@ -517,7 +716,7 @@ def test_cli_after_the_file_ends_serves_the_last_frame_until_ctrl_c(dashcam_clip
         assert json.loads(report.read_text())["frames"] == 8  # written before the wait
         final = stats(cli.port)
         assert final["state"] == "ended" and final["frames"] == 8
-        assert final["engine"] == str(engine_path)
+        assert final["engine"] == f"…/{engine_path.name}"  # no absolute path served
         viewer = Stream(cli.port)
         assert decode(viewer.frame()).shape == (540, 960, 3)
         viewer.close()
@@ -534,6 +733,19 @@ def test_cli_serve_linger_zero_returns_at_the_end(dashcam_clip, engine_path, tmp
     err = capfd.readouterr().err
     assert code == 0, err
     assert re.search(r"live view: http://127\.0\.0\.1:\d+/", err)
+
+
+def test_cli_keeps_the_token_out_of_the_printed_address_unless_asked(dashcam_clip, engine_path,
+                                                                      tmp_path, capfd):
+    args = ["run", "--source", str(dashcam_clip), "--engine", str(engine_path),
+            "--max-frames", "1", "--serve", "127.0.0.1:0", "--serve-token", TOKEN,
+            "--serve-linger", "0", "--device", "cpu"]
+    assert main(args) == 0
+    err = capfd.readouterr().err
+    assert re.search(r"live view: http://127\.0\.0\.1:\d+/  \(.*with \?token= and the token", err)
+    assert TOKEN not in err
+    assert main(args + ["--serve-show-token"]) == 0
+    assert f"/?token={TOKEN}  " in capfd.readouterr().err
 
 
 # --- a real browser ------------------------------------------------------------------------------

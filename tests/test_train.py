@@ -4,8 +4,10 @@ training recipe's pieces: poly LR, class weights, loader workers."""
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import threading
 
 import cv2
 import numpy as np
@@ -20,6 +22,8 @@ from rtseg.training.config import TrainConfig
 from rtseg.training.epoch import make_train_loader
 from rtseg.training.schedule import class_weights, poly_lr
 from rtseg.training.train import train
+
+from helpers import rtseg_process, stop_with, wait_for_line
 
 
 def tiny(batch_size: int = 4) -> list[str]:
@@ -259,3 +263,56 @@ def test_training_with_loader_workers(camvid_root, tmp_path):
     history = json.loads((tmp_path / "history.json").read_text())["epochs"]
     assert len(history) == 1 and math.isfinite(history[0]["loss"])
     assert history[0]["val_miou"] == result["best_miou"]
+
+
+# --- Ctrl-C, SIGTERM: stop with the state saved ------------------------------------------------
+@pytest.mark.slow
+def test_sigterm_stops_training_with_the_state_saved_and_resumable(camvid_root, tmp_path):
+    out = tmp_path / "run"
+    proc = rtseg_process(["train", "--model", "unet_resnet18", "--dataset", "camvid",
+                          "--data-root", camvid_root, "--out", out, "--epochs", "500",
+                          "--batch-size", "2", "--crop", "32x32", "--input-size", "32x32",
+                          "--train-limit", "4", "--val-limit", "1", "--workers", "0",
+                          "--device", "cpu"])
+    seen: list = []
+    try:
+        # The state is written at most once a minute: after epoch 3 only epoch 1's exists,
+        # so a state of epoch 3 or later was saved by the signal.
+        wait_for_line(proc, r"epoch 3/500", seen)
+        stderr = stop_with(proc, signal.SIGTERM, seen)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, stderr
+    assert "state saved" in stderr and "interrupted (SIGTERM)" in stderr
+    state = torch.load(out / "train_state.pt", weights_only=True)
+    assert state["epoch"] >= 3 and state["step"] >= 3 * 2
+    cfg = TrainConfig(model="unet_resnet18", dataset="camvid", data_root=camvid_root, out=out,
+                      epochs=state["epoch"] + 1, batch_size=2, crop=(32, 32),
+                      input_size=(32, 32), train_limit=4, val_limit=1, workers=0,
+                      device="cpu", resume=True)
+    assert train(cfg)["interrupted"] is False
+    history = json.loads((out / "history.json").read_text())["epochs"]
+    assert [e["epoch"] for e in history] == list(range(1, state["epoch"] + 2))
+
+
+def test_a_stop_set_mid_epoch_ends_training_at_that_step_with_the_state_saved(camvid_root,
+                                                                               tmp_path,
+                                                                               monkeypatch):
+    from rtseg.training import epoch as epoch_module
+
+    stop, steps, real = threading.Event(), [], epoch_module.poly_lr
+
+    def counting_lr(base, step, total, *a):  # called once a step: the stop comes at step 3
+        steps.append(step)
+        if step == 3:
+            stop.set()
+        return real(base, step, total, *a)
+
+    monkeypatch.setattr(epoch_module, "poly_lr", counting_lr)
+    cfg = TrainConfig(model="unet_resnet18", dataset="camvid", data_root=camvid_root,
+                      out=tmp_path, epochs=5, batch_size=2, crop=(32, 32), input_size=(32, 32),
+                      train_limit=8, val_limit=1, workers=0, device="cpu")
+    result = train(cfg, stop=stop)
+    state = torch.load(tmp_path / "train_state.pt", weights_only=True)
+    assert result["interrupted"] is True and steps[-1] == 3
+    assert state["epoch"] == 0 and state["step"] == 3  # the batch in hand was not applied

@@ -1,7 +1,8 @@
 """The ``rtseg`` command line — the only package that knows about exit codes and the terminal.
 
 One module per group of commands registers on the shared typer ``app``.
-Exit codes (contract): 0 done · 1 internal error · 2 bad usage or input · 130 Ctrl-C.
+Exit codes (contract): 0 done · 1 internal error · 2 bad usage or input · 130 Ctrl-C ·
+143 SIGTERM, 129 SIGHUP (stopped like Ctrl-C: outputs finalised).
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from rtseg.cli import commands_train  # noqa: F401  (registers train, eval)
 from rtseg.cli import commands_run  # noqa: F401  (registers run)
 from rtseg.cli import commands_export  # noqa: F401  (registers export, build-engine)
 from rtseg.cli import commands_bench  # noqa: F401  (registers bench)
-from rtseg.cli.common import DEBUG, app
+from rtseg.cli.common import DEBUG, INTERRUPTED, app, interrupted_exit
 from rtseg.errors import BadInput, RtsegError
+from rtseg.signals import received, stop_signals_raise
+from rtseg.redact import redact
 
 __all__ = ["app", "main", "run_main"]
 
@@ -30,7 +33,7 @@ __all__ = ["app", "main", "run_main"]
 def _report(prefix: str, exc: BaseException, suffix: str = "") -> None:
     """One clear line on stderr; details an error deliberately carries (TensorRT parser
     errors, say) follow it indented, never a traceback."""
-    text = str(exc).strip() or type(exc).__name__
+    text = redact(str(exc).strip()) or type(exc).__name__
     if "Original Traceback" in text:  # re-raised from a DataLoader worker: keep the cause
         text = text.splitlines()[-1].split(": ", 1)[-1]
     first, *details = text.splitlines()
@@ -41,8 +44,13 @@ def _report(prefix: str, exc: BaseException, suffix: str = "") -> None:
 
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point: run the CLI and map errors to the contract's exit codes."""
+    received["signal"] = None
+    INTERRUPTED["said"] = False
     try:
-        result = app(args=argv, standalone_mode=False)
+        with stop_signals_raise():  # SIGTERM and SIGHUP stop a command as Ctrl-C does
+            result = app(args=argv, standalone_mode=False)
+        if result == 130:  # typer turns a KeyboardInterrupt into exit code 130, silently
+            return interrupted_exit()
         return result if isinstance(result, int) else 0
     except typer.Exit as exc:
         return exc.exit_code
@@ -51,8 +59,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"error: {exc.format_message()}{hint}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, typer.Abort):
-        print("interrupted", file=sys.stderr)
-        return 130
+        return interrupted_exit()
     except BadInput as exc:
         if DEBUG["on"]:
             traceback.print_exc()

@@ -13,8 +13,10 @@ from typing import Optional
 import typer
 
 from rtseg.cli.common import (PRECISION_HELP, Device, Precision, app, bundled_engine,
-                              ensure_output_dir, ensure_parent, print_written, write_json)
+                              ensure_output_dir, ensure_parent, interrupted_exit, print_written,
+                              write_json)
 from rtseg.errors import BadInput, RtsegError
+from rtseg.redact import redact
 
 class StatusLine:
     """The live status line on stderr: rewritten in place on a terminal, else every 5 s."""
@@ -40,7 +42,7 @@ class StatusLine:
 
     def message(self, text: str) -> None:
         self.end()
-        self.stream.write(f"{text}\n")
+        self.stream.write(f"{redact(text)}\n")
         self.stream.flush()
 
     def end(self) -> None:
@@ -65,7 +67,7 @@ def print_summary(result: dict) -> None:
     table = Table(title="rtseg run", show_header=False)
     table.add_column(style="bold")
     table.add_column(justify="right")
-    table.add_row("source", str(result["source"]))
+    table.add_row("source", redact(str(result["source"])))
     table.add_row("frames", f"{result['frames']}  ({result['ended_by']})")
     table.add_row("seconds", f"{result['seconds']:.2f}")
     table.add_row("FPS", f"{result['fps']:.2f}")
@@ -121,7 +123,11 @@ def run_(
     serve_token: Optional[str] = typer.Option(
         None, envvar="RTSEG_SERVE_TOKEN",
         help="With --serve: every request needs this token (?token=TOKEN or "
-             "Authorization: Bearer TOKEN); also read from $RTSEG_SERVE_TOKEN."),
+             "Authorization: Bearer TOKEN); also read from $RTSEG_SERVE_TOKEN. At least 16 "
+             "characters: python -c \"import secrets; print(secrets.token_urlsafe())\"."),
+    serve_show_token: bool = typer.Option(
+        False, help="With --serve-token: print the page's address with the token in it "
+                    "(kept out of the terminal and logs by default)."),
     consistency: bool = typer.Option(
         False, "--consistency",
         help="Measure temporal consistency (TC, flicker; no labels needed) on its own thread: "
@@ -159,16 +165,16 @@ def run_(
         check_sequence(source)  # before the engine loads
     engine = engine if engine is not None else bundled_engine(device, precision)
     status = StatusLine()
-    server = _open_server(serve, serve_token, status.message)  # binds now: a taken port fails here
+    # binds now: a taken port or a bad token fails here
+    server = _open_server(serve, serve_token, status.message, serve_show_token)
     with server if server is not None else contextlib.nullcontext():
         interrupted, result = _run(source, engine, config, json_path, device, precision, fps,
                                    status, server)
         print_summary(result)
         warn_flow(result, status)
         print_written([("overlay video", output), ("masks", masks), ("run JSON", json_path)])
-        if interrupted:
-            print("interrupted", file=sys.stderr)
-            raise typer.Exit(130)
+        if interrupted:  # Ctrl-C: 130; SIGTERM: 143; SIGHUP: 129
+            raise typer.Exit(interrupted_exit())
         if server is not None and serve_linger != 0:
             _linger(server, result, serve_linger, status)
 
@@ -187,28 +193,47 @@ def _run(source: str, engine: Path, config, json_path: Optional[Path], device: D
     """Open the engine and the source, run, write the JSON: (interrupted, run JSON)."""
     from rtseg.backends import open_engine
     from rtseg.pipeline import Pipeline, open_source
-    from rtseg.pipeline.signals import forward_sigint
+    from rtseg.signals import forward_stop_signals, signal_name
 
     quiet_opencv()
-    with open_engine(engine, device.value, precision.value) as backend:
+    pipeline, stops, forwarded = None, [], []
+
+    def forward() -> None:
+        """Hand the pipeline each stop signal not yet handed (a signal may come meanwhile)."""
+        while len(forwarded) < len(stops):
+            forwarded.append(None)  # first: a nested call then skips this one
+            pipeline.interrupt(signal_name(stops[len(forwarded) - 1]))
+
+    def on_stop(signum: int) -> None:
+        """Ctrl-C, SIGTERM or SIGHUP: the pipeline finishes the frames in flight (a second
+        stops it at once); before it exists, a second one stops opening the source."""
+        stops.append(signum)
+        if pipeline is not None:
+            forward()
+        elif len(stops) > 1:
+            raise KeyboardInterrupt
+
+    with open_engine(engine, device.value, precision.value) as backend, \
+            forward_stop_signals(on_stop):
+        # From here until the JSON is written, a stop signal asks the pipeline to finish
+        # instead of raising: at any moment it still leaves the video finalised and the JSON
+        # written (one that comes while the source opens stops the run at its start).
         src = open_source(source, fps, config.reconnect, status.message)
         if server is not None:
             server.describe(engine=str(engine))
         pipeline = Pipeline(src, backend, config, on_status=status, on_message=status.message,
                             server=server)
-        # From here until the JSON is written, Ctrl-C asks the pipeline to finish instead of
-        # raising: a press at any moment still leaves the video finalised and the JSON written.
-        with forward_sigint(pipeline.interrupt):
-            try:
-                result = pipeline.run()
-            except RtsegError as exc:  # a stage failed: the JSON still records the frames done
-                write_failed_run(json_path, engine, exc)
-                raise
-            finally:
-                status.end()
-            result = {"engine": str(engine), **result}
-            if json_path:
-                write_json(json_path, result)
+        forward()
+        try:
+            result = pipeline.run()
+        except RtsegError as exc:  # a stage failed: the JSON still records the frames done
+            write_failed_run(json_path, engine, exc)
+            raise
+        finally:
+            status.end()
+        result = {"engine": str(engine), **result}
+        if json_path:
+            write_json(json_path, result)
     # A press just as the run ended counts too.
     return bool(result["interrupted"] or pipeline.interrupted), result
 
@@ -225,10 +250,10 @@ def _check_serve_flags(serve: Optional[str], token: Optional[str],
         raise BadInput(f"--serve-linger {linger:g} must be 0 or more seconds")
 
 
-def _open_server(serve: Optional[str], token: Optional[str], say):
+def _open_server(serve: Optional[str], token: Optional[str], say, show_token: bool = False):
     """The live page's server, bound (it serves once the caller enters it), before the engine
-    loads, so the page is up at once and a bad address fails before any work; None without
-    --serve."""
+    loads, so the page is up at once and a bad address or token fails before any work; None
+    without --serve. The token is printed only when asked (terminals end up in logs)."""
     if serve is None:
         return None
     from rtseg.pipeline.serve import LiveServer
@@ -237,7 +262,12 @@ def _open_server(serve: Optional[str], token: Optional[str], say):
     warning = server.warning()
     if warning:
         say(warning)
-    say(f"live view: {server.url}  (overlay, FPS, stage times; Ctrl-C stops)")
+    hint = "; open it with ?token= and the token" if token and not show_token else ""
+    line = f"live view: {server.url}  (overlay, FPS, stage times{hint}; Ctrl-C stops)"
+    if show_token:  # asked for: printed as it is (say() would hide the token)
+        print(line.replace(server.url, server.url_with_token), file=sys.stderr, flush=True)
+    else:
+        say(line)
     return server  # serving starts as the caller enters it
 
 

@@ -8,7 +8,8 @@ from typing import Optional
 
 import typer
 
-from rtseg.cli.common import PRECISION_HELP, Dataset, Device, Precision, Split, app, log
+from rtseg.cli.common import (PRECISION_HELP, Dataset, Device, Precision, Split, app,
+                              interrupted_exit, log)
 from rtseg.files import ensure_parent, write_json
 from rtseg.metadata import parse_size
 
@@ -67,9 +68,31 @@ def train(
                       train_limit=train_limit, val_limit=val_limit,
                       data_on_device=data_on_device, val_every=val_every,
                       time_budget_s=time_budget)
-    result = run_training(cfg, log=log, show_progress=sys.stderr.isatty())
+    result = _train_until_stopped(cfg, run_training)
+    if result["interrupted"]:  # the state is saved: Ctrl-C 130, SIGTERM 143, SIGHUP 129
+        raise typer.Exit(interrupted_exit())
     if is_main():
         print(f"best val mIoU {result['best_miou']:.4f}; weights in {result['out']}/best.safetensors")
+
+
+def _train_until_stopped(cfg, run_training) -> dict:
+    """Train; Ctrl-C, SIGTERM or SIGHUP stops before the next batch with the resumable state
+    saved, a second one at once."""
+    import threading
+
+    from rtseg.signals import forward_stop_signals, signal_name
+
+    stop = threading.Event()
+
+    def on_stop(signum: int) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        log(f"{signal_name(signum)}: stopping before the next batch and saving the training "
+            f"state ({signal_name(signum)} again to stop at once)")
+
+    with forward_stop_signals(on_stop):
+        return run_training(cfg, log=log, show_progress=sys.stderr.isatty(), stop=stop)
 
 
 @app.command("eval")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from enum import Enum
 from pathlib import Path
@@ -14,6 +16,8 @@ import typer
 from rtseg.engines import bundled_engine  # noqa: F401
 from rtseg.files import ensure_output_dir, ensure_parent, write_json  # noqa: F401
 from rtseg.metadata import PRECISIONS
+from rtseg.redact import redact
+from rtseg.signals import received, signal_name
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -55,8 +59,22 @@ class Split(str, Enum):
 
 
 def log(message: str) -> None:
-    """Progress and status go to stderr; results go to stdout."""
-    print(message, file=sys.stderr, flush=True)
+    """Progress and status go to stderr; results go to stdout (a camera's password never)."""
+    print(redact(message), file=sys.stderr, flush=True)
+
+
+INTERRUPTED = {"said": False}  # interrupted_exit() has told the user (reset by main)
+
+
+def interrupted_exit() -> int:
+    """Say (once) how the command was stopped; the exit code: 130 for Ctrl-C, 128 + N for
+    signal N (143: SIGTERM, 129: SIGHUP), as a shell reports a process that signal ended."""
+    signum = received["signal"] or signal.SIGINT
+    if not INTERRUPTED["said"]:
+        INTERRUPTED["said"] = True
+        print("interrupted" if signum == signal.SIGINT else
+              f"interrupted ({signal_name(signum)})", file=sys.stderr, flush=True)
+    return 128 + signum
 
 
 @app.callback()

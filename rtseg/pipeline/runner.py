@@ -31,13 +31,14 @@ from rtseg.pipeline.consistency import ConsistencyMonitor, check_sequence
 from rtseg.pipeline.overlay import Overlay
 from rtseg.pipeline.queues import Stopped, drain, stage_queues
 from rtseg.pipeline.serve import LiveServer
-from rtseg.pipeline.signals import start_all
+from rtseg.signals import start_all
 from rtseg.pipeline.sinks import MaskSink, Sink, VideoSink, WindowSink, close_all
 from rtseg.pipeline.smooth import FlowSmoother
 from rtseg.pipeline.sources import Source, open_source
 from rtseg.pipeline.stages import (Outlet, Written, capture, frame_numbers, gather, infer, one,
                                    preprocess, queue_items, render, run_stage, write)
 from rtseg.pipeline.stats import RunStats
+from rtseg.redact import redact
 from rtseg.scoring.live import LiveScorer
 
 StatusCallback = Callable[[dict], None]
@@ -71,6 +72,7 @@ class Pipeline:
         self._presses = 0
         self._error: Optional[tuple[str, BaseException]] = None
         self._lock = threading.Lock()
+        self._ended: dict[str, threading.Event] = {}  # per stage thread, set as it returns
         self.scorer, self.sinks = self._outputs(server, sinks)
         self.queues = stage_queues(config.batch, config.queue_size, source.live)
         meta = backend.metadata
@@ -149,10 +151,12 @@ class Pipeline:
         threads = []
         for name, args in self._stages().items():
             body = partial(run_stage, name, stats=self.stats, **args)
+            self._ended[f"rtseg-{name}"] = ended = threading.Event()
             # Capture may sit in a camera's blocking read that nothing can interrupt: as a
             # daemon it cannot keep the process alive after the run has given up on it.
-            threads.append(threading.Thread(target=self._guard(name, body, closers.get(name)),
-                                            name=f"rtseg-{name}", daemon=name == "capture"))
+            threads.append(threading.Thread(
+                target=self._guard(name, body, closers.get(name), ended),
+                name=f"rtseg-{name}", daemon=name == "capture"))
         return threads
 
     def _close_sinks(self) -> None:
@@ -163,9 +167,11 @@ class Pipeline:
 
     # -- the stage threads' side -------------------------------------------------------------
     def _guard(self, name: str, body: Callable[[], None],
-               close: Optional[Callable[[], None]] = None) -> Callable[[], None]:
+               close: Optional[Callable[[], None]] = None,
+               ended: Optional[threading.Event] = None) -> Callable[[], None]:
         """A thread body that records the first failure and stops every stage; ``close``
-        runs however ``body`` ends (its failure counts as the stage's)."""
+        runs however ``body`` ends (its failure counts as the stage's); ``ended`` is set
+        last."""
         def run() -> None:
             try:
                 body()
@@ -174,11 +180,14 @@ class Pipeline:
             except BaseException as exc:  # noqa: BLE001 — re-raised in the caller
                 self._fail(name, exc)
             finally:
-                if close is not None:
-                    try:
+                try:
+                    if close is not None:
                         close()
-                    except BaseException as exc:  # noqa: BLE001 — as above
-                        self._fail(name, exc)
+                except BaseException as exc:  # noqa: BLE001 — as above
+                    self._fail(name, exc)
+                finally:
+                    if ended is not None:
+                        ended.set()
         return run
 
     def _fail(self, stage: str, exc: BaseException) -> None:
@@ -193,17 +202,18 @@ class Pipeline:
         """Items waiting in each queue between the stages, now."""
         return {name: q.qsize() for name, q in self.queues.items()}
 
-    def interrupt(self) -> None:
-        """What Ctrl-C does: the first call stops capture and lets the frames in flight
-        finish (the result says ``interrupted``); the next stops every stage at once. Safe
-        to call from a signal handler (see :func:`~rtseg.pipeline.signals.forward_sigint`) or
-        another thread."""
+    def interrupt(self, why: str = "Ctrl-C") -> None:
+        """What Ctrl-C (or SIGTERM, SIGHUP: ``why``) does: the first call stops capture and
+        lets the frames in flight finish (the result says ``interrupted``); the next stops
+        every stage at once. Safe to call from a signal handler (see
+        :func:`~rtseg.signals.forward_stop_signals`) or another thread."""
         self._presses += 1
         self.interrupted = True
         self.stop_capture.set()
         if self._presses == 1:
-            self.on_message("interrupted: finishing the frames in flight "
-                            "(Ctrl-C again to stop at once)")
+            said = "interrupted" if why == "Ctrl-C" else f"interrupted ({why})"
+            self.on_message(f"{said}: finishing the frames in flight "
+                            f"({why} again to stop at once)")
         else:
             self.stop.set()
 
@@ -250,8 +260,10 @@ class Pipeline:
     def _wait(self, threads: Sequence[threading.Thread]) -> None:
         """Until every stage has returned or a hard stop, ``on_status`` every interval."""
         for t in threads:
-            while t.is_alive() and not self.stop.is_set():
-                t.join(self.config.status_interval)
+            # An Event, not join(): a join that Ctrl-C interrupts can leave the thread marked
+            # as ended while it still runs (CPython gh-90882), and its sinks unclosed.
+            while not self._ended[t.name].is_set() and not self.stop.is_set():
+                self._ended[t.name].wait(self.config.status_interval)
                 self._status()
 
     def _status(self) -> None:
@@ -309,7 +321,7 @@ class Pipeline:
         if self.smoother is not None:
             out.update(smooth=self.smoother.k, smooth_ms=self.smoother.mean_ms())
         out.update(device=self.backend.device, batch=self.config.batch,
-                   source=self.source.description, live=self.source.live,
+                   source=redact(self.source.description), live=self.source.live,
                    interrupted=self.interrupted,
                    ended_by="interrupted" if self.interrupted else self.stats.ended_by,
                    queue_max=dict(self.stats.queue_max),

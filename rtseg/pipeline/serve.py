@@ -1,6 +1,6 @@
 """``rtseg run --serve``: the live overlay and its numbers in any browser, over plain HTTP.
 
-Routes, all GET, none reading a path from the request or a file from disk:
+Routes, GET or HEAD, none reading a path from the request or a file from disk:
 ``/`` the page · ``/stream.mjpg`` the overlay as MJPEG (``multipart/x-mixed-replace``) ·
 ``/snapshot.jpg`` the newest frame · ``/stats.json`` the run JSON's keys, live, plus
 ``state``, ``fps_now``, ``latency_ms_now``, ``queues``, ``classes``, ``viewers``,
@@ -13,6 +13,10 @@ and send.
 
 When the run ends, the page keeps the last frame and the final numbers (``state: ended``)
 until the server is closed (the CLI: Ctrl-C, or ``--serve-linger``).
+
+Whoever can reach the port sees what it serves: the source with a URL's user info hidden
+and paths relative or reduced to their name (``rtseg.redact``); the token, when set, is at
+least 16 characters and stays out of :attr:`LiveServer.url`.
 """
 
 from __future__ import annotations
@@ -25,19 +29,23 @@ import threading
 import time
 from collections import deque
 from typing import Callable, Optional, Protocol
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 from rtseg.backends import Backend
 from rtseg.errors import BadInput
 from rtseg.files import json_safe
 from rtseg.pipeline.liveframe import FrameSlot, ServeSink
-from rtseg.pipeline.serve_http import SEND_TIMEOUT_S, bind
+from rtseg.pipeline.serve_http import HEAD_TIMEOUT_S, SEND_TIMEOUT_S, bind
 from rtseg.pipeline.stats import RunStats
+from rtseg.redact import public_path
 
 DEFAULT_HOST = "127.0.0.1"
 MAX_VIEWERS = 8  # MJPEG streams at once; the next one gets 503
 STATS_CACHE_S = 0.2  # /stats.json is computed at most this often, however many poll it
 HISTORY = (120, 0.5)  # samples kept for the chart, seconds between samples: the last minute
+MIN_TOKEN = 16  # characters; shorter ones are guessable
+TOKEN_HINT = 'python -c "import secrets; print(secrets.token_urlsafe())"'
+PATH_KEYS = ("source", "engine")  # shown to whoever reaches the page: no absolute paths
 
 
 class WatchedRun(Protocol):
@@ -57,18 +65,35 @@ def parse_address(text: str) -> tuple[str, int]:
     """``--serve [HOST:]PORT`` → (host, port): ``8080`` is 127.0.0.1:8080 (this machine
     only), ``0.0.0.0:8080`` every interface, ``[::1]:8080`` IPv6, port 0 any free port."""
     text = text.strip()
+    if not text or not text.isprintable():
+        raise BadInput(f"--serve {text!r}: expected [HOST:]PORT, e.g. 8080 or 0.0.0.0:8080")
     host, sep, port = text.rpartition(":")
     if sep and host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     elif ":" in host:
         raise BadInput(f"--serve {text}: write an IPv6 address in brackets, e.g. [::1]:8080")
-    if sep and not host:
+    if sep and not host and port.isdigit():
         raise BadInput(f"--serve {text}: no host before ':'; give {port} (this machine only) "
                        f"or 0.0.0.0:{port} (every interface)")
-    if not port.isdigit() or int(port) > 65535:
+    if not (port.isascii() and port.isdigit()) or int(port) > 65535:  # not "²" or "８０"
         raise BadInput(f"--serve {text}: expected [HOST:]PORT with a port from 0 to 65535, "
                        "e.g. 8080 or 0.0.0.0:8080")
     return host or DEFAULT_HOST, int(port)
+
+
+def host_port(host: str, port: int) -> str:
+    """``host:port`` as a URL writes it: an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def check_token(token: Optional[str]) -> None:
+    """BadInput unless the token is None or at least MIN_TOKEN characters."""
+    if token is None:
+        return
+    if len(token) < MIN_TOKEN:
+        what = "empty" if not token else f"{len(token)} characters"
+        raise BadInput(f"--serve-token: the token is {what}; use at least {MIN_TOKEN} random "
+                       f"characters, e.g. from {TOKEN_HINT}")
 
 
 def is_loopback(host: str) -> bool:
@@ -79,7 +104,7 @@ def is_loopback(host: str) -> bool:
         pass
     try:
         infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except OSError:
+    except (OSError, UnicodeError, ValueError):  # unknown, or not a name at all
         return False
     return bool(infos) and all(ipaddress.ip_address(i[4][0].split("%")[0]).is_loopback
                                for i in infos)
@@ -91,7 +116,8 @@ def exposure_warning(host: str, port: int, token: Optional[str]) -> Optional[str
         return None
     guard = ("every request needs the token (plain HTTP: it is not encrypted)"
              if token else "anyone who can reach it can watch: add --serve-token")
-    return f"warning: --serve {host}:{port} is reachable from other machines; {guard}"
+    return (f"warning: --serve {host_port(host, port)} is reachable from other machines; "
+            f"{guard}")
 
 
 class LiveServer:
@@ -99,11 +125,12 @@ class LiveServer:
     port in use, unknown host), serves from :meth:`start` until :meth:`close`.
 
     ``address``: ``"[HOST:]PORT"`` or ``(host, port)``; ``token``: required on every request
-    when set; ``max_viewers``: MJPEG streams at once (the next gets 503); ``send_timeout``:
-    seconds a viewer may take nothing before it is dropped; ``on_error(text)``: unexpected
-    errors of a request (a viewer leaving is not one).
+    when set (at least 16 characters); ``max_viewers``: MJPEG streams at once (the next gets
+    503); ``send_timeout``: seconds a viewer may take nothing before it is dropped;
+    ``head_timeout``: seconds a request head may take to arrive, in all; ``on_error(text)``:
+    unexpected errors of a request (a viewer leaving is not one).
 
-    >>> with LiveServer("8080", token="s3cret") as server:   # binds 127.0.0.1:8080
+    >>> with LiveServer("8080", token=secrets.token_urlsafe()) as server:  # 127.0.0.1:8080
     ...     print(server.url)
     ...     result = run("drive.mp4", "engines/default.safetensors", server=server)
     ...     server.wait()  # the last frame and the final numbers stay up until Ctrl-C
@@ -112,14 +139,15 @@ class LiveServer:
     def __init__(self, address: str | tuple[str, int] = (DEFAULT_HOST, 0),
                  token: Optional[str] = None, max_viewers: int = MAX_VIEWERS,
                  slot: Optional[FrameSlot] = None, send_timeout: float = SEND_TIMEOUT_S,
-                 on_error: Optional[Callable[[str], None]] = None):
+                 on_error: Optional[Callable[[str], None]] = None,
+                 head_timeout: float = HEAD_TIMEOUT_S):
         host, port = parse_address(address) if isinstance(address, str) else address
-        if token is not None and not token:
-            raise BadInput("--serve-token: the token is empty")
+        check_token(token)
         if max_viewers < 1:
             raise BadInput("at least one viewer must be allowed")
         self.host, self.token, self.max_viewers = host, token, max_viewers
-        self.send_timeout = send_timeout
+        self._token = None if token is None else token.encode()
+        self.send_timeout, self.head_timeout = send_timeout, head_timeout
         self.loopback = is_loopback(host)
         self.slot = slot or FrameSlot()
         self.on_error = on_error or (lambda _m: None)
@@ -139,11 +167,15 @@ class LiveServer:
     # -- what the page shows ---------------------------------------------------------------
     @property
     def url(self) -> str:
-        """The page's address (the token in the query when one is set)."""
+        """The page's address, without the token (terminals and logs are read by others)."""
         host = socket.gethostname() if self.host in ("0.0.0.0", "::", "") else self.host
-        host = f"[{host}]" if ":" in host else host
+        return f"http://{host_port(host, self.port)}/"
+
+    @property
+    def url_with_token(self) -> str:
+        """The page's address with the token in the query (when one is set)."""
         query = f"?token={quote(self.token, safe='')}" if self.token else ""
-        return f"http://{host}:{self.port}/{query}"
+        return self.url + query
 
     def warning(self) -> Optional[str]:
         """A line to print when the page can be reached from other machines, else None."""
@@ -178,6 +210,10 @@ class LiveServer:
         if pipeline is not None:
             out.update(self._extra)
             out.update(pipeline.result())
+            for key in PATH_KEYS:  # a list for several sources
+                value = out.get(key)
+                out[key] = ([public_path(v) for v in value] if isinstance(value, list)
+                            else public_path(value))
             meta = pipeline.backend.metadata
             out.update(fps_now=pipeline.stats.recent_fps(),
                        latency_ms_now=pipeline.stats.recent_latency_ms(),
@@ -256,19 +292,41 @@ class LiveServer:
 
     # -- used by the request handler ---------------------------------------------------------
     def authorised(self, query: str, headers) -> bool:
-        """No token set, or the right one in ``?token=``, ``X-Rtseg-Token`` or a Bearer header."""
-        if self.token is None:
+        """No token set, or the right one in ``?token=``, ``X-Rtseg-Token`` or a Bearer header
+        (UTF-8 in each; nothing but the ``token`` parameter of the query is decoded)."""
+        if self._token is None:
             return True
-        given = parse_qs(query).get("token", [None])[-1] or headers.get("X-Rtseg-Token")
-        auth = headers.get("Authorization") or ""
-        if not given and auth.lower().startswith("bearer "):
-            given = auth[7:].strip()
-        return bool(given) and hmac.compare_digest(given.encode(), self.token.encode())
+        for given in _offered_tokens(query, headers):
+            if hmac.compare_digest(given, self._token):
+                return True
+        return False
+
+    def cross_site(self, headers) -> bool:
+        """Whether a browser says the request comes from a page of another site (another
+        origin: ``Sec-Fetch-Site``, or an ``Origin`` or ``Referer`` not of this host), so
+        that no web page can take the viewer places by embedding the stream."""
+        site = (headers.get("Sec-Fetch-Site") or "").strip().lower()
+        if site and site not in ("same-origin", "none"):  # none: the user typed the address
+            return True
+        host = (headers.get("Host") or "").strip().lower()
+        for name in ("Origin", "Referer"):
+            value = headers.get(name)
+            if value is None:
+                continue
+            try:
+                netloc = urlsplit(value.strip()).netloc.lower()
+            except ValueError:
+                return True
+            if netloc.rpartition("@")[2] != host:  # "null" too
+                return True
+        return False
 
     def host_allowed(self, host_header: Optional[str]) -> bool:
-        """On a loopback bind, a browser must have asked for a loopback name: a web page
-        cannot then reach the video through DNS rebinding."""
-        if not self.loopback or not host_header:
+        """A Host header must be given; on a loopback bind a browser must have asked for a
+        loopback name, so a web page cannot reach the video through DNS rebinding."""
+        if not host_header:
+            return False
+        if not self.loopback:
             return True
         try:
             name = urlsplit(f"//{host_header}").hostname or ""
@@ -282,6 +340,7 @@ class LiveServer:
             return False
 
     def viewer_enter(self) -> bool:
+        """Take a viewer place; False when all are taken."""
         with self._viewer_lock:
             if self.viewers >= self.max_viewers:
                 return False
@@ -296,3 +355,18 @@ class LiveServer:
         with self._viewer_lock:
             self.cpu_seconds += seconds
 
+
+
+def _offered_tokens(query: str, headers):
+    """The tokens a request offers, as bytes: the query's ``token=`` values (percent-decoded;
+    the query is split, not parsed), ``X-Rtseg-Token`` and ``Authorization: Bearer``. Headers
+    arrive as ISO-8859-1 text: encoding them back gives the bytes sent (UTF-8 from clients)."""
+    for part in query.split("&") if "token=" in query else ():
+        if part.startswith("token="):
+            yield unquote_to_bytes(part[6:].replace("+", " ").encode("latin-1", "replace"))
+    given = headers.get("X-Rtseg-Token")
+    if given:
+        yield given.strip().encode("latin-1", "replace")
+    auth = headers.get("Authorization") or ""
+    if auth[:7].lower() == "bearer ":
+        yield auth[7:].strip().encode("latin-1", "replace")

@@ -28,6 +28,7 @@ import numpy as np
 
 from rtseg.data.datasets import IMAGE_SUFFIXES, read_image
 from rtseg.errors import BadInput
+from rtseg.redact import redact
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv",
@@ -63,7 +64,7 @@ class Source(ABC):
     file_names: bool = False  # True: frames come from files (so labels can be matched)
     fps: float = DEFAULT_FPS
     size: Optional[tuple[int, int]] = None  # (H, W) when known up front
-    description: str = "source"
+    description: str = "source"  # shown and written: never a URL's password (see redact)
     ended_by: str = "end of stream"  # why ``read`` returned None, for the run summary
 
     @abstractmethod
@@ -87,14 +88,14 @@ class VideoFileSource(Source):
     """
 
     def __init__(self, path: Path | str):
-        self.description = str(path)
+        self.description = shown = redact(str(path))
         self.cap = cv2.VideoCapture(str(path))
         if not self.cap.isOpened():
-            raise BadInput(f"cannot open video {path} (not a video OpenCV/FFmpeg can decode)")
+            raise BadInput(f"cannot open video {shown} (not a video OpenCV/FFmpeg can decode)")
         ok, self.first = self.cap.read()
         if not ok:
             self.cap.release()
-            raise BadInput(f"video {path} has no decodable frame (empty, truncated or corrupt)")
+            raise BadInput(f"video {shown} has no decodable frame (empty, truncated or corrupt)")
         self.fps = _fps_of(self.cap)
         self.size = self.first.shape[:2]
         self.expected = int(max(self.cap.get(cv2.CAP_PROP_FRAME_COUNT), 0))
@@ -175,9 +176,9 @@ class LiveSource(Source):
 
     def __init__(self, spec: str, policy: ReconnectPolicy = ReconnectPolicy(),
                  on_message: Message | None = None):
-        self.spec = spec
+        self.spec = spec  # the real URL: only ever handed to OpenCV to open the stream
         self.camera = is_camera(spec)
-        self.description = f"camera {spec}" if self.camera else spec
+        self.description = f"camera {spec}" if self.camera else redact(spec)
         self.policy = policy
         self.on_message = on_message or (lambda _m: None)
         self.cap = self._open()
@@ -266,5 +267,5 @@ def open_source(spec: str | Path, fps: float | None = None,
         return DirectorySource(path, fps, on_message)
     if path.is_file():
         return VideoFileSource(path)
-    raise BadInput(f"source not found: {text} (expected a video file, a directory of frames, "
+    raise BadInput(f"source not found: {redact(text)} (expected a video file, a directory of frames, "
                    "a camera index such as 0, or an rtsp:// or http(s):// URL)")

@@ -3,7 +3,8 @@ them, and the validation that scores the model on the val split."""
 
 from __future__ import annotations
 
-from typing import Sequence
+import threading
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
@@ -21,6 +22,15 @@ from rtseg.scoring.loop import EngineScore, eval_batches, score
 from rtseg.training import distributed as ddp
 from rtseg.training.config import TrainConfig
 from rtseg.training.schedule import poly_lr
+
+
+class StopRequested(Exception):
+    """A stop (Ctrl-C, SIGTERM) was asked on some rank: every rank leaves the epoch at the
+    same step, ``step`` optimiser steps done (the batch in hand is not applied)."""
+
+    def __init__(self, step: int):
+        super().__init__(f"stopped at step {step}")
+        self.step = step
 
 
 def make_train_loader(pairs, cfg: TrainConfig, crop, input_size, ignore_index,
@@ -53,11 +63,12 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module,
                     optimizer: torch.optim.Optimizer, device: torch.device,
                     dtype: torch.dtype | None, scaler: torch.amp.GradScaler, base_lr: float,
                     step: int, total_steps: int, info: ddp.DistInfo, show: bool,
-                    desc: str) -> tuple[float, int]:
+                    desc: str, stop: Optional[threading.Event] = None) -> tuple[float, int]:
     """One pass over ``loader``; returns (mean loss, global step after it).
 
     ``dtype``: the autocast dtype (None: full precision); ``scaler`` scales fp16 losses
-    (disabled otherwise). A non-finite loss on any rank stops every rank at the same step.
+    (disabled otherwise). A non-finite loss on any rank stops every rank at the same step;
+    so does ``stop`` set on any rank (StopRequested, before the batch in hand is applied).
     """
     model.train()
     losses = []
@@ -70,9 +81,13 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module,
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             logits = model(frames)
         loss = criterion(logits.float(), labels)
-        if ddp.any_rank(~torch.isfinite(loss.detach()), info):
-            raise FloatingPointError(f"training loss became non-finite ({loss.item()} on rank "
-                                     f"{info.rank}) at step {step}; lower --lr")
+        bad = ~torch.isfinite(loss.detach())
+        # One collective a step, as before: the stop rides on the non-finite check.
+        if ddp.any_rank(bad | bool(stop is not None and stop.is_set()), info):
+            if ddp.any_rank(bad, info):
+                raise FloatingPointError(f"training loss became non-finite ({loss.item()} on "
+                                         f"rank {info.rank}) at step {step}; lower --lr")
+            raise StopRequested(step)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)

@@ -13,10 +13,11 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -34,7 +35,8 @@ from rtseg.models import (Segmenter, build_model, canonical_name, read_checkpoin
 from rtseg.models.registry import check_input_size
 from rtseg.training import distributed as ddp
 from rtseg.training.config import TrainConfig
-from rtseg.training.epoch import LogitsOf, make_train_loader, train_one_epoch, validate
+from rtseg.training.epoch import (LogitsOf, StopRequested, make_train_loader, train_one_epoch,
+                                  validate)
 from rtseg.training.schedule import class_weights, planned_epochs, poly_lr
 from rtseg.training.state import STATE_FILE, load_state, run_metadata, save_state
 
@@ -220,15 +222,18 @@ def _announce(cfg: TrainConfig, job: _Job, run: _Run, log: Callable[[str], None]
 
 
 def _run_epoch(cfg: TrainConfig, run: _Run, progress: _Progress, loader, sampler,
-               show_progress: bool) -> tuple[float, float]:
-    """Train the next epoch and count it; returns (this rank's mean loss, seconds taken)."""
+               show_progress: bool, stop: Optional[threading.Event] = None
+               ) -> tuple[float, float]:
+    """Train the next epoch and count it; returns (this rank's mean loss, seconds taken).
+    StopRequested when ``stop`` is set on any rank mid-epoch (the epoch is not counted)."""
     if hasattr(sampler, "set_epoch"):
         sampler.set_epoch(progress.epoch)
     t0 = time.perf_counter()
     loss, progress.step = train_one_epoch(
         run.model, loader, run.criterion, run.optimizer, run.device, run.dtype, run.scaler,
         cfg.lr, progress.step, progress.total_steps, run.info,
-        show_progress and run.info.is_main, f"epoch {progress.epoch + 1}/{progress.epochs}")
+        show_progress and run.info.is_main, f"epoch {progress.epoch + 1}/{progress.epochs}",
+        stop)
     seconds = time.perf_counter() - t0
     progress.train_seconds += seconds
     progress.epoch_seconds.append(seconds)
@@ -294,14 +299,41 @@ def _validate_and_save(cfg: TrainConfig, job: _Job, run: _Run, progress: _Progre
             f"{entry['train_seconds']:.1f} s")
 
 
+def _stopped(stop: Optional[threading.Event], run: _Run) -> bool:
+    """Whether a stop was asked on any rank (every rank gets the same answer)."""
+    return stop is not None and ddp.any_rank(torch.tensor(stop.is_set(), device=run.device),
+                                             run.info)
+
+
+def _save_on_stop(job: _Job, run: _Run, progress: _Progress, log: Callable[[str], None]) -> None:
+    """Rank 0: the resumable state as it stands, so ``--resume`` loses at most the epoch in
+    progress (trained again from its start, the weights and LR schedule carried on)."""
+    if run.info.is_main:
+        save_state(job.state_path, run.segmenter, run.optimizer, progress.epoch, progress.step,
+                   progress.best, progress.history, job.run_id)
+        log(f"stopped after {progress.epoch} epochs and {progress.step} steps; state saved to "
+            f"{job.state_path} (--resume goes on from epoch {progress.epoch + 1})")
+    ddp.barrier(run.info)
+
+
 def _fit(cfg: TrainConfig, job: _Job, run: _Run, progress: _Progress, loader, sampler,
-         log: Callable[[str], None], show_progress: bool) -> None:
+         log: Callable[[str], None], show_progress: bool,
+         stop: Optional[threading.Event] = None) -> bool:
     """The epoch loop: train, re-plan to the time budget, then validate and save every
-    ``val_every`` epochs and after the last, every rank in step."""
+    ``val_every`` epochs and after the last, every rank in step. True when ``stop`` ended
+    it early (the resumable state then saved as it stands)."""
     progress.train_seconds = sum(e.get("train_seconds", 0.0) for e in progress.history)
     progress.logged_plan = cfg.epochs
     while progress.epoch < progress.epochs:
-        loss, seconds = _run_epoch(cfg, run, progress, loader, sampler, show_progress)
+        if _stopped(stop, run):
+            _save_on_stop(job, run, progress, log)
+            return True
+        try:
+            loss, seconds = _run_epoch(cfg, run, progress, loader, sampler, show_progress, stop)
+        except StopRequested as stopped:
+            progress.step = stopped.step
+            _save_on_stop(job, run, progress, log)
+            return True
         _replan(cfg, run, progress, len(loader), log)
         losses = ddp.all_gather_objects(loss, run.info)
         entry = {"epoch": progress.epoch, "loss": float(np.mean(losses)),
@@ -312,14 +344,17 @@ def _fit(cfg: TrainConfig, job: _Job, run: _Run, progress: _Progress, loader, sa
             continue
         _validate_and_save(cfg, job, run, progress, entry, log)
         ddp.barrier(run.info)
+    return False
 
 
 def train(cfg: TrainConfig, log: Callable[[str], None] = lambda s: None,
-          show_progress: bool = False) -> dict:
+          show_progress: bool = False, stop: Optional[threading.Event] = None) -> dict:
     """Train ``cfg.model``; writes best/last safetensors, the resumable state and history.json.
 
-    Returns ``{"best_miou", "epochs", "out", "train_seconds"}``. Under torchrun every rank
-    calls this; only rank 0 writes files and logs.
+    Returns ``{"best_miou", "epochs", "out", "train_seconds", "interrupted"}``. ``stop``
+    (set by Ctrl-C or SIGTERM, say) ends the run before the next batch is applied, with the
+    resumable state saved (``interrupted``: true). Under torchrun every rank calls this; only
+    rank 0 writes files and logs.
     """
     job = _check_inputs(cfg)
     device = resolve_device(cfg.device)
@@ -333,8 +368,9 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = lambda s: None,
         if info.is_main:
             _announce(cfg, job, run, log)
         with cudnn_autotune(run.device.type == "cuda"):  # fixed shapes: autotune once
-            _fit(cfg, job, run, progress, loader, sampler, log, show_progress)
+            interrupted = _fit(cfg, job, run, progress, loader, sampler, log, show_progress,
+                               stop)
         return {"best_miou": progress.best, "epochs": progress.epochs, "out": str(job.out),
-                "train_seconds": progress.train_seconds}
+                "train_seconds": progress.train_seconds, "interrupted": interrupted}
     finally:
         ddp.shutdown(info)
