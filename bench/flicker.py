@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 
 from bench_data import DATA, REPO, default_clip
+from side_by_side import legend as swatches
 from rtseg.backends import open_engine
 from rtseg.engines import default_engine
 from rtseg.imageops import resize_frame
@@ -106,17 +107,11 @@ def flips(flow: DenseFlow, frame_a, frame_b, labels_a, labels_b) -> np.ndarray:
 
 def legend(width: int, class_names, lut: np.ndarray) -> np.ndarray:
     """Two rows under the picture: what red means, and the class colours."""
-    rows = np.full((60, width, 3), 255, np.uint8)
-    cv2.putText(rows, "red: pixels whose class changes from one frame to the next once the "
+    note = np.full((30, width, 3), 255, np.uint8)
+    cv2.putText(note, "red: pixels whose class changes from one frame to the next once the "
                 "camera's motion is taken out (what TC counts)", (6, 20),
                 cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 200), 1, cv2.LINE_AA)
-    step = width // len(class_names)
-    for i, name in enumerate(class_names):
-        x = i * step + 6
-        cv2.rectangle(rows, (x, 36), (x + 14, 50), [int(c) for c in lut[i]], -1)
-        cv2.putText(rows, name, (x + 18, 48), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1,
-                    cv2.LINE_AA)
-    return rows
+    return np.concatenate([note, swatches(width, class_names, lut)])
 
 
 def picture(backend, clip: Path, k: int, count: int, out: Path) -> dict:

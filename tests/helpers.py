@@ -202,6 +202,19 @@ def wait_for_line(proc: subprocess.Popen, pattern: str, seen: list, timeout: flo
     raise AssertionError(f"ended without {pattern!r}: {seen}")
 
 
+def signal_after_line(args: list, pattern: str, signum: int) -> tuple[int, str]:
+    """``python -m rtseg ARGS``, sent ``signum`` once a stderr line matches ``pattern``: its
+    exit code and whole stderr (the child is killed whatever happens)."""
+    proc = rtseg_process(args)
+    seen: list = []
+    try:
+        wait_for_line(proc, pattern, seen)
+        stderr = stop_with(proc, signum, seen)
+    finally:
+        proc.kill()
+    return proc.returncode, stderr
+
+
 def stop_with(proc: subprocess.Popen, signum: int, seen: list, timeout: float = 60) -> str:
     """Send ``signum``; the rest of stderr once the process has ended (killed after
     ``timeout`` s: a hang fails the test rather than blocking it)."""

@@ -41,7 +41,7 @@ from rtseg.pipeline import sinks
 from rtseg.pipeline.sinks import VideoSink
 from rtseg.pipeline.sources import LiveSource, ReconnectPolicy, Source, VideoFileSource
 
-from helpers import bench_script, decoded_frames, rtseg_process, stop_with, wait_for_line
+from helpers import bench_script, decoded_frames, signal_after_line
 
 REPO = Path(__file__).resolve().parents[1]
 CONTRACT_KEYS = {"frames", "seconds", "fps", "dropped", "backend", "miou", "stage_ms",
@@ -349,13 +349,9 @@ def test_soak_report_structure_and_bounded_queues(dashcam_clip, engine_path, tmp
 # --- SIGTERM (training: see test_train) -----------------------------------------------------
 @pytest.mark.slow
 def test_sigterm_stops_bench_like_ctrl_c(dashcam_clip, engine_path, tmp_path):
-    proc = rtseg_process(["bench", "--engine", engine_path, "--source", dashcam_clip,
-                          "--rounds", "50", "--device", "cpu", "--json", tmp_path / "b.json"])
-    seen: list = []
-    try:
-        wait_for_line(proc, r"round 2/50: pipeline", seen)
-        stderr = stop_with(proc, signal.SIGTERM, seen)
-    finally:
-        proc.kill()
-    assert proc.returncode == 143, stderr
+    code, stderr = signal_after_line(
+        ["bench", "--engine", engine_path, "--source", dashcam_clip, "--rounds", "50",
+         "--device", "cpu", "--json", tmp_path / "b.json"], r"round 2/50: pipeline",
+        signal.SIGTERM)
+    assert code == 143, stderr
     assert stderr.rstrip().endswith("interrupted (SIGTERM)") and "Traceback" not in stderr

@@ -622,25 +622,33 @@ def video_frames(path: Path) -> int:
     return count
 
 
+def interrupt_with_viewers(cli: "Cli", frames: int, signum: int):
+    """Two viewers on ``cli``'s stream (one reading, one stalled with a small buffer): five
+    decoded JPEGs, then ``signum`` once ``frames`` frames are done; (jpegs, cli.interrupt())."""
+    try:
+        stalled = Stream(cli.port, small_buffer=True)
+        watching = Stream(cli.port)
+        jpegs = [decode(watching.frame()) for _ in range(5)]
+        wait_until(lambda: stats(cli.port)["frames"] >= frames, timeout=60,
+                   what=f"{frames} frames")
+        ended = cli.interrupt(signum=signum)
+        watching.close()
+        stalled.close()
+    finally:
+        cli.proc.kill()
+    return jpegs, ended
+
+
 @pytest.mark.slow
 def test_cli_ctrl_c_with_viewers_connected_finalises_the_mp4_and_json(dashcam_clip, engine_path,
                                                                         tmp_path):
     out, report, masks = tmp_path / "o.mp4", tmp_path / "run.json", tmp_path / "masks"
     cli = Cli(["--source", dashcam_clip, "--engine", engine_path, "--output", out, "--json",
                report, "--masks", masks])
-    try:
-        assert cli.url.startswith("http://127.0.0.1:")
-        stalled = Stream(cli.port, small_buffer=True)
-        watching = Stream(cli.port)
-        jpegs = [decode(watching.frame()) for _ in range(5)]
-        assert all(j.shape == (540, 960, 3) for j in jpegs)  # the overlay's size
-        assert len({j.tobytes() for j in jpegs}) == 5
-        wait_until(lambda: stats(cli.port)["frames"] >= 10, timeout=60, what="10 frames")
-        code, stdout, stderr = cli.interrupt()
-        watching.close()
-        stalled.close()
-    finally:
-        cli.proc.kill()
+    assert cli.url.startswith("http://127.0.0.1:")
+    jpegs, (code, stdout, stderr) = interrupt_with_viewers(cli, 10, signal.SIGINT)
+    assert all(j.shape == (540, 960, 3) for j in jpegs)  # the overlay's size
+    assert len({j.tobytes() for j in jpegs}) == 5
     assert code == 130, stderr
     result = json.loads(report.read_text())
     assert set(result) >= CONTRACT_KEYS and result["interrupted"] is True
@@ -656,16 +664,8 @@ def test_cli_sigterm_with_viewers_connected_finalises_the_mp4_and_json(dashcam_c
     out, report = tmp_path / "o.mp4", tmp_path / "run.json"
     cli = Cli(["--source", dashcam_clip, "--engine", engine_path, "--output", out, "--json",
                report])
-    try:
-        watching = Stream(cli.port)
-        stalled = Stream(cli.port, small_buffer=True)
-        assert decode(watching.frame()) is not None
-        wait_until(lambda: stats(cli.port)["frames"] >= 5, timeout=60, what="5 frames")
-        code, stdout, stderr = cli.interrupt(signum=signal.SIGTERM)
-        watching.close()
-        stalled.close()
-    finally:
-        cli.proc.kill()
+    jpegs, (code, stdout, stderr) = interrupt_with_viewers(cli, 5, signal.SIGTERM)
+    assert all(j is not None for j in jpegs)
     assert code == 143, stderr
     result = json.loads(report.read_text())
     assert result["interrupted"] is True and 5 <= result["frames"] < 221

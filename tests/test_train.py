@@ -23,7 +23,7 @@ from rtseg.training.epoch import make_train_loader
 from rtseg.training.schedule import class_weights, poly_lr
 from rtseg.training.train import train
 
-from helpers import rtseg_process, stop_with, wait_for_line
+from helpers import signal_after_line
 
 
 def tiny(batch_size: int = 4) -> list[str]:
@@ -269,20 +269,14 @@ def test_training_with_loader_workers(camvid_root, tmp_path):
 @pytest.mark.slow
 def test_sigterm_stops_training_with_the_state_saved_and_resumable(camvid_root, tmp_path):
     out = tmp_path / "run"
-    proc = rtseg_process(["train", "--model", "unet_resnet18", "--dataset", "camvid",
-                          "--data-root", camvid_root, "--out", out, "--epochs", "500",
-                          "--batch-size", "2", "--crop", "32x32", "--input-size", "32x32",
-                          "--train-limit", "4", "--val-limit", "1", "--workers", "0",
-                          "--device", "cpu"])
-    seen: list = []
-    try:
-        # The state is written at most once a minute: after epoch 3 only epoch 1's exists,
-        # so a state of epoch 3 or later was saved by the signal.
-        wait_for_line(proc, r"epoch 3/500", seen)
-        stderr = stop_with(proc, signal.SIGTERM, seen)
-    finally:
-        proc.kill()
-    assert proc.returncode == 143, stderr
+    # The state is written at most once a minute: after epoch 3 only epoch 1's exists,
+    # so a state of epoch 3 or later was saved by the signal.
+    code, stderr = signal_after_line(
+        ["train", "--model", "unet_resnet18", "--dataset", "camvid", "--data-root", camvid_root,
+         "--out", out, "--epochs", "500", "--batch-size", "2", "--crop", "32x32",
+         "--input-size", "32x32", "--train-limit", "4", "--val-limit", "1", "--workers", "0",
+         "--device", "cpu"], r"epoch 3/500", signal.SIGTERM)
+    assert code == 143, stderr
     assert "state saved" in stderr and "interrupted (SIGTERM)" in stderr
     state = torch.load(out / "train_state.pt", weights_only=True)
     assert state["epoch"] >= 3 and state["step"] >= 3 * 2
