@@ -36,8 +36,11 @@ def signal_name(signum: Optional[int]) -> str:
 
 
 def _ours(signum: int) -> bool:
-    """Whether we may take ``signum``: not a SIGHUP that ``nohup`` told us to ignore."""
-    return signal.getsignal(signum) is not signal.SIG_IGN
+    """Whether we may take ``signum``: not a SIGHUP that ``nohup`` told us to ignore. SIGINT
+    and SIGTERM always stop a run cleanly, also in a job a shell started in the background
+    (which starts with SIGINT ignored) and is then sent ``kill -INT``."""
+    nohup = signum == getattr(signal, "SIGHUP", None)
+    return not nohup or signal.getsignal(signum) is not signal.SIG_IGN
 
 
 def _install(handler: Callable[[int, object], None], signums: Sequence[int]) -> dict:
@@ -94,7 +97,7 @@ def stop_signals_raise():
         signal.default_int_handler(signum, frame)
 
     previous = _install(handler, [s for s in STOP_SIGNALS if s != signal.SIGINT])
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    if signal.getsignal(signal.SIGINT) in (signal.default_int_handler, signal.SIG_IGN):
         previous.update(_install(on_sigint, [signal.SIGINT]))
     try:
         yield

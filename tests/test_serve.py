@@ -573,11 +573,14 @@ def test_warnings_write_ipv6_addresses_in_brackets():
 class Cli:
     """``rtseg run ... --serve 127.0.0.1:0`` in a child process; ``url`` from its stderr."""
 
-    def __init__(self, args: list):
+    def __init__(self, args: list, background: bool = False):
+        """``background``: started as a shell starts a background job, with SIGINT ignored."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if background else None
         self.proc = subprocess.Popen([sys.executable, "-m", "rtseg", "run", *map(str, args),
                                       "--serve", "127.0.0.1:0", "--device", "cpu"], env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     preexec_fn=ignore)
         self.lines: queue.Queue = queue.Queue()
         self.err: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -715,6 +718,20 @@ def test_a_camera_password_is_never_printed_written_or_served(engine_path, tmp_p
                  str(engine_path), "--device", "cpu"])
     err = capfd.readouterr().err
     assert code == 2 and "rtsp://***@127.0.0.1:9/live" in err and secret not in err
+
+
+def test_a_background_job_stops_on_kill_int_after_the_file_ends(dashcam_clip, engine_path,
+                                                                 tmp_path):
+    """A shell starts a background job with SIGINT ignored; ``kill -INT`` still stops rtseg
+    (here while the page lingers after the file ended), as Ctrl-C would."""
+    cli = Cli(["--source", dashcam_clip, "--engine", engine_path, "--max-frames", "3",
+               "--json", tmp_path / "run.json"], background=True)
+    try:
+        cli.wait_for_line(r"run ended \(max frames\)")
+        code, _, stderr = cli.interrupt(timeout=20)
+    finally:
+        cli.proc.kill()
+    assert code == 0 and "stopped serving" in stderr, stderr
 
 
 @pytest.mark.slow
