@@ -14,6 +14,7 @@ import typer
 from rtseg.cli.common import PRECISION_HELP, Device, Precision, app, interrupted_exit, print_written
 from rtseg.redact import redact
 
+
 class StatusLine:
     """The live status line on stderr: rewritten in place on a terminal, else every 5 s."""
 

@@ -65,11 +65,16 @@ def run(source: str | Path | Source, engine: Backend | str | Path | None = None,
         if options.get(key) is not None:
             options[key] = Path(options[key])
     json_path = None if json_path is None else Path(json_path)
-    config = RunConfig(**options)
-    check_run(source, config, json_path, serving=serve is not None or server is not None)
-    check_serve(serve, serve_token, serve_linger)
-    if config.consistency:
-        check_sequence(source)  # before the engine loads
+    try:
+        config = RunConfig(**options)
+        check_run(source, config, json_path, serving=serve is not None or server is not None)
+        check_serve(serve, serve_token, serve_linger)
+        if config.consistency:
+            check_sequence(source)  # before the engine loads
+    except BaseException:
+        if isinstance(source, Source):  # ours to close, as a Pipeline's would be
+            source.close()
+        raise
     if engine is None:
         engine = bundled_engine(device, precision)
     say = _redacting(on_message)
