@@ -145,7 +145,7 @@ class BreakingSource(Source):
 @pytest.mark.slow
 def test_a_source_raising_mid_run_exits_1_with_outputs_kept(dashcam_clip, engine_path,
                                                             tmp_path, capfd, monkeypatch):
-    monkeypatch.setattr(rtseg.pipeline, "open_source",
+    monkeypatch.setattr(rtseg.pipeline.launch, "open_source",
                         lambda *a, **k: BreakingSource(dashcam_clip, 30))
     out, masks, report = tmp_path / "o.mp4", tmp_path / "m", tmp_path / "run.json"
     code, err = run_cli(["--source", dashcam_clip, "--engine", engine_path, "--output", out,

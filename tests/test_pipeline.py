@@ -389,6 +389,42 @@ def test_bad_options_fail_before_the_source_or_the_engine_is_opened(options, mes
         run(tmp_path / "missing.mp4", tmp_path / "missing.safetensors", **options)
 
 
+def test_the_library_run_writes_the_json_and_names_the_cpu(tmp_path):
+    """``rtseg.pipeline.run`` is the command: it writes the run JSON, with the CPU's features
+    (frame rates depend on them), and a failed run's JSON too, before raising."""
+    from rtseg.cpu_features import ISA_CLASSES, REPORTED, read_cpu_features
+
+    report = tmp_path / "run.json"
+    result = run(FakeSource(3), FakeBackend(), json_path=report)
+    assert json.loads(report.read_text()) == json.loads(json.dumps(result))
+    features = read_cpu_features()
+    assert result["cpu"] == {"model": features.model, "class": features.isa_class,
+                             "features": [f for f in REPORTED if f in features.flags]}
+    assert result["cpu"]["class"] in ISA_CLASSES
+    if Path("/proc/cpuinfo").is_file():  # Linux: the model and the flags are known
+        assert result["cpu"]["model"] and "sse2" in features.flags
+    failed = tmp_path / "failed.json"
+    with pytest.raises(StageError, match="capture stage failed"):
+        run(FakeSource(100, fail_on=5), FakeBackend(), json_path=failed)
+    written = json.loads(failed.read_text())
+    assert written["ended_by"] == "capture stage failed" and written["frames"] <= 5
+    assert "camera unplugged" in written["error"] and written["cpu"] == result["cpu"]
+
+
+@pytest.mark.parametrize("args, message", [
+    ({"source": "missing.mp4"}, "--source missing.mp4: no such file or directory"),
+    ({"serve_linger": 3}, "--serve-linger needs --serve"),
+    ({"serve": "127.0.0.1:0", "serve_linger": -1}, "--serve-linger -1 must be 0 or more"),
+    ({"json_path": "no/such/dir/run.json"}, "--json no/such/dir/run.json: directory no/such"),
+])
+def test_the_library_run_checks_before_the_engine_loads(args, message, tmp_path,
+                                                         monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "clip.mp4").write_bytes(b"")
+    args = {"source": "clip.mp4", **args}
+    with pytest.raises(BadInput, match=message):  # not the missing engine's error
+        run(engine=tmp_path / "missing.safetensors", **args)
+
 def test_cityscapes_frames_are_scored_against_their_label_ids(cityscapes_sample, tmp_path):
     from rtseg.data import read_label
     from rtseg.scoring.confusion import ConfusionMatrix

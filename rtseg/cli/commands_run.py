@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import sys
@@ -12,11 +11,9 @@ from typing import Optional
 
 import typer
 
-from rtseg.cli.common import (PRECISION_HELP, Device, Precision, app, bundled_engine,
-                              ensure_output_dir, ensure_parent, interrupted_exit, print_written,
-                              write_json)
-from rtseg.errors import BadInput, RtsegError
+from rtseg.cli.common import PRECISION_HELP, Device, Precision, app, interrupted_exit, print_written
 from rtseg.redact import redact
+
 
 class StatusLine:
     """The live status line on stderr: rewritten in place on a terminal, else every 5 s."""
@@ -41,8 +38,9 @@ class StatusLine:
         self.stream.flush()
 
     def message(self, text: str) -> None:
+        """A line of its own (the library has hidden camera passwords already)."""
         self.end()
-        self.stream.write(f"{redact(text)}\n")
+        self.stream.write(f"{text}\n")
         self.stream.flush()
 
     def end(self) -> None:
@@ -51,15 +49,12 @@ class StatusLine:
             self.open = False
 
 
-def _bound_by(stage_ms: dict) -> str:
-    known = {k: v for k, v in stage_ms.items() if v is not None}
-    return max(known, key=known.get) if known else "-"
-
-
 def print_summary(result: dict) -> None:
     """The final table on stdout."""
     from rich.console import Console
     from rich.table import Table
+
+    from rtseg.pipeline.stats import bound_by
 
     def ms(v):
         return "-" if v is None else f"{v:.1f}"
@@ -83,7 +78,7 @@ def print_summary(result: dict) -> None:
         table.add_row(f"{stage} ms/frame", ms(v))
     table.add_row("latency p50 / p99 ms",
                   f"{ms(result['latency_ms']['p50'])} / {ms(result['latency_ms']['p99'])}")
-    table.add_row("bound by", _bound_by(result["stage_ms"]))
+    table.add_row("bound by", bound_by(result["stage_ms"]) or "-")
     Console(file=sys.stdout).print(table)
 
 
@@ -152,141 +147,31 @@ def run_(
       5. rtseg run --source drive.mp4 --serve 8080   (then open http://127.0.0.1:8080/)
       6. rtseg run --source drive.mp4 --consistency --smooth 3 --json run.json
     """
-    from rtseg.pipeline import RunConfig
+    from rtseg import pipeline
 
-    config = RunConfig(labels=labels, output=output, masks=masks, show=show, alpha=alpha,
-                       max_frames=max_frames, batch=batch, fps=fps, hud=hud,
-                       consistency=consistency, smooth=smooth)
-    _check_paths(source, labels, output, masks, json_path, show, serve is not None)
-    _check_serve_flags(serve, serve_token, serve_linger)
-    if consistency:
-        from rtseg.pipeline.consistency import check_sequence
-
-        check_sequence(source)  # before the engine loads
-    engine = engine if engine is not None else bundled_engine(device, precision)
-    status = StatusLine()
-    # binds now: a taken port or a bad token fails here
-    server = _open_server(serve, serve_token, status.message, serve_show_token)
-    with server if server is not None else contextlib.nullcontext():
-        interrupted, result = _run(source, engine, config, json_path, device, precision, fps,
-                                   status, server)
-        print_summary(result)
-        warn_flow(result, status)
-        print_written([("overlay video", output), ("masks", masks), ("run JSON", json_path)])
-        if interrupted:  # Ctrl-C: 130; SIGTERM: 143; SIGHUP: 129
-            raise typer.Exit(interrupted_exit())
-        if server is not None and serve_linger != 0:
-            _linger(server, result, serve_linger, status)
-
-
-def warn_flow(result: dict, status: StatusLine) -> None:
-    """A warning when the flow was rejected on most pixels: TC then says little (frames that
-    are not one clip, or motion too fast for the flow)."""
-    rejected = result.get("tc_flow_rejected")
-    if rejected is not None and rejected > 0.5:
-        status.message(f"warning: the flow check rejected {100 * rejected:.0f}% of pixels: TC "
-                       "covers only the rest (are these frames one clip?)")
-
-
-def _run(source: str, engine: Path, config, json_path: Optional[Path], device: Device,
-         precision: Precision, fps: Optional[float], status: StatusLine, server) -> tuple:
-    """Open the engine and the source, run, write the JSON: (interrupted, run JSON)."""
-    from rtseg.backends import open_engine
-    from rtseg.pipeline import Pipeline, open_source
-    from rtseg.signals import forward_stop_signals, signal_name
-
+    if serve is None and serve_token == os.environ.get("RTSEG_SERVE_TOKEN"):
+        serve_token = None  # a token from $RTSEG_SERVE_TOKEN alone is simply not used
     quiet_opencv()
-    pipeline, stops, forwarded = None, [], []
+    status = StatusLine()
 
-    def forward() -> None:
-        """Hand the pipeline each stop signal not yet handed (a signal may come meanwhile)."""
-        while len(forwarded) < len(stops):
-            forwarded.append(None)  # first: a nested call then skips this one
-            pipeline.interrupt(signal_name(stops[len(forwarded) - 1]))
+    def on_end(result: dict) -> None:
+        """The run's outputs are written: the summary, before a --serve page lingers."""
+        status.end()
+        print_summary(result)
+        print_written([("overlay video", output), ("masks", masks), ("run JSON", json_path)])
 
-    def on_stop(signum: int) -> None:
-        """Ctrl-C, SIGTERM or SIGHUP: the pipeline finishes the frames in flight (a second
-        stops it at once); before it exists, a second one stops opening the source."""
-        stops.append(signum)
-        if pipeline is not None:
-            forward()
-        elif len(stops) > 1:
-            raise KeyboardInterrupt
-
-    with open_engine(engine, device.value, precision.value) as backend, \
-            forward_stop_signals(on_stop):
-        # From here until the JSON is written, a stop signal asks the pipeline to finish
-        # instead of raising: at any moment it still leaves the video finalised and the JSON
-        # written (one that comes while the source opens stops the run at its start).
-        src = open_source(source, fps, config.reconnect, status.message)
-        if server is not None:
-            server.describe(engine=str(engine))
-        pipeline = Pipeline(src, backend, config, on_status=status, on_message=status.message,
-                            server=server)
-        forward()
-        try:
-            result = pipeline.run()
-        except RtsegError as exc:  # a stage failed: the JSON still records the frames done
-            write_failed_run(json_path, engine, exc)
-            raise
-        finally:
-            status.end()
-        result = {"engine": str(engine), **result}
-        if json_path:
-            write_json(json_path, result)
-    # A press just as the run ended counts too.
-    return bool(result["interrupted"] or pipeline.interrupted), result
-
-
-def _check_serve_flags(serve: Optional[str], token: Optional[str],
-                       linger: Optional[float]) -> None:
-    if serve is None:
-        if linger is not None:
-            raise BadInput("--serve-linger needs --serve [HOST:]PORT")
-        if token is not None and os.environ.get("RTSEG_SERVE_TOKEN") != token:
-            raise BadInput("--serve-token needs --serve [HOST:]PORT")
-        return  # a token from $RTSEG_SERVE_TOKEN alone is simply not used
-    if linger is not None and linger < 0:
-        raise BadInput(f"--serve-linger {linger:g} must be 0 or more seconds")
-
-
-def _open_server(serve: Optional[str], token: Optional[str], say, show_token: bool = False):
-    """The live page's server, bound (it serves once the caller enters it), before the engine
-    loads, so the page is up at once and a bad address or token fails before any work; None
-    without --serve. The token is printed only when asked (terminals end up in logs)."""
-    if serve is None:
-        return None
-    from rtseg.pipeline.serve import LiveServer
-
-    server = LiveServer(serve, token=token, on_error=say)
-    warning = server.warning()
-    if warning:
-        say(warning)
-    hint = "; open it with ?token= and the token" if token and not show_token else ""
-    line = f"live view: {server.url}  (overlay, FPS, stage times{hint}; Ctrl-C stops)"
-    if show_token:  # asked for: printed as it is (say() would hide the token)
-        print(line.replace(server.url, server.url_with_token), file=sys.stderr, flush=True)
-    else:
-        say(line)
-    return server  # serving starts as the caller enters it
-
-
-def _linger(server, result: dict, seconds: Optional[float], status: StatusLine) -> None:
-    """After the source ended: the page keeps the last frame and the final numbers until
-    Ctrl-C (or ``seconds``). The run is complete and its outputs are written, so Ctrl-C here
-    exits 0."""
-    import threading
-
-    from rtseg.pipeline.signals import forward_sigint
-
-    until = "Ctrl-C" if seconds is None else f"{seconds:g} s"
-    pressed = threading.Event()
-    with forward_sigint(pressed.set):  # a press at any moment from here on just stops serving
-        status.message(f"run ended ({result['ended_by']}): {server.url} shows the last frame "
-                       f"and the final numbers until {until}")
-        server.wait(seconds, stop=pressed)
-    if pressed.is_set():
-        status.message("stopped serving")
+    try:
+        result = pipeline.run(
+            source, engine, device.value, precision.value, on_status=status,
+            on_message=status.message, json_path=json_path, serve=serve,
+            serve_token=serve_token, serve_show_token=serve_show_token,
+            serve_linger=serve_linger, on_end=on_end, labels=labels, output=output,
+            masks=masks, show=show, alpha=alpha, max_frames=max_frames, batch=batch, fps=fps,
+            hud=hud, consistency=consistency, smooth=smooth)
+    finally:
+        status.end()
+    if result["interrupted"]:  # Ctrl-C: 130; SIGTERM: 143; SIGHUP: 129
+        raise typer.Exit(interrupted_exit())
 
 
 def quiet_opencv() -> None:
@@ -299,45 +184,3 @@ def quiet_opencv() -> None:
 
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
-
-def write_failed_run(json_path: Path | None, engine: Path, error: RtsegError) -> None:
-    """The run JSON of a run a stage failure ended (``error.result``: the frames written,
-    ``ended_by``, ``error``), when ``--json`` asked for one. Best effort: on a full disk the
-    error that stopped the run, not this file, is the one to report."""
-    if json_path is None or error.result is None:
-        return
-    with contextlib.suppress(OSError):
-        write_json(json_path, {"engine": str(engine), **error.result})
-
-
-def _check_paths(source: str, labels: Optional[Path], output: Optional[Path],
-                 masks: Optional[Path], json_path: Optional[Path], show: bool,
-                 serve: bool = False) -> None:
-    """The cheap checks, before an engine is loaded."""
-    from rtseg.errors import MissingDependency
-    from rtseg.scoring.live import check_labels
-    from rtseg.pipeline.sinks import check_display
-    from rtseg.pipeline.sources import is_stream_url
-
-    if show:
-        try:
-            check_display()
-        except MissingDependency as exc:
-            if not serve:
-                raise
-            raise MissingDependency(f"{exc}; --serve already shows the overlay in a browser: "
-                                    "drop --show") from None
-
-    is_file_source = not (source.isdigit() or is_stream_url(source))
-    if is_file_source and not Path(source).exists():
-        raise BadInput(f"--source {source}: no such file or directory")
-    if labels is not None:
-        if not labels.is_dir():
-            raise BadInput(f"--labels {labels}: not a directory")
-        if not (is_file_source and Path(source).is_dir()):
-            raise BadInput("--labels needs --source to be a directory of frames (labels are "
-                           f"matched by file name); {source} is a video or a stream")
-        check_labels(labels, source)
-    ensure_parent(output, "--output")
-    ensure_parent(json_path, "--json")
-    ensure_output_dir(masks, "--masks")

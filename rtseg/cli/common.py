@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 from enum import Enum
@@ -11,10 +10,6 @@ from typing import Optional, Sequence
 
 import typer
 
-# Library helpers that commands_run.py still imports from here; rtseg.engines and
-# rtseg.files hold them (the other command modules import them from there).
-from rtseg.engines import bundled_engine  # noqa: F401
-from rtseg.files import ensure_output_dir, ensure_parent, write_json  # noqa: F401
 from rtseg.metadata import PRECISIONS
 from rtseg.redact import redact
 from rtseg.signals import received, signal_name

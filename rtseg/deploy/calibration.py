@@ -80,9 +80,9 @@ class Calibration:
             raise BadInput(f"--calib-frames {self.frames}: calibration needs at least "
                            f"{MIN_FRAMES} frames ({DEFAULT_FRAMES} by default)")
         text = str(self.source)
-        from rtseg.pipeline.sources import is_stream_url
+        from rtseg.pipeline.sources import names_path
 
-        if text.isdigit() or is_stream_url(text):
+        if not names_path(text):
             raise BadInput(f"--calib {text}: calibrate on a frame folder or a video file, "
                            "not a camera or a live stream")
         path = Path(text)

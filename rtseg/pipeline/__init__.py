@@ -3,7 +3,8 @@
 from rtseg.pipeline.config import RunConfig
 from rtseg.pipeline.frames import Frame
 from rtseg.pipeline.overlay import Overlay
-from rtseg.pipeline.runner import Pipeline, run
+from rtseg.pipeline.launch import run
+from rtseg.pipeline.runner import Pipeline
 from rtseg.pipeline.serve import LiveServer
 from rtseg.pipeline.sinks import MaskSink, Sink, VideoSink, WindowSink
 from rtseg.pipeline.sources import ReconnectPolicy, Source, open_source

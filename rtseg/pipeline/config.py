@@ -7,8 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from rtseg.errors import BadInput
-from rtseg.pipeline.sources import ReconnectPolicy
+from rtseg.errors import BadInput, MissingDependency
+from rtseg.files import ensure_output_dir, ensure_parent
+from rtseg.pipeline.sinks import check_display
+from rtseg.pipeline.sources import ReconnectPolicy, Source, check_source, names_path
+from rtseg.scoring.live import check_labels
 
 SMOOTH_MAX = 15  # --smooth K: more past frames mostly add cost (and lag behind motion)
 
@@ -53,3 +56,47 @@ class RunConfig:
                            "current frame)")
         if self.fps is not None and self.fps <= 0:
             raise BadInput(f"--fps {self.fps:g} must be positive")
+
+
+def check_run(source: str | Path | Source, config: RunConfig, json_path: Optional[Path] = None,
+              serving: bool = False) -> None:
+    """The cheap checks of a run, before an engine is loaded: the source exists, ``--labels``
+    fits it, the output paths can be written, a window can open (``serving``: the live page
+    is asked for too, which the message then suggests instead). BadInput or
+    MissingDependency, naming the flag."""
+    if config.show:
+        try:
+            check_display()
+        except MissingDependency as exc:
+            if not serving:
+                raise
+            raise MissingDependency(f"{exc}; --serve already shows the overlay in a browser: "
+                                    "drop --show") from None
+    named = not isinstance(source, Source)
+    if named:
+        check_source(source)
+    labels = config.labels
+    if labels is not None:
+        if not labels.is_dir():
+            raise BadInput(f"--labels {labels}: not a directory")
+        if named:  # a Source object is checked when the pipeline is made (its file names)
+            if not (names_path(source) and Path(source).is_dir()):
+                raise BadInput("--labels needs --source to be a directory of frames (labels "
+                               f"are matched by file name); {source} is a video or a stream")
+            check_labels(labels, source)
+    ensure_parent(config.output, "--output")
+    ensure_parent(json_path, "--json")
+    ensure_output_dir(config.masks, "--masks")
+
+
+def check_serve(serve: Optional[str], token: Optional[str], linger: Optional[float]) -> None:
+    """BadInput for live-page settings without ``serve`` (the page's ``[HOST:]PORT``) or out
+    of range; the address and the token themselves are checked as the page binds."""
+    if serve is None:
+        if linger is not None:
+            raise BadInput("--serve-linger needs --serve [HOST:]PORT")
+        if token is not None:
+            raise BadInput("--serve-token needs --serve [HOST:]PORT")
+        return
+    if linger is not None and linger < 0:
+        raise BadInput(f"--serve-linger {linger:g} must be 0 or more seconds")

@@ -20,10 +20,9 @@ from __future__ import annotations
 import threading
 from functools import partial
 from itertools import chain
-from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from rtseg.backends import Backend, open_engine
+from rtseg.backends import Backend
 from rtseg.data import engine_dataset
 from rtseg.errors import BadInput, RtsegError, StageError
 from rtseg.pipeline.config import RunConfig
@@ -34,7 +33,7 @@ from rtseg.pipeline.serve import LiveServer
 from rtseg.signals import start_all
 from rtseg.pipeline.sinks import MaskSink, Sink, VideoSink, WindowSink, close_all
 from rtseg.pipeline.smooth import FlowSmoother
-from rtseg.pipeline.sources import Source, open_source
+from rtseg.pipeline.sources import Source
 from rtseg.pipeline.stages import (Outlet, Written, capture, frame_numbers, gather, infer, one,
                                    preprocess, queue_items, render, run_stage, write)
 from rtseg.pipeline.stats import RunStats
@@ -328,30 +327,3 @@ class Pipeline:
                    queue_bounds={k: q.maxsize for k, q in self.queues.items()}, error=None)
         return out
 
-
-def run(source: str | Path | Source, engine: Backend | str | Path, device: str = "auto",
-        precision: str = "auto", sinks: Sequence[Sink] = (), on_status: StatusCallback | None = None,
-        on_message: MessageCallback | None = None, server: Optional[LiveServer] = None,
-        **options) -> dict:
-    """The Python face of ``rtseg run``: segment ``source`` with ``engine``; the run JSON.
-
-    ``source``: a path, camera index, URL or a Source. ``engine``: a loaded Backend or an
-    engine file (opened on ``device`` in ``precision`` and closed afterwards). ``options`` are
-    RunConfig's fields (``output``, ``masks``, ``labels``, ``alpha``, ``max_frames``,
-    ``batch``, …), checked before the engine or the source is opened.
-    ``server``: a :class:`~rtseg.pipeline.serve.LiveServer` to watch the run in a browser.
-
-    >>> run("drive.mp4", "engines/default.safetensors", output="overlay.mp4")["fps"]
-    """
-    for key in ("labels", "output", "masks"):
-        if options.get(key) is not None:
-            options[key] = Path(options[key])
-    config = RunConfig(**options)
-    backend = engine if isinstance(engine, Backend) else open_engine(engine, device, precision)
-    try:
-        if not isinstance(source, Source):
-            source = open_source(source, config.fps, config.reconnect, on_message)
-        return Pipeline(source, backend, config, sinks, on_status, on_message, server).run()
-    finally:
-        if backend is not engine:
-            backend.close()
