@@ -32,7 +32,6 @@ import socket
 import sys
 import threading
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np

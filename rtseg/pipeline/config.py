@@ -13,7 +13,9 @@ from rtseg.pipeline.sinks import check_display
 from rtseg.pipeline.sources import ReconnectPolicy, Source, check_source, names_path
 from rtseg.scoring.live import check_labels
 
-SMOOTH_MAX = 15  # --smooth K: more past frames mostly add cost (and lag behind motion)
+# --smooth K: 2 can never outvote the current frame; more than 15 past frames mostly add cost
+# (and lag behind motion).
+SMOOTH_MIN, SMOOTH_MAX = 3, 15
 
 
 @dataclass(frozen=True)
@@ -50,10 +52,10 @@ class RunConfig:
             raise BadInput("--batch and the queue size must be at least 1")
         if self.smooth is not None and (isinstance(self.smooth, bool)
                                         or not isinstance(self.smooth, int)
-                                        or not 3 <= self.smooth <= SMOOTH_MAX):
-            raise BadInput(f"--smooth {self.smooth} must be a whole number of frames from 3 to "
-                           f"{SMOOTH_MAX} (a majority of the last K; 2 cannot outvote the "
-                           "current frame)")
+                                        or not SMOOTH_MIN <= self.smooth <= SMOOTH_MAX):
+            raise BadInput(f"--smooth {self.smooth} must be a whole number of frames from "
+                           f"{SMOOTH_MIN} to {SMOOTH_MAX} (a majority of the last K; 2 cannot "
+                           "outvote the current frame)")
         if self.fps is not None and self.fps <= 0:
             raise BadInput(f"--fps {self.fps:g} must be positive")
 

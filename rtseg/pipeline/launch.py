@@ -18,7 +18,7 @@ from typing import Callable, Optional, Sequence
 from rtseg.backends import Backend, open_engine
 from rtseg.cpu_features import read_cpu_features
 from rtseg.engines import bundled_engine
-from rtseg.errors import RtsegError
+from rtseg.errors import BadInput, RtsegError
 from rtseg.files import write_json
 from rtseg.pipeline.config import RunConfig, check_run, check_serve
 from rtseg.pipeline.consistency import check_sequence
@@ -65,21 +65,26 @@ def run(source: str | Path | Source, engine: Backend | str | Path | None = None,
         if options.get(key) is not None:
             options[key] = Path(options[key])
     json_path = None if json_path is None else Path(json_path)
+    given_source = source if isinstance(source, Source) else None
     try:
         config = RunConfig(**options)
         check_run(source, config, json_path, serving=serve is not None or server is not None)
         check_serve(serve, serve_token, serve_linger)
+        if serve is not None and server is not None:
+            raise BadInput("give serve (an address to open a page on) or server (a page "
+                           "already open), not both")
         if config.consistency:
             check_sequence(source)  # before the engine loads
+        if engine is None:
+            engine = bundled_engine(device, precision)
+        # binds now: a taken port or a bad token fails before the engine loads
+        own = (None if serve is None
+               else open_server(serve, serve_token, on_message, serve_show_token))
     except BaseException:
-        if isinstance(source, Source):  # ours to close, as a Pipeline's would be
-            source.close()
+        if given_source is not None:  # ours to close, as a Pipeline's would be
+            given_source.close()
         raise
-    if engine is None:
-        engine = bundled_engine(device, precision)
     say = _redacting(on_message)
-    # binds now: a taken port or a bad token fails before the engine loads
-    own = None if serve is None else open_server(serve, serve_token, on_message, serve_show_token)
     with own if own is not None else contextlib.nullcontext():
         result = _run_once(source, engine, device, precision, config, sinks, on_status, say,
                            server or own, json_path)

@@ -227,15 +227,15 @@ class Pipeline:
         """
         threads = self._threads()
         self.stats.start()
-        if self.monitor is not None:
-            self.monitor.start(self._guard)
-        start_all(threads)
         try:
+            if self.monitor is not None:
+                self.monitor.start(self._guard)
+            start_all(threads)
             self._supervise(threads)
         finally:  # however we leave (even a Ctrl-C inside a handler), stop and join
             self._stop_and_join(threads)
             if self.monitor is not None:  # the frames it holds are scored, unless hard-stopped
-                self.monitor.close(finish=not self.stop.is_set())
+                self.monitor.close(finish=self._presses < 2 and self._error is None)
         self._raise_failure()
         try:
             self._status()
@@ -278,7 +278,9 @@ class Pipeline:
         can block for ever; as a daemon it cannot keep the process alive). The others return
         within ``queues.POLL_S`` of the stop, or when their engine call or sink write ends:
         they are joined to the end, so the sinks are always closed."""
-        if any(t.is_alive() for t in threads):
+        # "Still running" by the stages' own ended events: a thread that has just set its
+        # event may still report is_alive(), and stopping a run that ended would cut it short.
+        if any(t.ident is not None and not self._ended[t.name].is_set() for t in threads):
             self.stop_capture.set()
             self.stop.set()
         for t in threads:

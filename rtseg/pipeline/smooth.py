@@ -21,9 +21,9 @@ from typing import Optional
 
 import numpy as np
 
+from rtseg.pipeline.config import SMOOTH_MAX, SMOOTH_MIN
 from rtseg.scoring.flow import NO_LABEL, DenseFlow, grey
 
-MAX_K = 15  # more past frames than this mostly add cost (and drag behind motion)
 
 
 def majority(stack: np.ndarray) -> np.ndarray:
@@ -55,8 +55,8 @@ class FlowSmoother:
     """
 
     def __init__(self, k: int, flow: Optional[DenseFlow] = None):
-        if not 2 <= k <= MAX_K:
-            raise ValueError(f"k must be from 2 to {MAX_K}, got {k}")
+        if not SMOOTH_MIN <= k <= SMOOTH_MAX:
+            raise ValueError(f"k must be from {SMOOTH_MIN} to {SMOOTH_MAX}, got {k}")
         self.k = k
         self.flow = flow or DenseFlow()
         self.history: deque[np.ndarray] = deque(maxlen=k - 1)  # on the previous frame
