@@ -608,14 +608,18 @@ class Cli:
         """Send ``signum``; (exit code, stdout, stderr). A run still going ``timeout`` s later
         is killed and the test fails, rather than hanging the suite."""
         self.proc.send_signal(signum)
+        killer = threading.Timer(timeout, self.proc.kill)  # stderr is the reader thread's
+        killer.start()
         try:
-            out, _ = self.proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            raise AssertionError(f"still running {timeout} s after {signal.Signals(signum).name}: "
-                                 f"{''.join(self.err)}") from None
+            out = self.proc.stdout.read()
+            self.proc.wait()
         finally:
+            hung = not killer.is_alive()
+            killer.cancel()
             self.proc.kill()
+        if hung:
+            raise AssertionError(f"still running {timeout} s after {signal.Signals(signum).name}: "
+                                 f"{''.join(self.err)}")
         self._reader.join(10)
         while not self.lines.empty():
             self.err.append(self.lines.get())
