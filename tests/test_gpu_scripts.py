@@ -50,10 +50,12 @@ def test_train_gpu_dry_run_writes_weights_histories_and_the_summary(camvid_root,
 
 
 @pytest.mark.slow
-def test_gpu_check_dry_run_runs_every_step(shared_data, tmp_path):
+def test_gpu_check_dry_run_runs_every_step(shared_data, engine_path, tmp_path):
+    """Every step of the GPU check on a CPU at tiny sizes (the pipeline step with a small
+    engine), and gpu_bench.py's dry run, whose JSON and Markdown are checked here."""
     out = tmp_path / "check"
     run(["bash", "bench/gpu_check.sh", "--dry-run", str(out)], PYTHON=sys.executable,
-        RTSEG_DATA=str(shared_data))
+        RTSEG_DATA=str(shared_data), RTSEG_GPU_MODEL=str(engine_path))
     steps = dict(line.split("\t")[:2] for line in (out / "steps.tsv").read_text().splitlines())
     assert steps == {"environment": "0", "gpu_tests": "0", "gpu_bench": "0", "pipeline": "0"}
     for name in ("environment.json", "gpu_bench.json", "gpu_bench.md", "pipeline.json",
@@ -65,6 +67,23 @@ def test_gpu_check_dry_run_runs_every_step(shared_data, tmp_path):
     pipeline = json.loads((out / "pipeline.json").read_text())
     assert pipeline["pipeline_fps"] > 0 and pipeline["bound_by"]
     assert "skipped" in (out / "gpu_tests.log").read_text()  # no CUDA here: gpu tests skip
+
+    doc = json.loads((out / "gpu_bench.json").read_text())
+    for key in ("device", "torch", "cuda", "cudnn", "peaks_tflops", "matmul_bf16_tflops",
+                "rows", "best_batches", "summary", "skipped", "failed", "notes", "elapsed_s"):
+        assert key in doc, key
+    assert doc["failed"] == [] and doc["skipped"] == []
+    assert {r["precision"] for r in doc["rows"]} == {"fp16", "fp32", "tf32", "bf16"}
+    assert {r["batch"] for r in doc["rows"]} == {1, 2}
+    for row in doc["rows"]:
+        assert row["gflops_per_frame"] > 0 and row["fps"] > 0
+        assert row["latency_ms_p50"] <= row["latency_ms_p99"]
+    assert [s["model"] for s in doc["summary"]] == ["unet_vgg16", "unet_r50", "segnet_vgg16",
+                                                   "segnet_r50"]
+    assert all(s["fp16_over_fp32_eager_b1"] > 0 for s in doc["summary"])
+    markdown = (out / "gpu_bench.md").read_text()
+    assert "## Summary at 64x96" in markdown and markdown.count("| segnet_r50 |") >= 2
+    assert not list(out.glob("*.tmp"))  # atomic writes leave no temporaries
 
 
 def test_train_gpu_budgets_shrink_to_end_the_run_within_its_wall_limit():
