@@ -6,11 +6,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from rtseg.cpu_features import CpuFeatures, read_cpu_features
 from rtseg.cuda_driver import driver_gpu_count
 from rtseg.errors import BadInput
 
 ENGINES_DIR = Path(__file__).resolve().parents[1] / "engines"  # the checkout's (pip install -e)
 NO_BUNDLED = "no bundled model yet: pass --engine FILE (train one with rtseg train)"
+# engines/light/: a lighter model for CPUs whose int8 kernels are no faster than fp32 (no
+# VNNI, no AMX). Its own folder, so engines/ itself still holds one model in its forms.
+LIGHT_DIR = "light"
 
 
 def engine_dirs() -> list[Path]:
@@ -44,11 +48,7 @@ def default_engine(directory: Path | None = None, device: str = "cpu",
     ``precision`` auto, the weights otherwise or when there is no graph.
     """
     if directory is None:
-        held = [d for d in engine_dirs()
-                if d.is_dir() and (any(d.glob("*.safetensors")) or any(d.glob("*.onnx")))]
-        if not held:
-            raise BadInput(NO_BUNDLED)
-        directory = held[0]
+        directory = _bundled_dir()
     if not directory.is_dir():
         raise BadInput(NO_BUNDLED)
     graph = _one_of(directory, ".onnx") if device == "cpu" and precision == "auto" else None
@@ -58,9 +58,46 @@ def default_engine(directory: Path | None = None, device: str = "cpu",
     return found
 
 
-def bundled_engine(device: str = "auto", precision: str = "auto") -> Path:
-    """The bundled model in the form that suits ``device`` (auto, cpu, cuda) and ``precision``
-    (the int8 deploy graph on the CPU at precision auto, the weights otherwise).
+def _holds_model(directory: Path) -> bool:
+    return directory.is_dir() and any(p.suffix in (".onnx", ".safetensors")
+                                      for p in directory.iterdir())
+
+
+def _bundled_dir() -> Path:
+    """The first of :func:`engine_dirs` that holds a model; BadInput when none does."""
+    for directory in engine_dirs():
+        if _holds_model(directory):
+            return directory
+    raise BadInput(NO_BUNDLED)
+
+
+def cpu_choice(directory: Path, features: CpuFeatures) -> tuple[Path, str]:
+    """The bundled model and form fastest on a CPU with ``features`` (at ``--precision``
+    auto), and one line saying why. With VNNI or AMX the int8 graph's dot products pay
+    (about 6 FPS on 2 AVX-512 VNNI cores); without them ONNX Runtime's int8 kernels run no
+    faster than fp32 and the full model manages under 1 FPS on 2 AVX2 cores, so the light
+    model in ``directory/light`` is taken, where there is one."""
+    light = directory / LIGHT_DIR
+    speedy = {"amx": "AMX", "avx512_vnni": "AVX-512 VNNI", "avx_vnni": "AVX-VNNI"}
+    cls = features.isa_class
+    if cls in speedy or not _holds_model(light):
+        path = default_engine(directory, "cpu", "auto")
+        why = (f"this CPU has {speedy[cls]}, where int8 pays" if cls in speedy
+               else f"no light model in {light}")
+        return path, f"model: {path.name} ({why})"
+    path = default_engine(light, "cpu", "auto")
+    full = default_engine(directory, "cpu", "auto")
+    return path, (f"model: {LIGHT_DIR}/{path.name} (the light model: this CPU ({cls}) has no "
+                  f"VNNI or AMX, where the full model runs under 1 FPS on 2 cores; "
+                  f"--engine {full} for it)")
+
+
+def bundled_choice(device: str = "auto", precision: str = "auto",
+                   features: CpuFeatures | None = None) -> tuple[Path, str]:
+    """The bundled model in the form that suits ``device`` (auto, cpu, cuda), ``precision``
+    and this CPU (``features``; read from /proc/cpuinfo when None), and one line that says
+    what was picked and why. On a CPU at precision auto: :func:`cpu_choice`; otherwise the
+    weights (fp16 on a GPU, any ``--precision``).
 
     ``device`` auto asks the CUDA driver first: on a machine where it sees no GPU, PyTorch
     (a second or more to import) is not loaded to decide.
@@ -72,7 +109,16 @@ def bundled_engine(device: str = "auto", precision: str = "auto") -> Path:
         from rtseg.devices import resolve_device
 
         kind = resolve_device("auto").type
-    return default_engine(device=kind, precision=precision)
+    directory = _bundled_dir()
+    if kind == "cpu" and precision == "auto":
+        return cpu_choice(directory, features or read_cpu_features())
+    path = default_engine(directory, device=kind, precision=precision)
+    return path, f"model: {path.name} (the bundled weights, {kind}, precision {precision})"
+
+
+def bundled_engine(device: str = "auto", precision: str = "auto") -> Path:
+    """The path :func:`bundled_choice` picks."""
+    return bundled_choice(device, precision)[0]
 
 
 def untrained_engine(model: str, size: tuple[int, int], directory: Path | str,

@@ -10,7 +10,7 @@ import typer
 
 from rtseg.cli.common import (PRECISION_HELP, Dataset, Device, Precision, Split, app, log,
                               print_written)
-from rtseg.engines import bundled_engine
+from rtseg.engines import bundled_choice
 from rtseg.errors import BadInput
 from rtseg.files import atomic_write, ensure_parent, write_json
 
@@ -116,7 +116,9 @@ def bench_(
         check_source(source)
     ensure_parent(json_path, "--json")
     ensure_parent(markdown, "--markdown")
-    engine = engine if engine is not None else bundled_engine(device.value, precision.value)
+    if engine is None:
+        engine, picked = bundled_choice(device.value, precision.value)
+        log(picked)
 
     from rtseg.backends import open_engine
     from rtseg.bench import bench, to_markdown

@@ -32,6 +32,9 @@ def train(
     out: Path = typer.Option(Path("runs/train"), help="Output directory."),
     resume: bool = typer.Option(False, help="Continue from OUT/train_state.pt."),
     encoder_weights: str = typer.Option("none", help="none, imagenet or a local weights file."),
+    init: Optional[Path] = typer.Option(
+        None, help="Start from these weights: a checkpoint of the same model and classes "
+                   "(a pruned one from rtseg prune keeps its narrower layers)."),
     amp: Optional[bool] = typer.Option(
         None, help="Mixed precision: bf16 autocast (fp16 + loss scaling on GPUs older than "
                    "compute capability 8.0); default on for CUDA."),
@@ -64,7 +67,7 @@ def train(
                       epochs=epochs, batch_size=batch_size, crop=parse_size(crop, "--crop"),
                       input_size=parse_size(input_size, "--input-size"), lr=lr,
                       device=device.value, amp=amp, resume=resume,
-                      encoder_weights=encoder_weights, seed=seed, workers=workers,
+                      encoder_weights=encoder_weights, init=init, seed=seed, workers=workers,
                       train_limit=train_limit, val_limit=val_limit,
                       data_on_device=data_on_device, val_every=val_every,
                       time_budget_s=time_budget)
@@ -73,6 +76,30 @@ def train(
         raise typer.Exit(interrupted_exit())
     if is_main():
         print(f"best val mIoU {result['best_miou']:.4f}; weights in {result['out']}/best.safetensors")
+
+
+@app.command()
+def prune(
+    checkpoint: Path = typer.Option(..., help="Trained weights (.safetensors) of a UNet model."),
+    out: Path = typer.Option(..., help="Pruned weights to write (.safetensors)."),
+    ratio: float = typer.Option(0.6, help="Fraction of every layer's channels to remove "
+                                          "(0-1; the FLOPs fall by about (1-ratio)^2)."),
+):
+    """Remove the weakest channels of every layer (L1 norm), for a lighter network;
+    fine-tune the result with rtseg train --init.
+
+    \b
+    Examples:
+      1. rtseg prune --checkpoint engines/unet_vgg16_camvid.safetensors --out slim.safetensors
+      2. rtseg train --model unet_vgg16 --init slim.safetensors --dataset camvid --data-root ...
+    """
+    from rtseg.training.prune import prune_checkpoint
+
+    ensure_parent(out, "--out")
+    result = prune_checkpoint(checkpoint, ratio, out)
+    print(f"{result['gflops_before']:.1f} -> {result['gflops_after']:.1f} GFLOPs a frame, "
+          f"{result['params_before'] / 1e6:.2f} M -> {result['params_after'] / 1e6:.2f} M "
+          f"parameters; fine-tune {out} with rtseg train --init (its accuracy is lost at the cut)")
 
 
 def _train_until_stopped(cfg, run_training) -> dict:

@@ -11,6 +11,7 @@ from safetensors.torch import save_file
 from rtseg.errors import BadInput
 from rtseg.files import write_via_temp
 from rtseg.metadata import EngineMetadata
+from rtseg.models.pruning import PRUNED_KEY, fit_to_state
 from rtseg.models.registry import build_model
 from rtseg.models.segmenter import Segmenter
 
@@ -59,6 +60,8 @@ def load_checkpoint(path: Path | str) -> tuple[Segmenter, EngineMetadata]:
     except (SafetensorError, OSError, ValueError) as exc:
         raise BadInput(f"{path} is truncated or corrupt ({str(exc).splitlines()[0]})") from None
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    if metadata.extra.get(PRUNED_KEY):
+        fit_to_state(net, state)
     try:
         net.load_state_dict(state)
     except RuntimeError as exc:

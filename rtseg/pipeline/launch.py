@@ -17,7 +17,7 @@ from typing import Callable, Optional, Sequence
 
 from rtseg.backends import Backend, open_engine
 from rtseg.cpu_features import read_cpu_features
-from rtseg.engines import bundled_engine
+from rtseg.engines import bundled_choice
 from rtseg.errors import BadInput, RtsegError
 from rtseg.files import write_json
 from rtseg.pipeline.config import RunConfig, check_run, check_serve
@@ -75,8 +75,9 @@ def run(source: str | Path | Source, engine: Backend | str | Path | None = None,
                            "already open), not both")
         if config.consistency:
             check_sequence(source)  # before the engine loads
+        picked = None
         if engine is None:
-            engine = bundled_engine(device, precision)
+            engine, picked = bundled_choice(device, precision)
         # binds now: a taken port or a bad token fails before the engine loads
         own = (None if serve is None
                else open_server(serve, serve_token, on_message, serve_show_token))
@@ -85,6 +86,8 @@ def run(source: str | Path | Source, engine: Backend | str | Path | None = None,
             given_source.close()
         raise
     say = _redacting(on_message)
+    if picked is not None:
+        say(picked)
     with own if own is not None else contextlib.nullcontext():
         result = _run_once(source, engine, device, precision, config, sinks, on_status, say,
                            server or own, json_path)

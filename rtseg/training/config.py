@@ -28,6 +28,7 @@ class TrainConfig:
     amp: bool | None = None                    # None: bf16 autocast on CUDA only
     resume: bool = False
     encoder_weights: str = "none"
+    init: Path | None = None                   # start from these weights (same model; pruned ones too)
     seed: int = 0
     workers: int = 2
     train_limit: int | None = None             # use only the first N training images

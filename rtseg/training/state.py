@@ -28,7 +28,9 @@ def run_metadata(cfg: TrainConfig, input_size, crop, info: ddp.DistInfo, device:
     """The metadata every checkpoint of the run carries: classes, sizes and the recipe
     (``dtype``: the autocast dtype, None without autocast)."""
     spec = cfg.spec
-    recipe = {k: v for k, v in asdict(cfg).items() if k not in ("data_root", "out", "extra")}
+    recipe = {k: v for k, v in asdict(cfg).items() if k not in ("data_root", "out", "extra", "init")}
+    if cfg.init is not None:
+        recipe["init"] = Path(cfg.init).name
     recipe.update(crop=list(crop), input_size=list(input_size), world_size=info.world_size,
                   process_group=ddp.backend_name(info),
                   device_type=device.type,
