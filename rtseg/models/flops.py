@@ -54,3 +54,18 @@ def count_flops_meta(name_or_builder: str | Callable[[], nn.Module], num_classes
     # Modules that create tensors outside the device context (rare) are moved as well.
     net = net.to("meta")
     return count_flops(net, input_size, channels)
+
+
+def frame_gflops(metadata, input_size: tuple[int, int] | None = None) -> float:
+    """GFLOPs per frame of the network ``metadata`` (an EngineMetadata) describes, at
+    ``input_size`` (default: its own). A pruned network's count is the one its metadata
+    recorded when it was pruned, scaled by the pixel count (a convolutional network's work
+    is proportional to it); any other is counted on the ``meta`` device."""
+    h, w = input_size or tuple(metadata.input_size)
+    from rtseg.models.pruning import PRUNED_KEY
+
+    pruned = metadata.extra.get(PRUNED_KEY)
+    if pruned:
+        at_h, at_w = pruned.get("at", metadata.input_size)
+        return float(pruned["gflops"]) * (h * w) / (at_h * at_w)
+    return count_flops_meta(metadata.model, metadata.num_classes, (h, w)) / 1e9

@@ -42,7 +42,7 @@ def prune_checkpoint(checkpoint: Path, ratio: float, out: Path) -> dict:
     after = (count_flops(net, size), sum(p.numel() for p in net.parameters()))
     kept = {k: v for k, v in meta.to_dict().items() if k not in _STALE_KEYS}
     kept[PRUNED_KEY] = {"ratio": ratio, "from": Path(checkpoint).name,
-                        "gflops": round(after[0] / 1e9, 2)}
+                        "gflops": round(after[0] / 1e9, 3), "at": list(size)}
     save_checkpoint(out, segmenter, type(meta).from_dict(kept, source=str(checkpoint)))
     return {"gflops_before": before[0] / 1e9, "gflops_after": after[0] / 1e9,
             "params_before": before[1], "params_after": after[1], "out": str(out)}
