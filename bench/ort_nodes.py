@@ -31,17 +31,17 @@ def profile(path: Path, calls: int, threads: int) -> dict:
     options.intra_op_num_threads = threads
     with tempfile.TemporaryDirectory() as tmp:
         options.profile_file_prefix = str(Path(tmp) / "prof")
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        shape = [d if isinstance(d, int) else 1 for d in session.get_inputs()[0].shape]
+        runtime = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        shape = [d if isinstance(d, int) else 1 for d in runtime.get_inputs()[0].shape]
         frames = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
-        name = session.get_inputs()[0].name
+        name = runtime.get_inputs()[0].name
         for _ in range(2):
-            session.run(None, {name: frames})
+            runtime.run(None, {name: frames})
         options.enable_profiling = True
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        runtime = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         for _ in range(calls):
-            session.run(None, {name: frames})
-        events = json.loads(Path(session.end_profiling()).read_text())
+            runtime.run(None, {name: frames})
+        events = json.loads(Path(runtime.end_profiling()).read_text())
     ms: dict[str, float] = defaultdict(float)
     nodes: dict[str, set] = defaultdict(set)
     for event in events:
