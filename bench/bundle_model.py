@@ -8,8 +8,9 @@ the metadata and ``tests/test_bundled_model.py`` all quote the same number. With
 (what ``rtseg export --int8 --calib SRC`` writes), which is scored the same way and gets its
 own score in its metadata (``OUT_int8.onnx``, ``OUT_int8.eval.json``). The int8 graph is
 ONNX Runtime's CPU layout by default (``--int8-target cpu``: it is what ``rtseg run`` runs on
-a CPU; a GPU runs the fp16 weights). ``--int8-only`` remakes just the int8 graph from the
-bundled OUT.
+a CPU; a GPU runs the fp16 weights). ``--fp32-graph`` also writes the fp32 deploy graph
+``OUT_fp32.onnx`` (the light model's form for CPUs without VNNI or AMX). ``--int8-only`` remakes
+just the int8 graph from the bundled OUT.
 
     python bench/bundle_model.py --checkpoint runs/gpu/unet_vgg16/best.safetensors \
         --history runs/gpu/unet_vgg16/history.json --data-root ../shared/data/camvid \
@@ -66,6 +67,9 @@ def main() -> None:
                    help="also write OUT_int8.onnx, calibrated on these frames (a folder or video)")
     p.add_argument("--calib-frames", type=int, default=DEFAULT_FRAMES)
     p.add_argument("--int8-target", choices=TARGETS, default="cpu")
+    p.add_argument("--fp32-graph", action="store_true",
+                   help="also write OUT_fp32.onnx, the fp32 deploy graph (for CPUs where int8 "
+                        "buys nothing: the light model's form on AVX2-only CPUs)")
     p.add_argument("--int8-only", action="store_true",
                    help="remake only OUT_int8.onnx from the bundled OUT")
     args = p.parse_args()
@@ -75,6 +79,8 @@ def main() -> None:
         if not (args.checkpoint and args.history and args.hardware):
             p.error("--checkpoint, --history and --hardware are required (or --int8-only)")
         bundle_weights(args)
+    if args.fp32_graph:
+        bundle_fp32(args.out, args.data_root)
     if args.int8_calib:
         bundle_int8(args.out, args.int8_calib, args.calib_frames, args.int8_target,
                     args.data_root)
@@ -105,6 +111,19 @@ def bundle_weights(args) -> None:
     print(f"{args.out}: {size_mb:.1f} MiB, val mIoU {report['miou']:.4f} "
           f"(checkpoint said {meta.extra['checkpoint_val_miou']:.4f}), "
           f"{len(epochs)} epochs, {train_hours:.2f} h on {args.hardware}")
+
+
+def bundle_fp32(bundled: Path, data_root: Path) -> None:
+    """``bundled``'s fp32 deploy graph, ``<stem>_fp32.onnx`` beside it, scored on val like the
+    weights and with that score in its metadata."""
+    meta = read_checkpoint_metadata(bundled)
+    graph = bundled.with_name(bundled.stem + "_fp32.onnx")
+    export_onnx(bundled, graph, log=print)
+    report = score(graph, meta.dataset, data_root)
+    restate_onnx_metadata(graph, val_miou=report["miou"], per_class_iou=report["per_class_iou"],
+                          weights_val_miou=meta.extra["val_miou"])
+    print(f"{graph}: {graph.stat().st_size / 2**20:.1f} MiB, val mIoU {report['miou']:.4f} "
+          f"(the fp16 weights: {meta.extra['val_miou']:.4f})")
 
 
 def bundle_int8(bundled: Path, calib: Path, frames: int, target: str, data_root: Path) -> None:

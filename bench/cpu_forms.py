@@ -39,7 +39,7 @@ ENGINES = REPO / "engines"
 DEFAULT_FORMS = [
     f"full int8 (ONNX Runtime)={ENGINES / 'unet_vgg16_camvid_int8.onnx'}",
     f"full fp32 (PyTorch)={ENGINES / 'unet_vgg16_camvid.safetensors'}@fp32",
-    f"light fp32 (ONNX Runtime)={ENGINES / 'light' / 'unet_vgg16_light_camvid.onnx'}",
+    f"light fp32 (ONNX Runtime)={ENGINES / 'light' / 'unet_vgg16_light_camvid_fp32.onnx'}",
     f"light fp32 (PyTorch)={ENGINES / 'light' / 'unet_vgg16_light_camvid.safetensors'}@fp32",
 ]
 ISA_LIMITS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
