@@ -42,6 +42,12 @@ def train(
     seed: int = typer.Option(0),
     train_limit: Optional[int] = typer.Option(None, min=1, help="First N training images."),
     val_limit: Optional[int] = typer.Option(None, min=1, help="First N val images."),
+    holdout_sequence: Optional[str] = typer.Option(
+        None, help="Validate on the training frames whose names start with this (a sequence "
+                   "the model never trains on, e.g. 0006R0) instead of the val split."),
+    train_on_val: bool = typer.Option(
+        False, help="Train on the val split too (a model to ship, once the recipe is fixed); "
+                    "its val score is then on trained frames."),
     data_on_device: bool = typer.Option(
         False, help="Decode the training frames once, keep them on the device and augment "
                     "whole batches there (GPU training: no data-loader bottleneck)."),
@@ -58,6 +64,7 @@ def train(
       2. torchrun --standalone --nproc_per_node 8 -m rtseg train --model unet_r50 ...
       3. rtseg train ... --device cuda --data-on-device --batch-size 16 --time-budget 600
       4. rtseg train --model unet_r50 --dataset folder --data-root my_data   (own classes)
+      5. rtseg train ... --holdout-sequence 0006R0   (scored on a road it never saw)
     """
     from rtseg.training.config import TrainConfig
     from rtseg.training.distributed import is_main
@@ -69,6 +76,7 @@ def train(
                       device=device.value, amp=amp, resume=resume,
                       encoder_weights=encoder_weights, init=init, seed=seed, workers=workers,
                       train_limit=train_limit, val_limit=val_limit,
+                      holdout_sequence=holdout_sequence, train_on_val=train_on_val,
                       data_on_device=data_on_device, val_every=val_every,
                       time_budget_s=time_budget)
     result = _train_until_stopped(cfg, run_training)
@@ -134,15 +142,22 @@ def eval_(
     limit: Optional[int] = typer.Option(None, min=1, help="First N images only."),
     device: Device = typer.Option(Device.auto),
     precision: Precision = typer.Option(Precision.auto, help=PRECISION_HELP),
+    holdout_sequence: Optional[str] = typer.Option(
+        None, help="Score the train split's frames whose names start with this (as rtseg "
+                   "train --holdout-sequence validated on) instead of --split."),
 ):
     """Score an engine on a labelled split (mIoU, per-class IoU, pixel accuracy)."""
     from rtseg.backends import open_engine
+    from rtseg.errors import BadInput
     from rtseg.scoring.evaluate import evaluate
 
+    if holdout_sequence is not None and split != Split.val:
+        raise BadInput(f"--holdout-sequence scores frames of the train split; leave out "
+                       f"--split {split.value}")
     ensure_parent(json_path, "--json")
     with open_engine(engine, device.value, precision.value) as backend:
         result = evaluate(backend, dataset.value, data_root, split.value, batch_size, limit,
-                          grid)
+                          grid, holdout=holdout_sequence)
     result = {"engine": str(engine), **result}
     for name, iou in result["per_class_iou"].items():
         print(f"  {name:<14} {'   n/a' if iou is None else f'{iou:6.4f}'}")

@@ -10,8 +10,9 @@ import cv2
 import numpy as np
 
 from rtseg.backends import Backend
-from rtseg.data import check_pair_sizes, find_pairs, get_spec
+from rtseg.data import check_pair_sizes, get_spec
 from rtseg.data.datasets import DatasetLike
+from rtseg.data.splits import scored_split
 from rtseg.errors import BadInput
 from rtseg.scoring.loop import EngineScore, eval_batches, score
 from rtseg.scoring.temporal import sequence_problem
@@ -74,19 +75,23 @@ def first_missing(path: Path) -> Path | None:
 
 def evaluate(backend: Backend, dataset: DatasetLike, data_root: Path | str, split: str = "val",
              batch_size: int = 4, limit: int | None = None, grid_dir: Path | None = None,
-             workers: int = 0, on_batch: Callable[[int], None] | None = None) -> dict:
+             workers: int = 0, on_batch: Callable[[int], None] | None = None,
+             holdout: str | None = None) -> dict:
     """Score ``backend`` on a split; returns the contract's eval JSON (minus ``engine``).
 
     When the split's images are the frames of one clip (CamVid val: sequence 0016E5; see
     :func:`~rtseg.scoring.temporal.sequence_problem`), temporal consistency is scored too:
     the ``tc`` keys of ``rtseg run --consistency``; else ``tc`` is None.
 
+    ``holdout``: score the frames of the train split whose names start with it instead (the
+    held-out sequence of ``rtseg train --holdout-sequence``).
+
     A ``grid_dir`` this call creates is removed again if scoring fails (a bad image, say),
     so a failed eval leaves no half-written grid behind.
     """
     spec = get_spec(dataset, data_root)
     check_engine_matches(backend, spec)
-    pairs = find_pairs(spec, data_root, split)[:limit]
+    pairs = scored_split(spec, data_root, split, holdout)[:limit]
     check_pair_sizes(pairs)
     engine = EngineScore(backend, spec, temporal=is_clip(pairs))
 
@@ -107,6 +112,7 @@ def evaluate(backend: Backend, dataset: DatasetLike, data_root: Path | str, spli
         **engine.report(),
         "images": len(pairs),
         "backend": backend.name,
-        "split": split,
+        "split": "train" if holdout else split,
         "dataset": spec.name,
+        **({"holdout_sequence": holdout} if holdout else {}),
     }

@@ -33,6 +33,8 @@ class TrainConfig:
     workers: int = 2
     train_limit: int | None = None             # use only the first N training images
     val_limit: int | None = None
+    holdout_sequence: str | None = None        # score on these training frames, not on val
+    train_on_val: bool = False                 # train on val too (a model to ship)
     scale_range: tuple[float, float] = SCALE_RANGE  # the augmentation: rtseg.data.augment
     jitter: float = JITTER
     colour_cast: float = COLOUR_CAST           # per-channel gains in 1 ± this (0: off)

@@ -23,9 +23,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from rtseg.data import DatasetSpec, check_pair_sizes, find_pairs
+from rtseg.data import DatasetSpec, check_pair_sizes
 from rtseg.data.classes import IMAGENET_MEAN, IMAGENET_STD
 from rtseg.data.device_batches import DeviceBatches, decode_split
+from rtseg.data.splits import training_split
 from rtseg.devices import amp_dtype, cudnn_autotune, resolve_device
 from rtseg.errors import BadInput
 from rtseg.files import write_json, write_via_temp
@@ -115,8 +116,9 @@ def _check_inputs(cfg: TrainConfig) -> _Job:
     check_input_size(crop, "crop")
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise BadInput("--epochs and --batch-size must be at least 1")
-    train_pairs = find_pairs(spec, cfg.data_root, "train")[:cfg.train_limit]
-    val_pairs = find_pairs(spec, cfg.data_root, "val")[:cfg.val_limit]
+    train_pairs, val_pairs = training_split(spec, cfg.data_root, cfg.holdout_sequence,
+                                            cfg.train_on_val)
+    train_pairs, val_pairs = train_pairs[:cfg.train_limit], val_pairs[:cfg.val_limit]
     check_pair_sizes(train_pairs + val_pairs)
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
@@ -242,7 +244,9 @@ def _announce(cfg: TrainConfig, job: _Job, run: _Run, log: Callable[[str], None]
         f"input {job.input_size[0]}x{job.input_size[1]}, "
         f"{run.info.world_size} process(es) on {run.device.type}, "
         f"amp={run.metadata.extra['recipe']['amp']}"
-        + (", batches made on the device" if cfg.data_on_device else ""))
+        + (", batches made on the device" if cfg.data_on_device else "")
+        + (f"; val = held-out sequence {cfg.holdout_sequence}" if cfg.holdout_sequence else "")
+        + ("; val frames trained on too" if cfg.train_on_val else ""))
 
 
 def _run_epoch(cfg: TrainConfig, run: _Run, progress: _Progress, loader, sampler,
