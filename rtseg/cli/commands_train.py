@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -10,8 +11,27 @@ import typer
 
 from rtseg.cli.common import (PRECISION_HELP, Dataset, Device, Precision, Split, app,
                               interrupted_exit, log)
+from rtseg.errors import BadInput
 from rtseg.files import ensure_parent, write_json
 from rtseg.metadata import parse_size
+
+
+class Loss(str, Enum):
+    """rtseg.training.losses.LOSSES."""
+    ce = "ce"
+    ohem = "ohem"
+    ce_dice = "ce+dice"
+
+
+def parse_range(text: Optional[str], flag: str) -> Optional[tuple[float, float]]:
+    """``"0.5,2.0"`` → (0.5, 2.0); None for None; BadInput otherwise."""
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise BadInput(f"{flag} {text}: expected LOW,HIGH, e.g. 0.5,2.0") from None
+    return lo, hi
 
 
 @app.command()
@@ -48,6 +68,15 @@ def train(
     train_on_val: bool = typer.Option(
         False, help="Train on the val split too (a model to ship, once the recipe is fixed); "
                     "its val score is then on trained frames."),
+    scale_range: Optional[str] = typer.Option(
+        None, help="Random scale LOW,HIGH of the network input before the crop "
+                   "(0.75,1.5)."),
+    camera_augment: bool = typer.Option(
+        False, help="Augment for other cameras: stronger colour jitter and cast, gamma, "
+                    "blur, noise and JPEG re-encoding."),
+    loss: Loss = typer.Option(Loss.ce, help="ce: ENet-weighted cross-entropy; ohem: the "
+                                            "same on the hardest pixels; ce+dice: plus a "
+                                            "soft Dice term (rare thin classes)."),
     data_on_device: bool = typer.Option(
         False, help="Decode the training frames once, keep them on the device and augment "
                     "whole batches there (GPU training: no data-loader bottleneck)."),
@@ -70,6 +99,7 @@ def train(
     from rtseg.training.distributed import is_main
     from rtseg.training.train import train as run_training
 
+    recipe = {"scale_range": parse_range(scale_range, "--scale-range")} if scale_range else {}
     cfg = TrainConfig(model=model, dataset=dataset.value, data_root=data_root, out=out,
                       epochs=epochs, batch_size=batch_size, crop=parse_size(crop, "--crop"),
                       input_size=parse_size(input_size, "--input-size"), lr=lr,
@@ -77,6 +107,7 @@ def train(
                       encoder_weights=encoder_weights, init=init, seed=seed, workers=workers,
                       train_limit=train_limit, val_limit=val_limit,
                       holdout_sequence=holdout_sequence, train_on_val=train_on_val,
+                      camera_augment=camera_augment, loss=loss.value, **recipe,
                       data_on_device=data_on_device, val_every=val_every,
                       time_budget_s=time_budget)
     result = _train_until_stopped(cfg, run_training)
@@ -148,7 +179,6 @@ def eval_(
 ):
     """Score an engine on a labelled split (mIoU, per-class IoU, pixel accuracy)."""
     from rtseg.backends import open_engine
-    from rtseg.errors import BadInput
     from rtseg.scoring.evaluate import evaluate
 
     if holdout_sequence is not None and split != Split.val:

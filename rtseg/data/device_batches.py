@@ -1,5 +1,6 @@
 """Training batches that live on the device: every frame decoded once and kept there, and the
-random scale, crop, flip and colour jitter applied to whole batches on the device.
+random scale, crop, flip, colour jitter and (``camera``) the camera augmentation applied to
+whole batches on the device.
 
 On a GPU the data-loader processes are the bottleneck long before the network is (a CamVid
 epoch is about a second on an H100); decoding 367 PNGs once and augmenting with one
@@ -17,8 +18,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rtseg.data.augment import (BGR_LUMA, COLOUR_CAST, JITTER, SCALE_RANGE, brightness_shift,
-                                epoch_seed, mix_photometric, rank_seed)
+from rtseg.data.augment import (BGR_LUMA, CAMERA, COLOUR_CAST, JITTER, SCALE_RANGE,
+                                apply_gamma, brightness_shift, camera_values, epoch_seed,
+                                mix_photometric, photometric_strengths, rank_seed)
+from rtseg.data.jpeg_torch import jpeg_roundtrip
 from rtseg.data.datasets import DatasetLike, load_pair
 from rtseg.errors import BadInput
 
@@ -49,12 +52,13 @@ class DeviceBatches:
                  base_size: tuple[int, int], ignore_index: int, batch_size: int,
                  device: torch.device, scale_range: tuple[float, float] = SCALE_RANGE,
                  jitter: float = JITTER, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 colour_cast: float = COLOUR_CAST):
+                 colour_cast: float = COLOUR_CAST, camera: bool = False):
         self.images = torch.from_numpy(images).to(device)
         self.labels = torch.from_numpy(labels).to(device)
         self.crop, self.base_size = tuple(crop), tuple(base_size)
         self.ignore_index, self.batch_size = ignore_index, batch_size
-        self.scale_range, self.jitter, self.colour_cast = scale_range, jitter, colour_cast
+        self.scale_range, self.camera = scale_range, camera
+        self.jitter, self.colour_cast = photometric_strengths(jitter, colour_cast, camera)
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.device = device
         self.luma = torch.tensor(BGR_LUMA, device=device).view(1, 3, 1, 1)
@@ -92,6 +96,9 @@ class DeviceBatches:
                 draws[name] = torch.rand(n, generator=rng)
         if self.colour_cast > 0:
             draws["gains"] = torch.rand(n, 3, generator=rng)
+        if self.camera:
+            draws["camera"] = torch.rand(7, n, generator=rng, dtype=torch.float64)
+            draws["noise_seed"] = torch.randint(0, 2**31, (1,), generator=rng)
         packed = torch.cat([t.double().reshape(-1) for t in draws.values()]).to(self.device)
         parts = packed.split([t.numel() for t in draws.values()])
         return {name: part.view(t.shape).to(t.dtype)
@@ -132,6 +139,25 @@ class DeviceBatches:
         return mix_photometric(images, grey, saturation, contrast, brightness,
                                lambda x: x.mean(dim=(1, 2, 3), keepdim=True))
 
+    def _camera(self, images: torch.Tensor, draws: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``--camera-augment``'s gamma, blur, noise and JPEG re-encoding (float NCHW BGR,
+        0–255), as ``transforms.camera`` applies them one frame at a time; the JPEG is
+        ``jpeg_roundtrip``'s emulation (no JPEG codec runs on the device)."""
+        v = camera_values(draws["camera"])
+
+        def per_sample(t: torch.Tensor) -> torch.Tensor:
+            return t.float().view(-1, 1, 1, 1)
+
+        images = apply_gamma(images.clamp(0, 255), per_sample(v["gamma"]))
+        blurred = gaussian_blur(images, v["blur_sigma"].float(), CAMERA.blur_sigma[1])
+        images = torch.where(per_sample(v["blur"]).bool(), blurred, images)
+        noise_rng = torch.Generator(device=self.device).manual_seed(int(draws["noise_seed"]))
+        noise = torch.randn(images.shape, generator=noise_rng, device=self.device)
+        images = images + noise * per_sample(v["noise_sigma"] * v["noise"])
+        images = images.clamp(0, 255).round()
+        encoded = jpeg_roundtrip(images, v["jpeg_quality"].round().float())
+        return torch.where(per_sample(v["jpeg"]).bool(), encoded, images)
+
     @torch.no_grad()
     def augment(self, index: torch.Tensor, rng: torch.Generator
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,5 +177,24 @@ class DeviceBatches:
         if self.colour_cast > 0:
             gains = 1 + (draws["gains"] * 2 - 1) * self.colour_cast
             images = images * gains.view(-1, 3, 1, 1)
+        if self.camera:
+            images = self._camera(images, draws)
         frames = images.clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1)
         return frames, labels
+
+
+def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, max_sigma: float) -> torch.Tensor:
+    """Each image of float NCHW ``images`` blurred by a Gaussian of its own ``sigma`` [N]
+    (pixels), separably, with reflected borders as OpenCV's GaussianBlur (the kernel spans
+    ± 3 × ``max_sigma``)."""
+    n, c, h, w = images.shape
+    radius = max(1, int(np.ceil(3 * max_sigma)))
+    x = torch.arange(-radius, radius + 1, device=images.device, dtype=torch.float32)
+    kernel = torch.exp(-x[None] ** 2 / (2 * sigma[:, None].clamp(min=1e-3) ** 2))
+    kernel = (kernel / kernel.sum(dim=1, keepdim=True)).repeat_interleave(c, dim=0)  # [n·c, k]
+    flat = images.reshape(1, n * c, h, w)
+    flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode="reflect"),
+                    kernel[:, None, None, :], groups=n * c)
+    flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode="reflect"),
+                    kernel[:, None, :, None], groups=n * c)
+    return flat.view(n, c, h, w)

@@ -13,8 +13,9 @@ import cv2
 import numpy as np
 import torch
 
-from rtseg.data.augment import (BGR_LUMA, COLOUR_CAST, JITTER, SCALE_RANGE, brightness_shift,
-                                mix_photometric)
+from rtseg.data.augment import (BGR_LUMA, COLOUR_CAST, JITTER, SCALE_RANGE, apply_gamma,
+                                brightness_shift, camera_values, mix_photometric,
+                                photometric_strengths)
 from rtseg.imageops import resize_frame, resize_nearest
 
 
@@ -42,10 +43,28 @@ def _colour_cast(image: np.ndarray, rng: np.random.Generator, strength: float) -
     return np.clip(image.astype(np.float32) * gains, 0, 255).astype(np.uint8)
 
 
+def camera(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``--camera-augment``'s gamma, blur, noise and JPEG re-encoding (``CAMERA``'s
+    recipe, ``rtseg.data.augment``), in that order, on a uint8 BGR image."""
+    v = camera_values(rng.random(7))
+    img = apply_gamma(image.astype(np.float32), np.float32(v["gamma"]))
+    if v["blur"]:
+        img = cv2.GaussianBlur(img, (0, 0), float(v["blur_sigma"]))
+    if v["noise"]:
+        img = img + rng.normal(0.0, v["noise_sigma"], img.shape).astype(np.float32)
+    out = np.clip(img, 0, 255).round().astype(np.uint8)
+    if v["jpeg"]:
+        ok, data = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY,
+                                              int(round(v["jpeg_quality"]))])
+        out = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    return out
+
+
 @dataclass
 class TrainTransform:
-    """Random scale, pad, crop, horizontal flip, photometric jitter and (``colour_cast`` > 0)
-    a per-channel colour cast: the recipe of ``rtseg.data.augment``, one frame at a time.
+    """Random scale, pad, crop, horizontal flip, photometric jitter, (``colour_cast`` > 0)
+    a per-channel colour cast and (``camera``) the camera augmentation: the recipe of
+    ``rtseg.data.augment``, one frame at a time.
 
     ``base_size`` is the (H, W) the image is first resized to (the network's input size,
     so training sees objects at deploy scale); then a random scale in ``scale_range``.
@@ -58,9 +77,12 @@ class TrainTransform:
     jitter: float = JITTER
     seed: int = 0
     colour_cast: float = COLOUR_CAST
+    camera: bool = False  # --camera-augment: stronger colour, gamma, blur, noise, JPEG
 
     def __post_init__(self):
         self._rng = np.random.default_rng(self.seed)
+        self.jitter, self.colour_cast = photometric_strengths(self.jitter, self.colour_cast,
+                                                              self.camera)
 
     def reseed(self, seed: int) -> None:
         """Give this copy (one per data-loader worker) its own random stream."""
@@ -91,6 +113,8 @@ class TrainTransform:
             image = _jitter(image, rng, self.jitter)
         if self.colour_cast > 0:
             image = _colour_cast(image, rng, self.colour_cast)
+        if self.camera:
+            image = camera(image, rng)
         return to_tensors(image, label)
 
 

@@ -7,7 +7,9 @@ from functools import cached_property
 from pathlib import Path
 
 from rtseg.data import DatasetSpec, get_spec
+from rtseg.errors import BadInput
 from rtseg.data.augment import COLOUR_CAST, JITTER, SCALE_RANGE
+from rtseg.training.losses import LOSSES
 
 
 @dataclass
@@ -38,11 +40,20 @@ class TrainConfig:
     scale_range: tuple[float, float] = SCALE_RANGE  # the augmentation: rtseg.data.augment
     jitter: float = JITTER
     colour_cast: float = COLOUR_CAST           # per-channel gains in 1 ± this (0: off)
+    camera_augment: bool = False               # stronger colour, gamma, blur, noise, JPEG
+    loss: str = "ce"                           # one of rtseg.training.losses.LOSSES
     data_on_device: bool = False               # decode once, keep and augment batches on the device
     val_every: int = 1                         # validate every N epochs (and after the last)
     time_budget_s: float | None = None         # fit the epoch count to this many seconds of training
     state_every_s: float = 60.0                # resumable state: at most this often (and after the last epoch)
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise BadInput(f"--loss {self.loss}: choose one of {', '.join(LOSSES)}")
+        lo, hi = self.scale_range
+        if not 0 < lo <= hi:
+            raise BadInput(f"--scale-range {lo},{hi}: need 0 < low <= high, e.g. 0.5,2.0")
 
     @cached_property
     def spec(self) -> DatasetSpec:

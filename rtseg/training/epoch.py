@@ -43,7 +43,7 @@ def make_train_loader(pairs, cfg: TrainConfig, crop, input_size, ignore_index,
     seed = epoch_seed(cfg.seed, start_epoch)
     transform = TrainTransform(crop=crop, base_size=input_size, ignore_index=ignore_index,
                                scale_range=cfg.scale_range, jitter=cfg.jitter,
-                               colour_cast=cfg.colour_cast,
+                               colour_cast=cfg.colour_cast, camera=cfg.camera_augment,
                                seed=seed + info.rank)
     ds = SegmentationDataset(pairs, cfg.spec, transform)
     if info.enabled:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from rtseg.data.augment import photometric_strengths
 from rtseg.data.classes import engine_metadata
 from rtseg.errors import BadInput
 from rtseg.files import write_via_temp
@@ -18,6 +19,7 @@ from rtseg.metadata import EngineMetadata
 from rtseg.models import Segmenter, canonical_name
 from rtseg.training import distributed as ddp
 from rtseg.training.config import TrainConfig
+from rtseg.training.losses import DESCRIPTIONS as LOSS_DESCRIPTIONS
 
 STATE_FILE = "train_state.pt"
 STATE_KEYS = ("net", "optimizer", "epoch", "step", "best_miou", "history")
@@ -28,6 +30,7 @@ def run_metadata(cfg: TrainConfig, input_size, crop, info: ddp.DistInfo, device:
     """The metadata every checkpoint of the run carries: classes, sizes and the recipe
     (``dtype``: the autocast dtype, None without autocast)."""
     spec = cfg.spec
+    jitter, colour_cast = photometric_strengths(cfg.jitter, cfg.colour_cast, cfg.camera_augment)
     recipe = {k: v for k, v in asdict(cfg).items() if k not in ("data_root", "out", "extra", "init")}
     if cfg.init is not None:
         recipe["init"] = Path(cfg.init).name
@@ -36,9 +39,10 @@ def run_metadata(cfg: TrainConfig, input_size, crop, info: ddp.DistInfo, device:
                   device_type=device.type,
                   amp={torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "off"),
                   optimizer="AdamW", schedule="poly(0.9) per step",
-                  loss="cross-entropy, ENet class weights 1/ln(1.02+p)",
-                  augmentation=f"scale {cfg.scale_range}, crop, hflip, jitter {cfg.jitter}"
-                  + (f", colour cast {cfg.colour_cast}" if cfg.colour_cast else ""))
+                  loss=LOSS_DESCRIPTIONS[cfg.loss],
+                  augmentation=f"scale {cfg.scale_range}, crop, hflip, jitter {jitter}"
+                  + (f", colour cast {colour_cast}" if colour_cast else "")
+                  + (", camera (gamma, blur, noise, JPEG)" if cfg.camera_augment else ""))
     recipe.update(cfg.extra)
     return engine_metadata(canonical_name(cfg.model), spec, input_size, recipe=recipe)
 

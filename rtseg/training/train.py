@@ -39,6 +39,7 @@ from rtseg.training import distributed as ddp
 from rtseg.training.config import TrainConfig
 from rtseg.training.epoch import (LogitsOf, StopRequested, make_train_loader, train_one_epoch,
                                   validate)
+from rtseg.training.losses import make_criterion
 from rtseg.training.schedule import class_weights, planned_epochs, poly_lr
 from rtseg.training.state import STATE_FILE, load_state, run_metadata, save_state
 
@@ -176,7 +177,7 @@ def _prepare(cfg: TrainConfig, job: _Job, device: torch.device, info: ddp.DistIn
     if device.type == "cuda":
         segmenter = segmenter.to(memory_format=torch.channels_last)
     weights = _shared_class_weights(cfg, job, device, info)
-    criterion = nn.CrossEntropyLoss(weight=weights, ignore_index=job.spec.ignore_index)
+    criterion = make_criterion(cfg.loss, weights, job.spec.ignore_index)
     optimizer = torch.optim.AdamW(segmenter.parameters(), lr=cfg.lr,
                                   weight_decay=cfg.weight_decay, fused=device.type == "cuda")
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
@@ -231,7 +232,7 @@ def _make_loader(cfg: TrainConfig, job: _Job, run: _Run, start_epoch: int) -> tu
     batches = DeviceBatches(
         images, labels, job.crop, job.input_size, job.spec.ignore_index, cfg.batch_size,
         run.device, cfg.scale_range, cfg.jitter, cfg.seed, run.info.rank, run.info.world_size,
-        cfg.colour_cast)
+        cfg.colour_cast, cfg.camera_augment)
     return batches, batches
 
 
