@@ -1,5 +1,6 @@
 """The GPU scripts, dry-run on the CPU, so that a typo shows here rather than on a GPU
-machine: bench/train_gpu.py (trains the four models and writes their weights) and
+machine: bench/train_gpu.py (trains the four models and writes their weights),
+bench/recipe_gpu.py (the recipe ablation on a held-out sequence, then the model to ship) and
 bench/gpu_check.sh (every CUDA check in one command)."""
 
 import json
@@ -98,3 +99,65 @@ def test_train_gpu_budgets_shrink_to_end_the_run_within_its_wall_limit():
     assert script.model_budget(440, 4, 3, 530.0, None, overhead_s=30) == 110  # no limit
     sizes = script.model_batch_sizes("segnet_r50=32,unet_r50=32", ["segnet_r50", "unet_vgg16"], 16)
     assert sizes == {"segnet_r50": 32, "unet_vgg16": 16}
+
+
+def recipe_gpu():
+    """bench/recipe_gpu.py as a module."""
+    return bench_script("recipe_gpu")
+
+
+@pytest.mark.slow
+def test_recipe_gpu_dry_run_scores_each_variant_on_the_held_out_sequence_and_val(camvid_root,
+                                                                                 tmp_path):
+    runs = tmp_path / "runs"
+    run([sys.executable, "bench/recipe_gpu.py", "--dry-run", "--data-root", str(camvid_root),
+         "--runs", str(runs), "--model", "unet_resnet18", "--variants", "baseline,camera,dice"])
+    doc = json.loads((runs / "recipe.json").read_text())
+    from rtseg.data import CAMVID
+    from rtseg.models import read_checkpoint_metadata
+
+    assert list(doc["runs"]) == ["baseline", "camera", "dice", "chosen", "final"]
+    for name in ("baseline", "camera", "dice", "chosen"):
+        row = doc["runs"][name]
+        assert row["gap"] == round(row["val_miou"] - row["holdout_miou"], 4), name
+        assert list(row["holdout_per_class_iou"]) == list(CAMVID.class_names)
+        assert list(row["val_per_class_iou"]) == list(CAMVID.class_names)
+        recipe = read_checkpoint_metadata(runs / name / "best.safetensors").extra["recipe"]
+        assert recipe["holdout_sequence"] == "0006R0" and recipe["train_on_val"] is False
+    assert read_checkpoint_metadata(runs / "camera" / "best.safetensors").extra[
+        "recipe"]["camera_augment"] is True
+    # the dry run keeps every option (min gain < 0): both, measured together as "chosen"
+    options, kept = recipe_gpu().choose(doc["runs"], doc["min_gain"])
+    assert doc["choice"]["kept"] == kept and set(kept) == {"camera", "dice"}
+    assert doc["choice"]["options"] == {"camera_augment": True, "loss": "ce+dice"}
+    assert doc["gap"] == {"before": doc["runs"]["baseline"]["gap"],
+                          "after": doc["runs"]["chosen"]["gap"]}
+    final = read_checkpoint_metadata(runs / "final" / "best.safetensors").extra["recipe"]
+    assert final["train_on_val"] is True and final["holdout_sequence"] is None
+    assert final["camera_augment"] is True and final["loss"].startswith("ce+dice")
+    assert "val frames were trained on" in doc["runs"]["final"]["val_note"]
+    assert len(list((runs / "final").glob("pred_*.png"))) == 3
+
+
+def test_recipe_gpu_keeps_what_helped_on_the_held_out_sequence():
+    script = recipe_gpu()
+    runs = {"baseline": {"holdout_miou": 0.50}, "scale": {"holdout_miou": 0.52},
+            "camera": {"holdout_miou": 0.503}, "ohem": {"holdout_miou": 0.51},
+            "dice": {"holdout_miou": 0.53}, "broken": {"error": "x"}}
+    options, kept = script.choose(runs, min_gain=0.005)
+    assert kept == ["dice", "scale"]  # camera: +0.003 is noise; ohem: a worse loss than dice
+    assert options == {"loss": "ce+dice", "scale_range": (0.5, 2.0)}
+    assert script.choose({"baseline": {"holdout_miou": 0.5}, "ohem": {"holdout_miou": 0.4}},
+                         0.005) == ({}, [])
+    assert script.choose({"baseline": {"error": "x"}}, 0.005) == ({}, [])
+
+
+def test_recipe_gpu_budgets_shrink_together_to_fit_the_wall_limit():
+    fit = recipe_gpu().fit_budgets
+    assert fit([25, 25, 100], 0.0, 440, overhead_s=25) == [25, 25, 100]  # room enough
+    squeezed = fit([25, 25, 100], 200.0, 440, overhead_s=30)  # room: 440 - 200 - 90 = 150
+    assert squeezed == [25, 25, 100]
+    squeezed = fit([25, 25, 100], 260.0, 440, overhead_s=30)  # room 90 of 150 asked
+    assert squeezed == pytest.approx([15, 15, 60])
+    assert fit([25, 100], 430.0, 440, overhead_s=30) == [5.0, 5.0]  # never below the floor
+    assert fit([25, 100], 430.0, None, overhead_s=30) == [25, 100]
