@@ -1,5 +1,5 @@
 """Choose a training recipe that generalises, on evidence, then train the model to ship with
-it: one call of at most 8 minutes on one H100 or H200.
+it, in at most 8 minutes on one H100 or H200.
 
 1. **Ablation on a held-out sequence.** ``--model`` (unet_vgg16) is trained from scratch
    with the baseline recipe (bench/train_gpu.py's: random scale 0.75–1.5, crop, flip, colour
