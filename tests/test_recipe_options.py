@@ -199,6 +199,7 @@ def test_the_dice_term_gives_a_rare_class_more_of_the_gradient():
 
 
 # -- the flags, end to end ----------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("on_device", [False, True], ids=["loader", "device"])
 def test_the_options_train_and_are_recorded_in_the_recipe(tmp_path, on_device):
     root = camvid_layout(tmp_path / "camvid")

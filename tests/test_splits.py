@@ -103,6 +103,7 @@ def test_a_folder_data_set_holds_out_by_file_name_or_sub_folder(tmp_path):
     assert names(held) == ["f00.jpg", "f01.jpg"] and names(train) == ["f02.jpg", "f03.jpg"]
 
 
+@pytest.mark.slow
 def test_eval_with_the_holdout_reproduces_the_training_runs_score(tmp_path, capfd):
     root = camvid_layout(tmp_path / "camvid")
     out = tmp_path / "run"
