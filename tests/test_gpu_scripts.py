@@ -122,6 +122,7 @@ def test_recipe_gpu_dry_run_scores_each_variant_on_the_held_out_sequence_and_val
         assert row["gap"] == round(row["val_miou"] - row["holdout_miou"], 4), name
         assert list(row["holdout_per_class_iou"]) == list(CAMVID.class_names)
         assert list(row["val_per_class_iou"]) == list(CAMVID.class_names)
+        assert row["epochs"] == doc["base_recipe"]["ablation_epochs"] and not row["capped"]
         recipe = read_checkpoint_metadata(runs / name / "best.safetensors").extra["recipe"]
         assert recipe["holdout_sequence"] == "0006R0" and recipe["train_on_val"] is False
     assert read_checkpoint_metadata(runs / "camera" / "best.safetensors").extra[
