@@ -18,7 +18,7 @@ from rtseg.cli import main
 from rtseg.data.augment import CAMERA, camera_values
 from rtseg.data.device_batches import DeviceBatches, gaussian_blur
 from rtseg.data.jpeg_torch import jpeg_roundtrip
-from rtseg.data.transforms import TrainTransform, camera
+from rtseg.data.transforms import TrainTransform, apply_camera
 from rtseg.models import read_checkpoint_metadata
 from rtseg.training.losses import dice_loss, make_criterion
 
@@ -69,22 +69,22 @@ def test_camera_draws_map_to_the_recipe_ranges():
 
 def test_each_camera_step_on_the_cpu_is_what_it_says():
     image = smooth_image()
-    assert np.array_equal(camera(image, Draws(u())), image)  # gamma 1, the rest off
+    assert np.array_equal(apply_camera(image, Draws(u())), image)  # gamma 1, the rest off
     # JPEG alone: OpenCV's encoder at the drawn quality
     ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, CAMERA.jpeg_quality[0]])
-    assert np.array_equal(camera(image, Draws(u(jpeg=0.0))), cv2.imdecode(data, 1))
+    assert np.array_equal(apply_camera(image, Draws(u(jpeg=0.0))), cv2.imdecode(data, 1))
     # blur alone: a Gaussian of the drawn sigma
     sigma = CAMERA.blur_sigma[0] + 0.5 * (CAMERA.blur_sigma[1] - CAMERA.blur_sigma[0])
     blurred = cv2.GaussianBlur(image.astype(np.float32), (0, 0), sigma).round()
-    assert np.abs(camera(image, Draws(u(blur=0.0))).astype(int) - blurred).max() <= 1
+    assert np.abs(apply_camera(image, Draws(u(blur=0.0))).astype(int) - blurred).max() <= 1
     # noise alone: zero-mean, of about the drawn sigma
-    noisy = camera(image, Draws(u(noise=0.0))).astype(float) - image
+    noisy = apply_camera(image, Draws(u(noise=0.0))).astype(float) - image
     sigma = CAMERA.noise_sigma[0] + 0.5 * (CAMERA.noise_sigma[1] - CAMERA.noise_sigma[0])
     assert abs(noisy.mean()) < 0.3 and noisy.std() == pytest.approx(sigma, rel=0.15)
     # gamma alone: darker midtones above 1, black and white kept
-    dark = camera(image, Draws(u(gamma=0.999)))
+    dark = apply_camera(image, Draws(u(gamma=0.999)))
     assert dark.mean() < image.mean() - 10
-    ends = camera(np.array([[[0, 255, 128]]], np.uint8), Draws(u(gamma=0.999)))
+    ends = apply_camera(np.array([[[0, 255, 128]]], np.uint8), Draws(u(gamma=0.999)))
     assert ends[0, 0, :2].tolist() == [0, 255]
 
 
@@ -153,16 +153,24 @@ def test_camera_augment_changes_colours_and_texture_not_labels(maker):
 
 def test_device_camera_augment_applies_each_step_to_its_drawn_frames():
     image, label = smooth_image(), np.zeros((64, 96), np.uint8)
-    data = DeviceBatches(np.stack([image] * 2), np.stack([label] * 2), (64, 96), (64, 96), 11,
-                         2, torch.device("cpu"), scale_range=(1.0, 1.0), jitter=0.0,
+    data = DeviceBatches(np.stack([image] * 5), np.stack([label] * 5), (64, 96), (64, 96), 11,
+                         5, torch.device("cpu"), scale_range=(1.0, 1.0), jitter=0.0,
                          colour_cast=0.0, camera=True)
-    frames = torch.from_numpy(np.stack([image] * 2)).permute(0, 3, 1, 2).float()
-    draws = {"camera": torch.tensor([u(jpeg=0.0), u()], dtype=torch.float64).T,
+    frames = torch.from_numpy(np.stack([image] * 5)).permute(0, 3, 1, 2).float()
+    steps = [u(jpeg=0.0), u(), u(blur=0.0), u(noise=0.0), u(gamma=0.999)]
+    draws = {"camera": torch.tensor(steps, dtype=torch.float64).T,
              "noise_seed": torch.tensor([1])}
     out = data._camera(frames, draws)
-    assert torch.equal(out[1], frames[1])  # nothing drawn: unchanged
     _, ours = jpeg_pair(image, CAMERA.jpeg_quality[0])  # the first: re-encoded, nothing else
     assert np.array_equal(out[0].permute(1, 2, 0).numpy(), ours)
+    assert torch.equal(out[1], frames[1])  # nothing drawn: unchanged
+    sigma = float(camera_values(np.array(steps[2]))["blur_sigma"])
+    blurred = cv2.GaussianBlur(image.astype(np.float32), (0, 0), sigma).round()
+    assert np.abs(out[2].permute(1, 2, 0).numpy() - blurred).max() <= 1
+    noise = out[3] - frames[3]
+    sigma = float(camera_values(np.array(steps[3]))["noise_sigma"])
+    assert abs(noise.mean()) < 0.3 and float(noise.std()) == pytest.approx(sigma, rel=0.15)
+    assert out[4].mean() < frames[4].mean() - 10  # gamma 1.5: darker
 
 
 # -- losses -------------------------------------------------------------------------------------

@@ -141,7 +141,7 @@ class DeviceBatches:
 
     def _camera(self, images: torch.Tensor, draws: dict[str, torch.Tensor]) -> torch.Tensor:
         """``--camera-augment``'s gamma, blur, noise and JPEG re-encoding (float NCHW BGR,
-        0–255), as ``transforms.camera`` applies them one frame at a time; the JPEG is
+        0–255), as ``transforms.apply_camera`` applies them one frame at a time; the JPEG is
         ``jpeg_roundtrip``'s emulation (no JPEG codec runs on the device)."""
         v = camera_values(draws["camera"])
 

@@ -43,7 +43,7 @@ def _colour_cast(image: np.ndarray, rng: np.random.Generator, strength: float) -
     return np.clip(image.astype(np.float32) * gains, 0, 255).astype(np.uint8)
 
 
-def camera(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def apply_camera(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """``--camera-augment``'s gamma, blur, noise and JPEG re-encoding (``CAMERA``'s
     recipe, ``rtseg.data.augment``), in that order, on a uint8 BGR image."""
     v = camera_values(rng.random(7))
@@ -114,7 +114,7 @@ class TrainTransform:
         if self.colour_cast > 0:
             image = _colour_cast(image, rng, self.colour_cast)
         if self.camera:
-            image = camera(image, rng)
+            image = apply_camera(image, rng)
         return to_tensors(image, label)
 
 
