@@ -85,7 +85,8 @@ def train_all(args) -> dict:
                           resume=(out / "train_state.pt").is_file(), seed=0,
                           workers=args.workers, data_on_device=True, val_every=args.val_every,
                           time_budget_s=budget, train_limit=args.train_limit,
-                          val_limit=args.val_limit, colour_cast=args.colour_cast)
+                          val_limit=args.val_limit, colour_cast=args.colour_cast,
+                          init=args.init)
         t0 = time.perf_counter()
         print(f"== {name}: budget {budget:.0f} s of training steps, batch {batch_sizes[name]}",
               flush=True)
@@ -167,6 +168,9 @@ def main() -> None:
     p.add_argument("--wall-limit", type=float, default=540.0,
                    help="seconds the whole run may take; model budgets shrink to fit")
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--init", type=Path,
+                   help="start every model from these weights (rtseg train --init), e.g. the "
+                        "light model: rtseg prune of the bundled weights, then --models unet_vgg16")
     p.add_argument("--val-every", type=int, default=10)
     p.add_argument("--workers", type=int, default=8)
     p.add_argument("--device", default="cuda")
