@@ -34,6 +34,9 @@ class RunConfig:
     alpha: float = 0.5  # weight of the class colours in the overlay
     max_frames: Optional[int] = None  # stop after reading this many frames
     batch: int = 1  # frames per inference call
+    # several sources: a batch not full this long after its first frame goes as it is
+    # (None: multirunner.DEFAULT_BATCH_TIMEOUT_MS); one source batches as before
+    batch_timeout_ms: Optional[float] = None
     queue_size: int = 2  # bound of the queues between stages, in batches (jitter absorbers)
     legend: bool = True
     hud: bool = True
@@ -50,6 +53,9 @@ class RunConfig:
             raise BadInput(f"--max-frames {self.max_frames} must be at least 1")
         if self.batch < 1 or self.queue_size < 1:
             raise BadInput("--batch and the queue size must be at least 1")
+        if self.batch_timeout_ms is not None and not 0 <= self.batch_timeout_ms < 1e6:
+            raise BadInput(f"--batch-timeout {self.batch_timeout_ms:g} must be 0 or more "
+                           "milliseconds (and under 1000000)")
         if self.smooth is not None and (isinstance(self.smooth, bool)
                                         or not isinstance(self.smooth, int)
                                         or not SMOOTH_MIN <= self.smooth <= SMOOTH_MAX):
