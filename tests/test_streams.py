@@ -276,3 +276,43 @@ def test_stream_names_are_stems_made_unique():
     assert stream_names(["a/front.mp4", "b/front.mp4", "frames/", "0",
                          "rtsp://user:pw@cam.local/live", "front.mp4"]) == \
         ["front", "front-2", "frames", "camera0", "live", "front-3"]
+
+
+def test_serve_shows_a_grid_a_route_per_stream_and_each_streams_numbers():
+    from rtseg.pipeline import LiveServer
+
+    from test_serve import Moving, Stream as Viewer, decode, request, stats, wait_until
+
+    sources = [Moving(size=(48, 64), period=0.01), Moving(size=(32, 40), period=0.01)]
+    plans = [StreamPlan("a", "front"), StreamPlan("b", "rear")]
+    with LiveServer(("127.0.0.1", 0)) as live:
+        pipeline = MultiPipeline(sources, plans, FakeBackend(), RunConfig(batch=2), server=live)
+        worker = threading.Thread(target=pipeline.run)
+        worker.start()
+        try:
+            status, _, page = request(live.port, "/")
+            assert status == 200 and b"stream/" in page and b"stats.json" in page
+            for route, size in (("/stream/0.mjpg", (48, 64)), ("/stream/1.mjpg", (32, 40)),
+                                ("/stream.mjpg", (48, 64))):
+                viewer = Viewer(live.port, route)
+                try:
+                    assert viewer.status == 200
+                    assert decode(viewer.frame()).shape[:2] == size
+                finally:
+                    viewer.close()
+            wait_until(lambda: request(live.port, "/snapshot/1.jpg")[0] == 200, what="a snapshot")
+            assert decode(request(live.port, "/snapshot/1.jpg")[2]).shape[:2] == (32, 40)
+            for missing in ("/stream/2.mjpg", "/stream/1.jpg", "/snapshot/x.jpg"):
+                assert request(live.port, missing)[0] == 404, missing
+            numbers = wait_until(lambda: (s := stats(live.port))["streams"][1]["frames"] and s,
+                                 what="frames of both streams")
+            assert [s["name"] for s in numbers["streams"]] == ["front", "rear"]
+            assert [s["route"] for s in numbers["streams"]] == ["/stream/0.mjpg",
+                                                                "/stream/1.mjpg"]
+            assert all(s["fps_now"] is not None for s in numbers["streams"])
+            assert numbers["state"] == "running" and len(numbers["source"]) == 2
+        finally:
+            pipeline.interrupt()
+            pipeline.interrupt()
+            worker.join(30)
+    assert not worker.is_alive()
