@@ -316,3 +316,27 @@ def test_serve_shows_a_grid_a_route_per_stream_and_each_streams_numbers():
             pipeline.interrupt()
             worker.join(30)
     assert not worker.is_alive()
+
+
+def test_bench_runs_n_copies_of_the_clip_against_the_engine_alone_at_batch_b(inputs):
+    from rtseg.bench import bench
+
+    result = bench(FakeBackend(), str(inputs[0]), [3], iters=2, warmup=0, streams=3,
+                   max_frames=6)
+    assert result["streams"] == 3 and result["pipeline_batch"] == 3
+    assert result["pipeline_frames"] == 18 and len(result["stream_fps"]) == 3
+    assert result["engine_fps"] == result["results"][0]["fps"] > 0
+    assert result["pipeline_ratio"] == pytest.approx(result["pipeline_fps"] / result["engine_fps"])
+    assert result["bound_by"] in {"capture", "preprocess", "infer", "overlay", "write"}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--streams", "2"], "--streams needs --source"),
+    (["--streams", "0", "--source", "{video}"], "--streams 0 must be at least 1"),
+    (["--streams", "2", "--source", "0"], "--streams needs --source to be a video file"),
+])
+def test_bench_streams_needs_a_clip(args, message, inputs, tmp_path, capfd):
+    args = [a.replace("{video}", str(inputs[0])) for a in args]
+    code = main(["bench", "--engine", str(tmp_path / "none.onnx"), *args])
+    err = capfd.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err
