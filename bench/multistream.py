@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -35,12 +36,13 @@ def main() -> None:
                    default=REPO / "bench" / "results" / "multistream_cpu.json")
     args = p.parse_args()
     clip = args.source or default_clip()
-    runs = {}
+    runs, load = {}, [os.getloadavg()[0]]  # other work on the machine skews both runs
     with open_engine(args.engine, args.device) as backend:
         for name, streams, batch in (("several", args.streams, args.batch), ("one", 1, 1)):
             runs[name] = bench(backend, str(clip), [batch], args.iters, rounds=args.rounds,
                                max_frames=args.max_frames, on_progress=print, streams=streams)
             print(to_markdown(runs[name]))
+    load.append(os.getloadavg()[0])
     several, one = runs["several"], runs["one"]
     report = {"command": "python bench/multistream.py " + " ".join(
                   f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
@@ -52,6 +54,7 @@ def main() -> None:
               "bound_by": several["bound_by"], "one_stream_fps": one["pipeline_fps"],
               "one_stream_engine_fps": one["engine_fps"], "one_stream_ratio": one["pipeline_ratio"],
               "gain": several["pipeline_fps"] / one["pipeline_fps"],
+              "load_average_1min": {"start": load[0], "end": load[1]},
               "runs": runs}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
