@@ -28,7 +28,7 @@ def main() -> None:
     p.add_argument("--source", type=Path, default=None, help="default: the dashcam clip")
     p.add_argument("--streams", type=int, default=4)
     p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--iters", type=int, default=20, help="engine-alone calls per round")
+    p.add_argument("--iters", type=int, default=20, help="timed engine-alone inferences per round")
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--max-frames", type=int, default=None, help="frames per stream")
     p.add_argument("--device", default="cpu")
