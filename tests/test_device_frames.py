@@ -58,3 +58,57 @@ def test_the_device_path_gives_the_pipelines_labels_and_overlay(dashcam_clip, en
     for g, w in zip(got, want):
         assert g.shape == w.shape and g.dtype == np.uint8
         assert np.abs(g.astype(int) - w).max() <= 1
+
+
+class Keeper:
+    """A sink that keeps every overlay and its labels, in order."""
+
+    def __init__(self):
+        self.items = []
+
+    def write(self, item):
+        self.items.append((item.frame.name, item.overlay.copy(), item.labels.copy()))
+
+    def close(self):
+        pass
+
+
+def test_rtseg_run_with_device_frames_equals_the_numpy_path(dashcam_clip, engine_path, tmp_path):
+    from rtseg.pipeline import Sink, run
+
+    Sink.register(Keeper)
+    kept = {}
+    with open_engine(engine_path, "cpu") as backend:
+        for on in (False, True):
+            kept[on] = Keeper()
+            result = run(str(dashcam_clip), backend, sinks=[kept[on]], max_frames=6, batch=4,
+                         hud=False, device_frames=on, masks=tmp_path / f"m{on}")
+            assert result["frames"] == 6
+        several = run([str(dashcam_clip)] * 2, backend, max_frames=3, batch=4, hud=False,
+                      device_frames=True, masks=tmp_path / "several")
+    assert [s["frames"] for s in several["streams"]] == [3, 3]
+    for (name, picture, labels), (name2, picture2, labels2) in zip(kept[False].items,
+                                                                   kept[True].items):
+        assert name == name2
+        np.testing.assert_array_equal(labels, labels2)
+        assert np.abs(picture.astype(int) - picture2).max() <= 1
+    for masks in (tmp_path / "mTrue", tmp_path / "several" / "solidWhiteRight-2"):
+        for path in sorted(masks.glob("*.png"))[:3]:
+            np.testing.assert_array_equal(cv2.imread(str(path), cv2.IMREAD_UNCHANGED),
+                                          cv2.imread(str(tmp_path / "mFalse" / path.name),
+                                                     cv2.IMREAD_UNCHANGED))
+
+
+def test_device_frames_need_a_pytorch_engine(tmp_path):
+    from helpers import FakeBackend
+
+    from rtseg.errors import BadInput
+    from rtseg.pipeline import run
+
+    video = tmp_path / "v.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"mp4v"), 25.0, (32, 24))
+    writer.write(np.zeros((24, 32, 3), np.uint8))
+    writer.release()
+    with pytest.raises(BadInput, match="--device-frames needs a PyTorch engine"):
+        run(str(video), FakeBackend(), device_frames=True, output=tmp_path / "o.mp4")
+    assert not (tmp_path / "o.mp4").exists()

@@ -157,6 +157,10 @@ def run_(
         None, metavar="K",
         help="Flicker filter: each pixel's label is the majority of the last K predictions "
              "aligned by optical flow (K from 3 to 15; any engine)."),
+    device_frames: bool = typer.Option(
+        False, "--device-frames",
+        help="PyTorch engines (.safetensors): upload each frame once and resize, segment, "
+             "colour and blend on the engine's device (CUDA: only the overlay comes back)."),
     serve_linger: Optional[float] = typer.Option(
         None, metavar="SECONDS",
         help="With --serve: once the source ends, keep showing the last frame and the final "
@@ -195,7 +199,7 @@ def run_(
             serve_linger=serve_linger, on_end=on_end, labels=labels, output=output,
             masks=masks, show=show, alpha=alpha, max_frames=max_frames, batch=batch,
             batch_timeout_ms=batch_timeout, fps=fps,
-            hud=hud, consistency=consistency, smooth=smooth)
+            hud=hud, consistency=consistency, smooth=smooth, device_frames=device_frames)
     finally:
         status.end()
     if result["interrupted"]:  # Ctrl-C: 130; SIGTERM: 143; SIGHUP: 129

@@ -45,6 +45,7 @@ class RunConfig:
     reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
     consistency: bool = False  # measure temporal consistency (TC) on its own thread
     smooth: Optional[int] = None  # flicker filter: majority of the last K flow-aligned labels
+    device_frames: bool = False  # resize, engine, colours and blend on the engine's device
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
@@ -62,6 +63,9 @@ class RunConfig:
             raise BadInput(f"--smooth {self.smooth} must be a whole number of frames from "
                            f"{SMOOTH_MIN} to {SMOOTH_MAX} (a majority of the last K; 2 cannot "
                            "outvote the current frame)")
+        if self.device_frames and (self.smooth or self.consistency):
+            raise BadInput("--device-frames does not go with --smooth or --consistency (their "
+                           "optical flow runs on the host)")
         if self.fps is not None and self.fps <= 0:
             raise BadInput(f"--fps {self.fps:g} must be positive")
 

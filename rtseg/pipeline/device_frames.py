@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from rtseg.imageops import nearest_index
+from rtseg.pipeline.frames import Batch, Frame
 
 COEF_BITS = 11  # OpenCV's INTER_RESIZE_COEF_BITS
 RING = 2  # pinned staging buffers per frame size: one filling while one is copied
@@ -136,6 +137,26 @@ class DeviceFrames:
         colours = self.lut[labels.long()][rows][:, cols]
         mixed = image.float() * (1.0 - self.alpha) + colours.float() * self.alpha
         return mixed.round_().clamp_(0, 255).to(torch.uint8)
+
+    # -- the pipeline's stages (--device-frames) ------------------------------------------
+    def batch(self, frames: Sequence[Frame], ended: Sequence[int] = ()) -> Batch:
+        """Preprocess: the frames uploaded, and resized on the device."""
+        with torch.inference_mode():
+            pairs = [self.prepare(f.image) for f in frames]
+        if not pairs:
+            return Batch(list(frames), None, ended=list(ended))
+        return Batch(list(frames), torch.stack([p[1] for p in pairs]), ended=list(ended),
+                     on_device=[p[0] for p in pairs])
+
+    def segment(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Infer: the engine on the device-resident inputs; labels stay there."""
+        with torch.inference_mode():
+            return self.backend.infer_torch(inputs)
+
+    def draw(self, batch: Batch, i: int) -> np.ndarray:
+        """Overlay: frame i's colours blended on the device; the finished picture comes back."""
+        with torch.inference_mode():
+            return self.overlay(batch.on_device[i], batch.labels[i]).cpu().numpy()
 
     # -- the whole path ---------------------------------------------------------------------
     def run(self, images: Sequence[np.ndarray], want_labels: bool = False

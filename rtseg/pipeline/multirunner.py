@@ -30,7 +30,8 @@ from rtseg.pipeline.config import RunConfig
 from rtseg.pipeline.frames import Batch, Rendered
 from rtseg.pipeline.overlay import Overlay
 from rtseg.pipeline.queues import END, Stopped, drain, put, stage_queues
-from rtseg.pipeline.runner import MessageCallback, Pipeline, StatusCallback
+from rtseg.pipeline.runner import (MessageCallback, Pipeline, StatusCallback, check_device,
+                                   on_device)
 from rtseg.pipeline.serve import LiveServer
 from rtseg.pipeline.sinks import MaskSink, VideoSink, WindowSink, close_all
 from rtseg.pipeline.sources import Source
@@ -78,10 +79,14 @@ class MultiPipeline(Pipeline):
                  on_message: MessageCallback | None = None,
                  server: Optional[LiveServer] = None):
         self.config = config = config or RunConfig()
-        if config.consistency or config.smooth:
+        try:
+            if config.consistency or config.smooth:
+                raise BadInput("--consistency and --smooth follow one clip: give one --source")
+            check_device(backend, config)
+        except BadInput:
             for source in sources:
                 source.close()
-            raise BadInput("--consistency and --smooth follow one clip: give one --source")
+            raise
         self.backend = backend
         self.on_status, self.on_message = on_status, on_message or (lambda _m: None)
         self.stats = RunStats()
@@ -114,6 +119,7 @@ class MultiPipeline(Pipeline):
         meta = backend.metadata
         self.overlay = Overlay(meta.palette, meta.class_names, config.alpha, config.legend,
                                config.hud)
+        self.device = on_device(backend, self.overlay, config)
         if server is not None:
             server.watch(self)
 
@@ -150,7 +156,9 @@ class MultiPipeline(Pipeline):
                                              self.timeout_ms / 1000.0, stop, self.ready),
                                work=self._preprocess, out=outlet("batches")),
             "infer": dict(items=queue_items(q["batches"], stop),
-                          work=_skip_empty(infer(self.backend)), out=outlet("labels")),
+                          work=_skip_empty(infer(self.backend, call=self.device and
+                                                 self.device.segment)),
+                          out=outlet("labels")),
             "overlay": dict(items=queue_items(q["labels"], stop), work=self._render,
                             out=outlet("rendered")),
             "write": dict(items=chain.from_iterable(queue_items(q["rendered"], stop)),
@@ -208,6 +216,8 @@ class MultiPipeline(Pipeline):
 
     # -- the work of the shared stages -------------------------------------------------------
     def _preprocess(self, got: Gathered) -> Batch:
+        if self.device is not None:
+            return self.device.batch(got.frames, got.ended)
         size = self.backend.input_size
         inputs = (np.stack([resize_frame(f.image, size) for f in got.frames])
                   if got.frames else None)
@@ -217,10 +227,14 @@ class MultiPipeline(Pipeline):
         """The batch's frames, each rendered with its stream's HUD and scored with its
         stream's labels, then an end marker for each stream that ended before it."""
         out: list = []
-        for frame, labels in zip(batch.frames, batch.labels if batch.frames else ()):
+        for i, (frame, labels) in enumerate(zip(batch.frames,
+                                                batch.labels if batch.frames else ())):
             stream = self.streams[frame.stream]
             text = hud_line(stream, self.stats) if self.overlay.show_hud else ""
-            item = Rendered(frame, self.overlay.render(frame.image, labels, text), labels)
+            picture = (self.overlay.decorate(self.device.draw(batch, i), text)
+                       if self.device is not None
+                       else self.overlay.render(frame.image, labels, text))
+            item = Rendered(frame, picture, labels)
             if stream.scorer is not None:
                 stream.scorer(frame.path, item.labels)
             out.append(item)
