@@ -210,7 +210,7 @@ def machine(device: str) -> dict:
 def bench(backend: Backend, source: str | Path | None = None, batches: Sequence[int] = (1,),
           iters: int = 20, warmup: int = 3, rounds: int = 1, max_frames: Optional[int] = None,
           output: Path | str | None = None, on_progress: Progress | None = None,
-          streams: Optional[int] = None) -> dict:
+          streams: Optional[int] = None, run_options: Optional[dict] = None) -> dict:
     """Benchmark ``backend``: the bench JSON of the contract, plus details.
 
     ``batches``: batch sizes for the engine alone (reported in ascending order); the first
@@ -222,6 +222,7 @@ def bench(backend: Backend, source: str | Path | None = None, batches: Sequence[
     ``streams``: the pipeline plays that many copies of ``source`` at once, batched together
     (``rtseg run --source S --source S ...``); ``pipeline_fps`` is then every stream's
     frames together, ``stream_fps`` each stream's, ``max_frames`` per stream.
+    ``run_options``: more of ``rtseg run``'s settings for the pipeline (``device_frames``).
     """
     batches = list(batches)
     validate(batches, iters, warmup, rounds, max_frames, streams, source)
@@ -253,14 +254,15 @@ def bench(backend: Backend, source: str | Path | None = None, batches: Sequence[
     if source is not None:
         result.update(_pipeline_rounds(backend, str(source), pool, by_batch[pipeline_batch],
                                        pipeline_batch, iters, rounds, max_frames, output, say,
-                                       streams or 1))
+                                       streams or 1, run_options or {}))
     result["machine"] = machine(backend.device)
     return result
 
 
 def _pipeline_rounds(backend: Backend, source: str, pool: np.ndarray, first_alone: dict,
                      batch: int, iters: int, rounds: int, max_frames: Optional[int],
-                     output: Path | str | None, say: Progress, streams: int = 1) -> dict:
+                     output: Path | str | None, say: Progress, streams: int = 1,
+                     options: Optional[dict] = None) -> dict:
     """Alternate the pipeline and the engine alone; medians, and the middle round's stages."""
     done = []
     for r in range(rounds):
@@ -273,11 +275,12 @@ def _pipeline_rounds(backend: Backend, source: str, pool: np.ndarray, first_alon
         say(f"round {r + 1}/{rounds}: pipeline on {copies}{redact(source)}, batch {batch}")
         if streams > 1:  # files only (validate): each stream opens its own copy
             out = run([source] * streams, backend, batch=batch, max_frames=max_frames,
-                      output=output)
+                      output=output, **(options or {}))
         else:
             src = open_source(source, on_message=say)  # the pipeline owns and closes it
             limit = LIVE_FRAMES if max_frames is None and src.live else max_frames
-            out = run(src, backend, batch=batch, max_frames=limit, output=output)
+            out = run(src, backend, batch=batch, max_frames=limit, output=output,
+                      **(options or {}))
         if out["interrupted"]:  # Ctrl-C: a partial run is no measurement
             raise KeyboardInterrupt
         if out["frames"] == 0:

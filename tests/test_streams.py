@@ -340,3 +340,21 @@ def test_bench_streams_needs_a_clip(args, message, inputs, tmp_path, capfd):
     code = main(["bench", "--engine", str(tmp_path / "none.onnx"), *args])
     err = capfd.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and message in err[0], err
+
+
+@pytest.mark.slow
+def test_gpu_multistream_dry_run_writes_every_row(dashcam_clip, tmp_path):
+    """bench/gpu_multistream.py on the CPU (tiny model): every code path the GPU run takes."""
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(repo), os.environ.get("PYTHONPATH")) if p)}
+    proc = subprocess.run([sys.executable, "bench/gpu_multistream.py", "--dry-run", "--source",
+                           str(dashcam_clip), "--out", str(tmp_path / "gms")], cwd=repo,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    report = json.loads((tmp_path / "gms.json").read_text())
+    rows = [(r["streams"], r["device_frames"], r["video"]) for r in report["rows"]]
+    assert rows == [(1, True, False), (2, True, False), (1, False, False), (2, False, False),
+                    (2, True, True)]
+    assert all(r["pipeline_fps"] > 0 and r["bound_by"] for r in report["rows"])
+    assert "| model | 2 | 2 | yes | mp4 |" in (tmp_path / "gms.md").read_text()
