@@ -4,7 +4,8 @@ labels, upsampling the colours and blending them over the frame all run there; o
 finished overlay comes back, and the labels when a sink or live mIoU needs them.
 
 On CUDA the uploads go through pinned host buffers (a ring of two per frame size, so a copy
-overlaps the work on the previous one). The same code runs on the CPU, where the tests hold
+overlaps the work on the previous one), and the engine replays a CUDA graph captured for
+each batch shape (up to MAX_GRAPHS; eager, after one warning line, where capture fails). The same code runs on the CPU, where the tests hold
 it to the numpy path of the pipeline (``imageops.resize_frame``, ``Backend.infer``,
 ``Overlay.render``): the same labels, the overlay within 1 LSB.
 
@@ -18,7 +19,7 @@ enlarging. Imports torch: not imported by ``rtseg.pipeline`` itself.
 from __future__ import annotations
 
 import functools
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ from rtseg.pipeline.frames import Batch, Frame
 
 COEF_BITS = 11  # OpenCV's INTER_RESIZE_COEF_BITS
 RING = 2  # pinned staging buffers per frame size: one filling while one is copied
+MAX_GRAPHS = 4  # batch shapes captured as CUDA graphs (each holds its own memory); then eager
 
 
 @functools.lru_cache(maxsize=64)
@@ -63,8 +65,10 @@ class DeviceFrames:
     >>> overlays, labels = path.run([frame_a, frame_b], want_labels=True)
     """
 
-    def __init__(self, backend, lut: np.ndarray, alpha: float):
+    def __init__(self, backend, lut: np.ndarray, alpha: float,
+                 on_message: Optional[Callable[[str], None]] = None, graphs: bool = True):
         self.backend = backend
+        self.on_message = on_message or (lambda _m: None)
         self.device = torch.device(getattr(backend, "torch_device", "cpu"))
         self.cuda = self.device.type == "cuda"
         self.input_size = tuple(backend.input_size)
@@ -73,6 +77,8 @@ class DeviceFrames:
         self._staging: dict[tuple, list] = {}
         self._turn: dict[tuple, int] = {}
         self._tables: dict[tuple, tuple] = {}
+        self.graphs = graphs and self.cuda  # False once a capture failed
+        self._graphs: dict[tuple, tuple] = {}  # batch shape → (static input, replay, output)
 
     # -- up ---------------------------------------------------------------------------------
     def upload(self, image: np.ndarray) -> torch.Tensor:
@@ -149,9 +155,41 @@ class DeviceFrames:
                      on_device=[p[0] for p in pairs])
 
     def segment(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Infer: the engine on the device-resident inputs; labels stay there."""
+        """Infer: the engine on the device-resident inputs; labels stay there. On CUDA a
+        batch shape seen before replays its captured graph."""
         with torch.inference_mode():
-            return self.backend.infer_torch(inputs)
+            key = tuple(inputs.shape)
+            if not self.graphs or (key not in self._graphs and len(self._graphs) >= MAX_GRAPHS):
+                return self.backend.infer_torch(inputs)
+            if key not in self._graphs:
+                try:
+                    self._graphs[key] = self._capture(inputs)
+                except Exception as exc:  # noqa: BLE001 — eager is always right
+                    self.graphs = False
+                    self._graphs.clear()
+                    self.on_message(f"warning: CUDA graph capture failed ({type(exc).__name__}:"
+                                    f" {exc}); the engine runs eagerly")
+                    return self.backend.infer_torch(inputs)
+            static, replay, out = self._graphs[key]
+            static.copy_(inputs)
+            replay()
+            return out.clone()  # the next replay overwrites ``out`` while these are drawn
+
+    def _capture(self, inputs: torch.Tensor) -> tuple:
+        """The engine on a batch of ``inputs``' shape, captured in a CUDA graph (after warm-up
+        calls on a side stream: cuDNN's choices and allocations stay outside the graph)."""
+        static = inputs.clone()
+        net = self.backend.infer_torch
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(3):
+                net(static)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = net(static)
+        return static, graph.replay, out
 
     def draw(self, batch: Batch, i: int) -> np.ndarray:
         """Overlay: frame i's colours blended on the device; the finished picture comes back."""

@@ -119,7 +119,7 @@ class MultiPipeline(Pipeline):
         meta = backend.metadata
         self.overlay = Overlay(meta.palette, meta.class_names, config.alpha, config.legend,
                                config.hud)
-        self.device = on_device(backend, self.overlay, config)
+        self.device = on_device(backend, self.overlay, config, self.on_message)
         if server is not None:
             server.watch(self)
 

@@ -84,7 +84,7 @@ class Pipeline:
         self.smoother = FlowSmoother(config.smooth) if config.smooth else None
         self.overlay = Overlay(meta.palette, meta.class_names, config.alpha, config.legend,
                                config.hud)
-        self.device = on_device(backend, self.overlay, config)
+        self.device = on_device(backend, self.overlay, config, self.on_message)
         if server is not None:
             server.watch(self)
 
@@ -348,11 +348,12 @@ def check_device(backend: Backend, config: RunConfig) -> None:
                        f"on {backend.name}")
 
 
-def on_device(backend: Backend, overlay: Overlay, config: RunConfig):
+def on_device(backend: Backend, overlay: Overlay, config: RunConfig,
+              on_message: Optional[MessageCallback] = None):
     """The device path (``rtseg.pipeline.device_frames``, which imports torch) when the config
     asks for it (see :func:`check_device`), else None."""
     if not config.device_frames:
         return None
     from rtseg.pipeline.device_frames import DeviceFrames
 
-    return DeviceFrames(backend, overlay.lut, overlay.alpha)
+    return DeviceFrames(backend, overlay.lut, overlay.alpha, on_message)
