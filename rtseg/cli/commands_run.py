@@ -189,7 +189,11 @@ def run_(
         """The run's outputs are written: the summary, before a --serve page lingers."""
         status.end()
         print_summary(result)
-        print_written([("overlay video", output), ("masks", masks), ("run JSON", json_path)])
+        streams = result.get("streams") or ()
+        print_written([(f"overlay video ({s['name']})", s["output"]) for s in streams]
+                      + [(f"masks ({s['name']})", s["masks"]) for s in streams]
+                      + ([] if streams else [("overlay video", output), ("masks", masks)])
+                      + [("run JSON", json_path)])
 
     try:
         result = pipeline.run(
