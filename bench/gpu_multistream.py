@@ -18,7 +18,6 @@ As of this writing it has run only on the CPU (``--dry-run``), not yet on a GPU.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path

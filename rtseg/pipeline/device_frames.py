@@ -5,9 +5,10 @@ finished overlay comes back, and the labels when a sink or live mIoU needs them.
 
 On CUDA the uploads go through pinned host buffers (a ring of two per frame size, so a copy
 overlaps the work on the previous one), and the engine replays a CUDA graph captured for
-each batch shape (up to MAX_GRAPHS; eager, after one warning line, where capture fails). The same code runs on the CPU, where the tests hold
-it to the numpy path of the pipeline (``imageops.resize_frame``, ``Backend.infer``,
-``Overlay.render``): the same labels, the overlay within 1 LSB.
+each batch shape (up to MAX_GRAPHS; eager, after one warning line, where capture fails). The
+same code runs on the CPU, where the tests hold it to the numpy path of the pipeline
+(``imageops.resize_frame``, ``Backend.infer``, ``Overlay.render``): the same labels, the
+overlay within 1 LSB.
 
 The resize is OpenCV's ``INTER_LINEAR`` for uint8, bit for bit: the same 11-bit fixed-point
 coefficients, the horizontal pass in integers, the vertical pass as OpenCV's vector code does

@@ -48,9 +48,9 @@ def run(source: str | Path | Source, engine: Backend | str | Path | None = None,
     ``source``: a path, camera index, URL or a Source; or a list of paths, camera indices
     and URLs: several streams in one run (:class:`~rtseg.pipeline.multirunner.MultiPipeline`;
     ``labels`` then a list, ``output``/``masks`` a ``{stream}`` pattern or a directory, see
-    :mod:`~rtseg.pipeline.streams`; ``sinks`` are for one source only). ``engine``: a loaded Backend, or an
-    engine file (opened on ``device`` in ``precision`` and closed afterwards; None: the
-    bundled model). ``options`` are RunConfig's fields (``output``, ``masks``, ``labels``,
+    :mod:`~rtseg.pipeline.streams`; ``sinks`` are for one source only). ``engine``: a
+    loaded Backend, or an engine file (opened on ``device`` in ``precision`` and closed
+    afterwards; None: the bundled model). ``options`` are RunConfig's fields (``output``, ``masks``, ``labels``,
     ``alpha``, ``max_frames``, ``batch``, ``consistency``, ``smooth``, …). Everything is
     checked (BadInput, naming the flag) before the engine or the source is opened.
 

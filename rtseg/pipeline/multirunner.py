@@ -33,7 +33,7 @@ from rtseg.pipeline.queues import END, Stopped, drain, put, stage_queues
 from rtseg.pipeline.runner import (MessageCallback, Pipeline, StatusCallback, check_device,
                                    on_device)
 from rtseg.pipeline.serve import LiveServer
-from rtseg.pipeline.sinks import MaskSink, VideoSink, WindowSink, close_all
+from rtseg.pipeline.sinks import MaskSink, VideoSink, WindowSink
 from rtseg.pipeline.sources import Source
 from rtseg.pipeline.stages import (Outlet, capture, frame_numbers, infer, one, queue_items,
                                    run_stage)
