@@ -166,7 +166,7 @@ def test_a_stalled_stream_holds_the_others_back_by_the_timeout_at_most():
     # Waiting for a batch of 8 would hold each frame back for up to 0.7 s; the timeout sends
     # what there is 30 ms after the first frame.
     assert healthy["latency_ms"]["p99"] < 400
-    assert max(shape[0] for shape, *_ in backend.calls) <= 2
+    assert max(shape[0] for shape, *_ in backend.calls) < 8  # never waited for a full batch
 
 
 def test_the_batcher_serves_streams_round_robin_in_each_streams_order():
