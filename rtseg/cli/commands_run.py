@@ -108,13 +108,13 @@ def format_tc(result: dict) -> str:
 @app.command("run")
 def run_(
     source: List[str] = typer.Option(
-        ..., help="Video file, directory of frames (file-name order), camera index (0), or "
+        ..., metavar="SRC", help="Video file, directory of frames (file-name order), camera index (0), or "
                   "rtsp:// / http(s):// URL. Repeat for several streams in one run (batched "
                   "together; see --batch, --batch-timeout)."),
     engine: Optional[Path] = typer.Option(
         None, help=".safetensors, .onnx, .plan or .engine (default: the model in engines/)."),
     labels: Optional[List[Path]] = typer.Option(
-        None, help="Label PNGs matched to frames by file name: live mIoU (frame directories). "
+        None, metavar="DIR", help="Label PNGs matched to frames by file name: live mIoU (frame directories). "
                    "Several sources: once per source, or once per frame directory, in order."),
     output: Optional[Path] = typer.Option(
         None, help="Write the overlay video here (mp4). Several sources: a pattern with "
