@@ -61,8 +61,17 @@ def parse_batches(text: str) -> list[int]:
 
 
 def validate(batches: Sequence[int], iters: int, warmup: int = 0, rounds: int = 1,
-             max_frames: Optional[int] = None) -> None:
+             max_frames: Optional[int] = None, streams: Optional[int] = None,
+             source: str | Path | None = None) -> None:
     """BadInput, naming the flag, for settings a benchmark cannot run with."""
+    if streams is not None:
+        if streams < 1:
+            raise BadInput(f"--streams {streams} must be at least 1")
+        if source is None:
+            raise BadInput("--streams needs --source (a clip each stream plays a copy of)")
+        if not Path(str(source)).exists():  # a camera or a stream cannot be opened N times
+            raise BadInput(f"--streams needs --source to be a video file or a frame "
+                           f"directory; {redact(str(source))} is not one here")
     if not batches:
         raise BadInput("--batch needs at least one batch size, e.g. 1,4")
     bad = [b for b in batches if b < 1]
@@ -200,7 +209,8 @@ def machine(device: str) -> dict:
 
 def bench(backend: Backend, source: str | Path | None = None, batches: Sequence[int] = (1,),
           iters: int = 20, warmup: int = 3, rounds: int = 1, max_frames: Optional[int] = None,
-          output: Path | str | None = None, on_progress: Progress | None = None) -> dict:
+          output: Path | str | None = None, on_progress: Progress | None = None,
+          streams: Optional[int] = None, run_options: Optional[dict] = None) -> dict:
     """Benchmark ``backend``: the bench JSON of the contract, plus details.
 
     ``batches``: batch sizes for the engine alone (reported in ascending order); the first
@@ -209,9 +219,13 @@ def bench(backend: Backend, source: str | Path | None = None, batches: Sequence[
     over it (``max_frames`` frames at most; a live source stops after LIVE_FRAMES by default),
     ``rounds`` times alternating with the engine alone at the pipeline batch; ``output``: an
     overlay mp4 the pipeline also writes (as ``rtseg run --output``; no sink by default).
+    ``streams``: the pipeline plays that many copies of ``source`` at once, batched together
+    (``rtseg run --source S --source S ...``); ``pipeline_fps`` is then every stream's
+    frames together, ``stream_fps`` each stream's, ``max_frames`` per stream.
+    ``run_options``: more of ``rtseg run``'s settings for the pipeline (``device_frames``).
     """
     batches = list(batches)
-    validate(batches, iters, warmup, rounds, max_frames)
+    validate(batches, iters, warmup, rounds, max_frames, streams, source)
     say = on_progress or (lambda _m: None)
     pipeline_batch, sizes = batches[0], sorted(set(batches))
     size = backend.input_size
@@ -235,16 +249,20 @@ def bench(backend: Backend, source: str | Path | None = None, batches: Sequence[
               "source": None if source is None else redact(str(source)),
               "inputs": "source frames" if source is not None else "random uint8",
               "frames": len(pool), "iters": iters, "warmup": warmup}
+    if streams is not None:
+        result["streams"] = streams
     if source is not None:
         result.update(_pipeline_rounds(backend, str(source), pool, by_batch[pipeline_batch],
-                                       pipeline_batch, iters, rounds, max_frames, output, say))
+                                       pipeline_batch, iters, rounds, max_frames, output, say,
+                                       streams or 1, run_options or {}))
     result["machine"] = machine(backend.device)
     return result
 
 
 def _pipeline_rounds(backend: Backend, source: str, pool: np.ndarray, first_alone: dict,
                      batch: int, iters: int, rounds: int, max_frames: Optional[int],
-                     output: Path | str | None, say: Progress) -> dict:
+                     output: Path | str | None, say: Progress, streams: int = 1,
+                     options: Optional[dict] = None) -> dict:
     """Alternate the pipeline and the engine alone; medians, and the middle round's stages."""
     done = []
     for r in range(rounds):
@@ -253,17 +271,25 @@ def _pipeline_rounds(backend: Backend, source: str, pool: np.ndarray, first_alon
         else:
             say(f"round {r + 1}/{rounds}: engine alone, batch {batch}")
             alone = on_worker(lambda: time_engine(backend, pool, batch, iters))
-        say(f"round {r + 1}/{rounds}: pipeline on {redact(source)}, batch {batch}")
-        src = open_source(source, on_message=say)  # the pipeline owns and closes it
-        limit = LIVE_FRAMES if max_frames is None and src.live else max_frames
-        out = run(src, backend, batch=batch, max_frames=limit, output=output)
+        copies = f"{streams} streams of " if streams > 1 else ""
+        say(f"round {r + 1}/{rounds}: pipeline on {copies}{redact(source)}, batch {batch}")
+        if streams > 1:  # files only (validate): each stream opens its own copy
+            out = run([source] * streams, backend, batch=batch, max_frames=max_frames,
+                      output=output, **(options or {}))
+        else:
+            src = open_source(source, on_message=say)  # the pipeline owns and closes it
+            limit = LIVE_FRAMES if max_frames is None and src.live else max_frames
+            out = run(src, backend, batch=batch, max_frames=limit, output=output,
+                      **(options or {}))
         if out["interrupted"]:  # Ctrl-C: a partial run is no measurement
             raise KeyboardInterrupt
         if out["frames"] == 0:
             raise BadInput(f"--source {redact(source)}: the pipeline read no frames")
         done.append({"engine_fps": alone["fps"], "pipeline_fps": out["fps"],
                      "ratio": out["fps"] / alone["fps"], "stage_ms": out["stage_ms"],
-                     "latency_ms": out["latency_ms"], "frames": out["frames"]})
+                     "latency_ms": out["latency_ms"], "frames": out["frames"],
+                     **({"stream_fps": [st["fps"] for st in out["streams"]]}
+                        if "streams" in out else {})})
     engine_fps = float(np.median([d["engine_fps"] for d in done]))
     pipeline_fps = float(np.median([d["pipeline_fps"] for d in done]))
     middle = sorted(done, key=lambda d: d["ratio"])[len(done) // 2]
@@ -272,6 +298,8 @@ def _pipeline_rounds(backend: Backend, source: str, pool: np.ndarray, first_alon
              "pipeline_ratio": pipeline_fps / engine_fps, "stage_ms": stage_ms,
              "pipeline_latency_ms": middle["latency_ms"], "pipeline_frames": middle["frames"],
              "bound_by": bound_by(stage_ms), "rounds": done}
+    if "stream_fps" in middle:
+        extra["stream_fps"] = middle["stream_fps"]
     if backend.device == "cpu":
         cores = os.cpu_count() or 1
         torch = sys.modules.get("torch")
@@ -291,12 +319,16 @@ def to_markdown(result: dict) -> str:
         lat = r["latency_ms"]
         lines.append(f"| {r['batch']} | {r['fps']:.2f} | {lat['p50']:.2f} | {lat['p99']:.2f} |")
     if result.get("pipeline_fps") is not None:
-        lines += ["", (f"Pipeline on `{result['source']}`, batch {result['pipeline_batch']}, "
-                       f"{result['pipeline_frames']} frames:"), "",
+        copies = (f"{result['streams']} streams of " if result.get("streams", 1) > 1 else "")
+        lines += ["", (f"Pipeline on {copies}`{result['source']}`, batch "
+                       f"{result['pipeline_batch']}, {result['pipeline_frames']} frames:"), "",
                   "| | value |", "|---|---:|",
                   f"| engine FPS (alone) | {result['engine_fps']:.2f} |",
                   f"| pipeline FPS | {result['pipeline_fps']:.2f} |",
                   f"| pipeline ratio | {result['pipeline_ratio']:.3f} |"]
+        if result.get("stream_fps"):
+            lines.append("| FPS per stream | " + ", ".join(f"{v:.2f}" for v in
+                                                       result["stream_fps"]) + " |")
         lines += [f"| {stage} ms/frame | {'-' if v is None else f'{v:.2f}'} |"
                   for stage, v in result["stage_ms"].items()]
         lines.append(f"| bound by | {result['bound_by']} |")

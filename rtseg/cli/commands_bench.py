@@ -36,13 +36,16 @@ def print_table(result: dict) -> None:
     console.print(table)
     if result["pipeline_fps"] is None:
         return
+    copies = f"{result['streams']} streams of " if result.get("streams", 1) > 1 else ""
     console.print(f"pipeline vs engine alone: batch {result['pipeline_batch']}, "
-                  f"{result['pipeline_frames']} frames of {result['source']}")
+                  f"{result['pipeline_frames']} frames of {copies}{result['source']}")
     pipe = Table(show_header=False)
     pipe.add_column(style="bold")
     pipe.add_column(justify="right")
     pipe.add_row("engine FPS", f"{result['engine_fps']:.2f}")
     pipe.add_row("pipeline FPS", f"{result['pipeline_fps']:.2f}")
+    if result.get("stream_fps"):
+        pipe.add_row("FPS per stream", ", ".join(f"{v:.2f}" for v in result["stream_fps"]))
     pipe.add_row("ratio", f"{result['pipeline_ratio']:.3f}")
     for stage, v in result["stage_ms"].items():
         pipe.add_row(f"{stage} ms/frame", ms(v))
@@ -59,6 +62,10 @@ def bench_(
                    "frame directory, camera index, URL); random frames without it."),
     batch: str = typer.Option("1", help="Batch sizes, comma-separated; the first one is the "
                                         "pipeline's."),
+    streams: Optional[int] = typer.Option(
+        None, metavar="N", help="Run N copies of --source (a file or frame directory) through "
+                                "the pipeline at once, batched together, as rtseg run does "
+                                "with N --source: aggregate and per-stream FPS."),
     iters: int = typer.Option(20, help="Timed inference calls per batch size."),
     warmup: int = typer.Option(3, help="Untimed calls before each batch size."),
     rounds: int = typer.Option(1, help="Pipeline / engine-alone rounds (medians reported)."),
@@ -93,6 +100,7 @@ def bench_(
       3. rtseg bench --source camvid/val --iters 50 --markdown bench.md
       4. rtseg bench --compare unet_r50.onnx segnet_r50.onnx --data-root camvid --plot fps.png
       5. rtseg bench --compare m_fp32.onnx m_fp16.onnx --data-root camvid   (fp16 vs fp32)
+      6. rtseg bench --source drive.mp4 --streams 4 --batch 4   (4 cameras, one engine)
     """
     from rtseg.bench import parse_batches, validate
 
@@ -109,7 +117,7 @@ def bench_(
         if value is not None:
             raise BadInput(f"{flag} belongs to --compare (rtseg bench --compare ENGINE... "
                            "--data-root DIR)")
-    validate(batches, iters, warmup, rounds, max_frames)
+    validate(batches, iters, warmup, rounds, max_frames, streams, source)
     if source is not None:
         from rtseg.pipeline.sources import check_source
 
@@ -125,7 +133,7 @@ def bench_(
 
     with open_engine(engine, device.value, precision.value) as backend:
         result = bench(backend, source, batches, iters, warmup, rounds, max_frames,
-                       on_progress=log)
+                       on_progress=log, streams=streams)
     result = {"engine": str(engine), **result}
     if json_path:
         write_json(json_path, result)

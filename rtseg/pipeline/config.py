@@ -34,6 +34,9 @@ class RunConfig:
     alpha: float = 0.5  # weight of the class colours in the overlay
     max_frames: Optional[int] = None  # stop after reading this many frames
     batch: int = 1  # frames per inference call
+    # several sources: a batch not full this long after its first frame goes as it is
+    # (None: multirunner.DEFAULT_BATCH_TIMEOUT_MS); one source batches as before
+    batch_timeout_ms: Optional[float] = None
     queue_size: int = 2  # bound of the queues between stages, in batches (jitter absorbers)
     legend: bool = True
     hud: bool = True
@@ -42,6 +45,7 @@ class RunConfig:
     reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
     consistency: bool = False  # measure temporal consistency (TC) on its own thread
     smooth: Optional[int] = None  # flicker filter: majority of the last K flow-aligned labels
+    device_frames: bool = False  # resize, engine, colours and blend on the engine's device
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
@@ -50,12 +54,18 @@ class RunConfig:
             raise BadInput(f"--max-frames {self.max_frames} must be at least 1")
         if self.batch < 1 or self.queue_size < 1:
             raise BadInput("--batch and the queue size must be at least 1")
+        if self.batch_timeout_ms is not None and not 0 <= self.batch_timeout_ms < 1e6:
+            raise BadInput(f"--batch-timeout {self.batch_timeout_ms:g} must be 0 or more "
+                           "milliseconds (and under 1000000)")
         if self.smooth is not None and (isinstance(self.smooth, bool)
                                         or not isinstance(self.smooth, int)
                                         or not SMOOTH_MIN <= self.smooth <= SMOOTH_MAX):
             raise BadInput(f"--smooth {self.smooth} must be a whole number of frames from "
                            f"{SMOOTH_MIN} to {SMOOTH_MAX} (a majority of the last K; 2 cannot "
                            "outvote the current frame)")
+        if self.device_frames and (self.smooth or self.consistency):
+            raise BadInput("--device-frames does not go with --smooth or --consistency (their "
+                           "optical flow runs on the host)")
         if self.fps is not None and self.fps <= 0:
             raise BadInput(f"--fps {self.fps:g} must be positive")
 

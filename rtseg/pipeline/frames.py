@@ -3,7 +3,7 @@ its way through preprocess and inference, and a :class:`Rendered` frame ready fo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -21,6 +21,7 @@ class Frame:
     image: np.ndarray  # uint8 [H, W, 3] BGR, as decoded
     t_capture: float  # time.perf_counter() when the frame was read
     path: Optional[Path] = None  # the frame's file, for directory sources
+    stream: int = 0  # which source it came from, in ``--source`` order (several sources)
 
 
 @dataclass
@@ -30,6 +31,8 @@ class Batch:
     frames: list[Frame]
     inputs: Optional[np.ndarray]  # uint8 [N, h, w, 3] at the engine's input size
     labels: Optional[np.ndarray] = None  # uint8 [N, h, w] once inferred
+    ended: list[int] = field(default_factory=list)  # streams whose last frame came before
+    on_device: Optional[list] = None  # --device-frames: each frame on the engine's device
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -45,12 +48,15 @@ class Rendered:
 
     frame: Frame
     overlay: np.ndarray
-    net_labels: np.ndarray  # at the engine's input size
+    net_labels: np.ndarray  # at the engine's input size (--device-frames: still there)
     full_labels: Optional[np.ndarray] = None
 
     @property
     def labels(self) -> np.ndarray:
         """Class ids at the frame's size (nearest-neighbour upsampling of ``net_labels``)."""
         if self.full_labels is None:
-            self.full_labels = resize_nearest(self.net_labels, self.frame.image.shape[:2])
+            net = self.net_labels
+            if not isinstance(net, np.ndarray):  # a device tensor: fetched only when asked
+                net = self.net_labels = net.cpu().numpy()
+            self.full_labels = resize_nearest(net, self.frame.image.shape[:2])
         return self.full_labels

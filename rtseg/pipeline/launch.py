@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -22,10 +24,12 @@ from rtseg.errors import BadInput, RtsegError
 from rtseg.files import write_json
 from rtseg.pipeline.config import RunConfig, check_run, check_serve
 from rtseg.pipeline.consistency import check_sequence
+from rtseg.pipeline.multirunner import MultiPipeline
 from rtseg.pipeline.runner import MessageCallback, Pipeline, StatusCallback
 from rtseg.pipeline.serve import LiveServer
 from rtseg.pipeline.sinks import Sink
 from rtseg.pipeline.sources import Source, open_source
+from rtseg.pipeline.streams import StreamPlan, plan_streams
 from rtseg.redact import redact
 from rtseg.signals import forward_sigint, forward_stop_signals, signal_name
 
@@ -41,9 +45,12 @@ def run(source: str | Path | Source, engine: Backend | str | Path | None = None,
         on_end: Optional[Callable[[dict], None]] = None, **options) -> dict:
     """The Python face of ``rtseg run``: segment ``source`` with ``engine``; the run JSON.
 
-    ``source``: a path, camera index, URL or a Source. ``engine``: a loaded Backend, or an
-    engine file (opened on ``device`` in ``precision`` and closed afterwards; None: the
-    bundled model). ``options`` are RunConfig's fields (``output``, ``masks``, ``labels``,
+    ``source``: a path, camera index, URL or a Source; or a list of paths, camera indices
+    and URLs: several streams in one run (:class:`~rtseg.pipeline.multirunner.MultiPipeline`;
+    ``labels`` then a list, ``output``/``masks`` a ``{stream}`` pattern or a directory, see
+    :mod:`~rtseg.pipeline.streams`; ``sinks`` are for one source only). ``engine``: a
+    loaded Backend, or an engine file (opened on ``device`` in ``precision`` and closed
+    afterwards; None: the bundled model). ``options`` are RunConfig's fields (``output``, ``masks``, ``labels``,
     ``alpha``, ``max_frames``, ``batch``, ``consistency``, ``smooth``, …). Everything is
     checked (BadInput, naming the flag) before the engine or the source is opened.
 
@@ -61,6 +68,10 @@ def run(source: str | Path | Source, engine: Backend | str | Path | None = None,
 
     >>> run("drive.mp4", "engines/default.safetensors", output="overlay.mp4")["fps"]
     """
+    source, labels = one_or_several(source, options.pop("labels", None))
+    several = isinstance(source, list)
+    if not several:
+        options["labels"] = labels
     for key in ("labels", "output", "masks"):
         if options.get(key) is not None:
             options[key] = Path(options[key])
@@ -68,12 +79,16 @@ def run(source: str | Path | Source, engine: Backend | str | Path | None = None,
     given_source = source if isinstance(source, Source) else None
     try:
         config = RunConfig(**options)
-        check_run(source, config, json_path, serving=serve is not None or server is not None)
+        serving = serve is not None or server is not None
+        if several:
+            plans = check_streams(source, labels, config, json_path, serving)
+        else:
+            check_run(source, config, json_path, serving=serving)
         check_serve(serve, serve_token, serve_linger)
         if serve is not None and server is not None:
             raise BadInput("give serve (an address to open a page on) or server (a page "
                            "already open), not both")
-        if config.consistency:
+        if config.consistency and not several:
             check_sequence(source)  # before the engine loads
         picked = None
         if engine is None:
@@ -89,8 +104,12 @@ def run(source: str | Path | Source, engine: Backend | str | Path | None = None,
     if picked is not None:
         say(picked)
     with own if own is not None else contextlib.nullcontext():
-        result = _run_once(source, engine, device, precision, config, sinks, on_status, say,
-                           server or own, json_path)
+        page = server or own
+        if several:
+            make = partial(_open_streams, plans, config, on_status, page)
+        else:
+            make = partial(_open_one, source, config, sinks, on_status, page)
+        result = _run_once(make, engine, device, precision, page, json_path, say)
         warn_flow(result, say)
         if on_end is not None:
             on_end(result)
@@ -106,11 +125,69 @@ def _redacting(on_message: MessageCallback | None) -> MessageCallback:
     return lambda text: on_message(redact(text))
 
 
-def _run_once(source: str | Path | Source, engine: Backend | str | Path, device: str,
-              precision: str, config: RunConfig, sinks: Sequence[Sink],
-              on_status: StatusCallback | None, say: MessageCallback,
-              server: Optional[LiveServer], json_path: Optional[Path]) -> dict:
-    """Open the engine and the source, run with the stop signals forwarded, write the JSON."""
+def one_or_several(source, labels) -> tuple:
+    """``(source, labels)`` for one source (a list of one is one), or ``(list of sources,
+    list of label directories)`` for several; BadInput for several ``labels`` with one
+    source."""
+    if not isinstance(source, (list, tuple)):
+        return source, labels
+    sources = list(source)
+    if not sources:
+        raise BadInput("--source is missing: give at least one")
+    given = [] if labels is None else (list(labels) if isinstance(labels, (list, tuple))
+                                       else [labels])
+    if len(sources) > 1:
+        return sources, [Path(p) for p in given]
+    if len(given) > 1:
+        raise BadInput(f"--labels is given {len(given)} times for 1 source: give it once")
+    return sources[0], (given[0] if given else None)
+
+
+def check_streams(sources: Sequence[str | Path], labels: Sequence[Path], config: RunConfig,
+                  json_path: Optional[Path], serving: bool) -> list[StreamPlan]:
+    """The cheap checks of a run over several sources (see :func:`check_run`); their plans."""
+    if config.consistency or config.smooth:
+        raise BadInput("--consistency and --smooth follow one clip: give one --source")
+    if any(isinstance(s, Source) for s in sources):
+        raise BadInput("several sources are given as paths, camera indices or URLs")
+    plans = plan_streams(sources, labels, config.output, config.masks)
+    for plan in plans:
+        check_run(plan.spec, replace(config, labels=plan.labels, output=None, masks=None),
+                  json_path, serving=serving)
+    return plans
+
+
+def _open_one(source: str | Path | Source, config: RunConfig, sinks: Sequence[Sink],
+              on_status: StatusCallback | None, server: Optional[LiveServer],
+              backend: Backend, say: MessageCallback) -> Pipeline:
+    """The pipeline of a run over one source (opened here unless it is a Source)."""
+    if not isinstance(source, Source):
+        source = open_source(source, config.fps, config.reconnect, say)
+    return Pipeline(source, backend, config, sinks, on_status, say, server)
+
+
+def _open_streams(plans: Sequence[StreamPlan], config: RunConfig,
+                  on_status: StatusCallback | None, server: Optional[LiveServer],
+                  backend: Backend, say: MessageCallback) -> Pipeline:
+    """The pipeline of a run over several sources, each opened here in order (those opened
+    are closed again if one cannot be)."""
+    sources: list[Source] = []
+    try:
+        for plan in plans:
+            sources.append(open_source(plan.spec, config.fps, config.reconnect, say))
+    except BaseException:
+        for source in sources:
+            source.close()
+        raise
+    return MultiPipeline(sources, plans, backend, config, on_status, say, server)
+
+
+def _run_once(make: Callable[[Backend, MessageCallback], Pipeline],
+              engine: Backend | str | Path, device: str, precision: str,
+              server: Optional[LiveServer], json_path: Optional[Path], say: MessageCallback
+              ) -> dict:
+    """Open the engine and the sources (``make``: the pipeline, given the engine), run with
+    the stop signals forwarded, write the JSON."""
     pipeline, stops, forwarded = None, [], []
 
     def forward() -> None:
@@ -136,11 +213,9 @@ def _run_once(source: str | Path | Source, engine: Backend | str | Path, device:
         # From here until the JSON is written, a stop signal asks the pipeline to finish
         # instead of raising: at any moment it still leaves the video finalised and the JSON
         # written (one that comes while the source opens stops the run at its start).
-        if not isinstance(source, Source):
-            source = open_source(source, config.fps, config.reconnect, say)
         if server is not None:
             server.describe(**head)
-        pipeline = Pipeline(source, backend, config, sinks, on_status, say, server)
+        pipeline = make(backend, say)
         forward()
         try:
             result = {**head, **pipeline.run(), "cpu": cpu_info()}

@@ -68,7 +68,11 @@ class Overlay:
         # Colouring at network size then resizing nearest gives exactly the colours of the
         # full-size label map, at a fraction of the cost.
         colours = resize_nearest(colorize(labels, self.lut), (h, w))
-        out = blend(image, colours, self.alpha)
+        return self.decorate(blend(image, colours, self.alpha), hud)
+
+    def decorate(self, out: np.ndarray, hud: str = "") -> np.ndarray:
+        """The legend and the HUD drawn onto the blended frame ``out`` (in place; returned)."""
+        h, w = out.shape[:2]
         if self.show_legend:
             legend = self._legend_patch(h, w)
             if legend is not None:

@@ -63,6 +63,11 @@ class Pipeline:
                  on_message: MessageCallback | None = None,
                  server: Optional[LiveServer] = None):
         self.config = config = config or RunConfig()
+        try:
+            check_device(backend, config)
+        except BadInput:
+            source.close()
+            raise
         self.source, self.backend = source, backend
         self.on_status, self.on_message = on_status, on_message or (lambda _m: None)
         self.stats = RunStats()
@@ -79,6 +84,7 @@ class Pipeline:
         self.smoother = FlowSmoother(config.smooth) if config.smooth else None
         self.overlay = Overlay(meta.palette, meta.class_names, config.alpha, config.legend,
                                config.hud)
+        self.device = on_device(backend, self.overlay, config, self.on_message)
         if server is not None:
             server.watch(self)
 
@@ -125,18 +131,22 @@ class Pipeline:
         def outlet(name: str, latest: bool = False) -> Outlet:
             return Outlet(q[name], name, stop, stats, latest)
 
+        device = self.device
         return {
             "capture": dict(items=frame_numbers(self.stop_capture, stats, self.config.max_frames),
                             work=capture(self.source, self.stop_capture, stats),
                             out=outlet("capture", latest=live), count=one),
             "preprocess": dict(items=gather(q["capture"], stop, self.config.batch, live),
-                               work=preprocess(self.backend.input_size), out=outlet("batches")),
+                               work=device.batch if device else preprocess(
+                                   self.backend.input_size),
+                               out=outlet("batches")),
             "infer": dict(items=queue_items(q["batches"], stop),
-                          work=infer(self.backend, keep_inputs=bool(self.monitor or self.smoother)),
+                          work=infer(self.backend, keep_inputs=bool(self.monitor or self.smoother),
+                                     call=device.segment if device else None),
                           out=outlet("labels")),
             "overlay": dict(items=queue_items(q["labels"], stop),
                             work=render(self.overlay, stats, self.scorer, self.smoother,
-                                        self.monitor),
+                                        self.monitor, blended=device.draw if device else None),
                             out=outlet("rendered")),
             "write": dict(items=chain.from_iterable(queue_items(q["rendered"], stop)),
                           work=write(self.sinks, self.stop_capture), out=Written(stats),
@@ -329,3 +339,21 @@ class Pipeline:
                    queue_bounds={k: q.maxsize for k, q in self.queues.items()}, error=None)
         return out
 
+
+def check_device(backend: Backend, config: RunConfig) -> None:
+    """BadInput when ``--device-frames`` is asked of an engine that cannot take device
+    tensors (only the PyTorch backend can)."""
+    if config.device_frames and not hasattr(backend, "infer_torch"):
+        raise BadInput(f"--device-frames needs a PyTorch engine (.safetensors); this one runs "
+                       f"on {backend.name}")
+
+
+def on_device(backend: Backend, overlay: Overlay, config: RunConfig,
+              on_message: Optional[MessageCallback] = None):
+    """The device path (``rtseg.pipeline.device_frames``, which imports torch) when the config
+    asks for it (see :func:`check_device`), else None."""
+    if not config.device_frames:
+        return None
+    from rtseg.pipeline.device_frames import DeviceFrames
+
+    return DeviceFrames(backend, overlay.lut, overlay.alpha, on_message)

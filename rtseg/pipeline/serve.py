@@ -5,6 +5,10 @@ Routes, GET or HEAD, none reading a path from the request or a file from disk:
 ``/snapshot.jpg`` the newest frame · ``/stats.json`` the run JSON's keys, live, plus
 ``state``, ``fps_now``, ``latency_ms_now``, ``queues``, ``classes``, ``viewers``,
 ``frame_size``, ``jpeg_encodes``, ``serve_cpu_s`` and ``history`` (the chart's last minute).
+With several sources ``/`` is a grid of every stream, ``/stream/N.mjpg`` and
+``/snapshot/N.jpg`` stream N's frames (N from 0, in ``--source`` order; ``/stream.mjpg`` is
+stream 0's), and ``/stats.json``'s ``streams`` has each stream's numbers, ``fps_now`` and
+``route``.
 
 This module holds what the page shows (:class:`LiveServer`: the address, the numbers, the
 life cycle); ``serve_http`` the HTTP side, ``liveframe`` the frame hand-off. It never
@@ -36,6 +40,7 @@ from rtseg.errors import BadInput
 from rtseg.files import json_safe
 from rtseg.pipeline.liveframe import FrameSlot, ServeSink
 from rtseg.pipeline.serve_http import HEAD_TIMEOUT_S, SEND_TIMEOUT_S, bind
+from rtseg.pipeline.serve_page import GRID_PAGE, PAGE
 from rtseg.pipeline.stats import RunStats
 from rtseg.redact import public_path
 
@@ -154,6 +159,7 @@ class LiveServer:
         self.viewers = 0
         self.cpu_seconds = 0.0  # CPU time of every request, streams (and their JPEGs) included
         self._viewer_lock = threading.Lock()
+        self.slots: dict[int, tuple[str, FrameSlot]] = {}  # several sources: each stream's
         self._pipeline: Optional[WatchedRun] = None
         self._extra: dict = {}
         self._history: deque = deque(maxlen=HISTORY[0])
@@ -185,6 +191,27 @@ class LiveServer:
         """The sink that feeds the page (Pipeline adds it when given ``server=``)."""
         return ServeSink(self.slot)
 
+    def stream_sink(self, number: int, name: str) -> ServeSink:
+        """The sink of stream ``number`` of a run over several sources (MultiPipeline adds
+        one per stream): its frames are ``/stream/NUMBER.mjpg`` (stream 0's also
+        ``/stream.mjpg``), and ``/`` becomes a grid of every stream."""
+        slot = self.slot if number == 0 else FrameSlot()
+        with self._stats_lock:
+            self.slots[number] = (name, slot)
+        return ServeSink(slot)
+
+    def slot_for(self, number: int) -> Optional[FrameSlot]:
+        """Stream ``number``'s frames (0: the only stream of a one-source run); None if no
+        such stream."""
+        if number == 0:
+            return self.slot
+        got = self.slots.get(number)
+        return None if got is None else got[1]
+
+    def page(self) -> bytes:
+        """``/``: the one-stream page, or the grid of every stream of a several-source run."""
+        return GRID_PAGE if len(self.slots) > 1 else PAGE
+
     def watch(self, pipeline: WatchedRun) -> None:
         """Take the live numbers from ``pipeline`` (a Pipeline given this server calls it)."""
         with self._stats_lock:
@@ -199,9 +226,11 @@ class LiveServer:
 
     def state(self) -> str:
         """``starting`` (no frame yet), ``running`` or ``ended`` (the last frame stays)."""
-        if self._pipeline is None or self.slot.frames == 0 and not self.slot.ended:
+        slots = [slot for _name, slot in self.slots.values()] or [self.slot]
+        if self._pipeline is None or (not any(s.frames for s in slots)
+                                      and not all(s.ended for s in slots)):
             return "starting"
-        return "ended" if self.slot.ended else "running"
+        return "ended" if all(s.ended for s in slots) else "running"
 
     def stats(self) -> dict:
         """What ``/stats.json`` serves (computed now)."""
@@ -214,6 +243,8 @@ class LiveServer:
                 value = out.get(key)
                 out[key] = ([public_path(v) for v in value] if isinstance(value, list)
                             else public_path(value))
+            if isinstance(out.get("streams"), list):
+                out["streams"] = self._stream_stats(pipeline, out["streams"])
             meta = pipeline.backend.metadata
             out.update(fps_now=pipeline.stats.recent_fps(),
                        latency_ms_now=pipeline.stats.recent_latency_ms(),
@@ -226,6 +257,21 @@ class LiveServer:
                    serve_cpu_s=self.cpu_seconds,
                    history={key: [s[i] for s in samples]
                             for i, key in enumerate(("t", "fps", "latency_ms"))})
+        return out
+
+    def _stream_stats(self, pipeline: WatchedRun, streams: list[dict]) -> list[dict]:
+        """Each stream's numbers as the page shows them: paths made public, its FPS now, its
+        route and its frame size."""
+        live = getattr(pipeline, "streams", [])
+        out = []
+        for i, stream in enumerate(streams):
+            stream = {**stream, **{k: public_path(stream.get(k))
+                                   for k in ("source", "output", "masks")}}
+            slot = self.slot_for(i)
+            size = slot.size if slot is not None else None
+            stream.update(route=f"/stream/{i}.mjpg", frame_size=list(size) if size else None,
+                          fps_now=live[i].stats.recent_fps() if i < len(live) else None)
+            out.append(stream)
         return out
 
     def stats_body(self) -> bytes:
@@ -277,6 +323,8 @@ class LiveServer:
             return
         self._closed.set()
         self.slot.close()
+        for _name, slot in list(self.slots.values()):
+            slot.close()
         if self._threads:
             self._httpd.shutdown()
         self._httpd.drop_connections()

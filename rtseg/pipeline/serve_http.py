@@ -17,6 +17,7 @@ connection closed; the stream refused to a page of another site (``Sec-Fetch-Sit
 from __future__ import annotations
 
 import errno
+import re
 import socket
 import socketserver
 import sys
@@ -29,7 +30,6 @@ from urllib.parse import urlsplit
 
 from rtseg.errors import BadInput
 from rtseg.pipeline.liveframe import FrameSlot
-from rtseg.pipeline.serve_page import PAGE
 from rtseg.redact import redact
 
 EXTRA_CONNECTIONS = 16  # page loads and stats polls beside the streams, once their head is in
@@ -41,6 +41,8 @@ MAX_LINE, MAX_HEAD = 8192, 32768  # bytes of the request line, of the whole head
 BACKLOG = 128  # connections the kernel queues before accept (the standard library's is 5)
 BOUNDARY = b"rtsegframe"
 ROUTES = ("/", "/stats.json", "/snapshot.jpg", "/stream.mjpg")
+# several sources: /stream/N.mjpg and /snapshot/N.jpg, N a stream number (decimal digits only)
+STREAM_ROUTE = re.compile(r"/(stream|snapshot)/([0-9]{1,4})\.(mjpg|jpg)")
 
 
 class LivePage(Protocol):
@@ -64,6 +66,12 @@ class LivePage(Protocol):
 
     def stats_body(self) -> bytes:
         """``/stats.json``."""
+
+    def slot_for(self, number: int) -> Optional[FrameSlot]:
+        """Stream ``number``'s frames; None if there is no such stream."""
+
+    def page(self) -> bytes:
+        """``/``."""
 
     def viewer_enter(self) -> bool:
         """Take a viewer slot; False when all are taken."""
@@ -277,16 +285,22 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route(self, live: LivePage, path: str) -> None:
         if path == "/":
-            return self._reply(200, PAGE, "text/html; charset=utf-8")
+            return self._reply(200, live.page(), "text/html; charset=utf-8")
         if path == "/stats.json":
             return self._reply(200, live.stats_body(), "application/json")
-        if path == "/snapshot.jpg":
-            got = live.slot.next_jpeg(0, timeout=0)
+        slot, kind = live.slot, path
+        numbered = STREAM_ROUTE.fullmatch(path)
+        if numbered and (numbered[1] == "stream") == (numbered[3] == "mjpg"):
+            slot, kind = live.slot_for(int(numbered[2])), f"/{numbered[1]}"
+        if slot is None:
+            return self._reply(404, b"no such stream\n", "text/plain")
+        if kind in ("/snapshot.jpg", "/snapshot"):
+            got = slot.next_jpeg(0, timeout=0)
             if got is None:
                 return self._reply(503, b"no frame yet\n", "text/plain", {"Retry-After": "1"})
             return self._reply(200, got[1], "image/jpeg")
-        if path == "/stream.mjpg":
-            return self._stream(live)
+        if kind in ("/stream.mjpg", "/stream"):
+            return self._stream(live, slot)
         return self._reply(404, b"not found\n", "text/plain")
 
     def _headers(self, content_type: str, extra: dict) -> None:
@@ -314,7 +328,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         self._reply(code, body, "text/plain", {"Connection": "close", **(extra or {})})
 
-    def _stream(self, live: LivePage) -> None:
+    def _stream(self, live: LivePage, slot: FrameSlot) -> None:
         """The newest frame each time one is sent; the last again every HEARTBEAT_S when
         none comes (so a dead viewer is noticed); gone on a send error or SEND_TIMEOUT_S."""
         if self.head:  # what a GET would start with; no frames, no viewer slot
@@ -333,9 +347,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(b"--" + BOUNDARY + b"\r\n")
             sent = 0
-            while not live.slot.closed:
-                got = live.slot.next_jpeg(sent, HEARTBEAT_S) or live.slot.cached()
-                if got is None or live.slot.closed:
+            while not slot.closed:
+                got = slot.next_jpeg(sent, HEARTBEAT_S) or slot.cached()
+                if got is None or slot.closed:
                     continue
                 seq, jpeg = got
                 # Each part ends with the next boundary, so a browser shows it at once.

@@ -2,6 +2,8 @@
 fonts from elsewhere: edge boxes are often offline). It shows ``/stream.mjpg`` and polls
 ``/stats.json`` every 400 ms; every text it shows from the server goes through
 ``textContent``, never parsed as HTML. A token in the page's query is passed on to both.
+With several sources ``/`` is GRID_PAGE instead: a tile per stream (``/stream/N.mjpg`` and
+that stream's numbers from ``/stats.json``).
 """
 
 PAGE = r"""<!doctype html>
@@ -211,6 +213,92 @@ async function poll() {
   setTimeout(poll, 400);
 }
 startVideo();
+poll();
+</script>
+</body></html>
+""".encode()
+
+# ``/`` of a run over several sources: one tile per stream (its MJPEG route and its numbers),
+# the run's totals above. The same rules as PAGE: self-contained, server text as textContent.
+GRID_PAGE = r"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>rtseg live: streams</title>
+<style>
+body { margin:0; background:#111418; color:#e6e9ee;
+       font:14px/1.35 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }
+header { display:flex; gap:14px; align-items:baseline; padding:10px 16px;
+         border-bottom:1px solid #2c333d; flex-wrap:wrap; }
+header h1 { font-size:17px; margin:0; }
+#state { padding:2px 8px; border-radius:10px; background:#333; font-weight:600; }
+#state.running { background:#1f6f47; } #state.ended { background:#7a5b12; }
+#state.disconnected { background:#8a2331; }
+#total { color:#8b95a3; font-variant-numeric:tabular-nums; }
+#grid { display:grid; grid-template-columns:repeat(auto-fill, minmax(360px, 1fr)); gap:12px;
+        padding:12px; }
+.tile { background:#1b2027; border:1px solid #2c333d; border-radius:6px; overflow:hidden; }
+.tile img { display:block; width:100%; height:auto; background:#000; min-height:80px; }
+.tile .cap { padding:6px 10px; display:flex; justify-content:space-between; gap:8px; }
+.tile .name { font-weight:600; overflow:hidden; text-overflow:ellipsis; white-space:nowrap; }
+.tile .nums { color:#8b95a3; font-variant-numeric:tabular-nums; white-space:nowrap; }
+.tile .err { color:#f0a0a8; padding:0 10px 6px; }
+</style></head>
+<body>
+<header><h1>rtseg live</h1><span id="state">connecting</span><span id="total"></span></header>
+<div id="grid"></div>
+<script>
+"use strict";
+const token = new URLSearchParams(location.search).get("token");
+const withToken = (path) => token ? path + "?token=" + encodeURIComponent(token) : path;
+const $ = (id) => document.getElementById(id);
+const fmt = (v, d = 1) => (v === null || v === undefined) ? "–" : Number(v).toFixed(d);
+const tiles = [];
+
+function tile(i) {
+  if (tiles[i]) return tiles[i];
+  const t = document.createElement("div"); t.className = "tile";
+  const img = document.createElement("img"); img.alt = "stream " + i;
+  const start = () => { img.src = withToken("stream/" + i + ".mjpg") + (token ? "&" : "?") +
+                                   "t=" + Date.now(); };
+  img.addEventListener("error", () => setTimeout(start, 3000));
+  const cap = document.createElement("div"); cap.className = "cap";
+  const name = document.createElement("span"); name.className = "name";
+  const nums = document.createElement("span"); nums.className = "nums";
+  const err = document.createElement("div"); err.className = "err";
+  cap.append(name, nums); t.append(img, cap, err); $("grid").appendChild(t);
+  start();
+  return tiles[i] = {name, nums, err};
+}
+
+function render(s) {
+  $("state").textContent = s.state; $("state").className = s.state;
+  const ms = s.stage_ms || {};
+  $("total").textContent = (s.streams || []).length + " streams · " +
+      fmt(s.state === "ended" ? s.fps : s.fps_now) + " FPS in all · " + (s.frames ?? "–") +
+      " frames · infer " + fmt(ms.infer) + " ms/frame · " + (s.backend || "") + " · batch " +
+      (s.batch ?? "–") + (s.engine ? " · " + s.engine : "");
+  (s.streams || []).forEach((st, i) => {
+    const t = tile(i);
+    t.name.textContent = st.name + " · " + (st.source || "");
+    const lat = st.latency_ms || {};
+    t.nums.textContent = fmt(s.state === "ended" ? st.fps : st.fps_now) + " FPS · " +
+        st.frames + " frames · drop " + st.dropped + " · p50 " + fmt(lat.p50, 0) + " ms" +
+        (st.miou === null || st.miou === undefined ? "" : " · mIoU " + fmt(st.miou, 3));
+    t.err.textContent = st.error ? "failed: " + st.error
+        : (st.ended_by && st.ended_by !== "running" ? "ended: " + st.ended_by : "");
+  });
+}
+
+async function poll() {
+  try {
+    const r = await fetch(withToken("stats.json"), {cache: "no-store"});
+    if (!r.ok) throw new Error(r.status);
+    render(await r.json());
+  } catch (e) {
+    $("state").textContent = "disconnected"; $("state").className = "disconnected";
+  }
+  setTimeout(poll, 500);
+}
 poll();
 </script>
 </body></html>

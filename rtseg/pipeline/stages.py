@@ -166,13 +166,17 @@ def preprocess(input_size: tuple[int, int]) -> Work:
     return resize
 
 
-def infer(backend: Backend, keep_inputs: bool = False) -> Work:
+def infer(backend: Backend, keep_inputs: bool = False,
+          call: Optional[Callable[[Any], Any]] = None) -> Work:
     """Infer: a :class:`Batch` → the same batch with the engine's ``labels`` (inputs freed,
-    unless ``keep_inputs``: the flicker filter and TC compute their flow on them)."""
+    unless ``keep_inputs``: the flicker filter and TC compute their flow on them). ``call``
+    runs the engine instead of ``backend.infer`` (``--device-frames``: on device tensors)."""
+    call = call or backend.infer
+
     def segment(batch: Batch) -> Batch:
-        labels = backend.infer(batch.inputs)
+        labels = call(batch.inputs)
         n, (h, w) = len(batch), backend.input_size
-        if labels.shape != (n, h, w):
+        if tuple(labels.shape) != (n, h, w):
             raise RuntimeError(f"engine returned labels of shape {labels.shape}, "
                                f"expected {(n, h, w)}")
         batch.labels = labels
@@ -185,13 +189,15 @@ def infer(backend: Backend, keep_inputs: bool = False) -> Work:
 def render(overlay: Overlay, stats: RunStats,
            score: Optional[Callable[[Optional[Path], np.ndarray], None]] = None,
            smooth: Optional[FlowSmoother] = None,
-           watch: Optional[ConsistencyMonitor] = None) -> Work:
+           watch: Optional[ConsistencyMonitor] = None,
+           blended: Optional[Callable[[Batch, int], np.ndarray]] = None) -> Work:
     """Overlay: a labelled :class:`Batch` → its :class:`Rendered` frames (the HUD shows
     ``stats``); each frame's path and full-size labels go to ``score`` when given.
 
     ``smooth`` filters each frame's labels first (``--smooth``: what is shown, saved and
     scored); ``watch`` is offered the labels for TC (``--consistency``; never waits). Both
-    need the batch's inputs (``infer(keep_inputs=True)``)."""
+    need the batch's inputs (``infer(keep_inputs=True)``). ``blended(batch, i)``: frame i's
+    blended overlay made elsewhere (``--device-frames``), legend and HUD then drawn here."""
     def draw(batch: Batch) -> list[Rendered]:
         text = hud_text(stats, watch.latest if watch else None) if overlay.show_hud else ""
         rendered = []
@@ -200,7 +206,9 @@ def render(overlay: Overlay, stats: RunStats,
                 labels = smooth(batch.inputs[i], labels)
             if watch is not None:
                 watch.offer(frame.index, batch.inputs[i], labels)
-            item = Rendered(frame, overlay.render(frame.image, labels, text), labels)
+            picture = (overlay.decorate(blended(batch, i), text) if blended is not None
+                       else overlay.render(frame.image, labels, text))
+            item = Rendered(frame, picture, labels)
             if score is not None:
                 score(frame.path, item.labels)
             rendered.append(item)
