@@ -9,7 +9,8 @@ before and after them.
 
     python bench/cpu_forms.py --out bench/results/cpu_forms_avx512_vnni
     # PyTorch limited to AVX2 (ONNX Runtime has no such switch: its forms are skipped)
-    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python bench/cpu_forms.py --torch-only \\
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 \\
+        python bench/cpu_forms.py --torch-only \\
         --out bench/results/cpu_forms_torch_avx2
 
 A form is ``LABEL=FILE[@PRECISION]``: a deploy graph (.onnx, ONNX Runtime) or weights
@@ -42,7 +43,7 @@ DEFAULT_FORMS = [
     f"light fp32 (ONNX Runtime)={ENGINES / 'light' / 'unet_vgg16_light_camvid_fp32.onnx'}",
     f"light fp32 (PyTorch)={ENGINES / 'light' / 'unet_vgg16_light_camvid.safetensors'}@fp32",
 ]
-ISA_LIMITS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
+ISA_LIMITS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
 
 
 def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
