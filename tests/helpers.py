@@ -3,6 +3,7 @@ folder on the import path)."""
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import os
 import re
@@ -20,6 +21,7 @@ from rtseg.backends import Backend
 from rtseg.data import get_spec
 from rtseg.data.classes import engine_metadata
 from rtseg.metadata import EngineMetadata
+from rtseg.pipeline.sources import Source, VideoFileSource
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -227,3 +229,20 @@ def stop_with(proc: subprocess.Popen, signum: int, seen: list, timeout: float = 
     finally:
         killer.cancel()
     return "".join(seen) + rest
+
+
+class BreakingSource(Source):
+    """A video file whose reads raise after ``frames`` frames (a camera driver failing)."""
+
+    def __init__(self, clip: Path, frames: int):
+        self.video, self.left = VideoFileSource(clip), frames
+        self.fps, self.size, self.description = self.video.fps, self.video.size, str(clip)
+
+    def read(self, stop):
+        if self.left == 0:
+            raise OSError(errno.EIO, "VIDIOC_DQBUF: Input/output error")
+        self.left -= 1
+        return self.video.read(stop)
+
+    def close(self):
+        self.video.close()

@@ -39,9 +39,9 @@ from rtseg.backends.torch_backend import TorchBackend
 from rtseg.cli import main
 from rtseg.pipeline import sinks
 from rtseg.pipeline.sinks import VideoSink
-from rtseg.pipeline.sources import LiveSource, ReconnectPolicy, Source, VideoFileSource
+from rtseg.pipeline.sources import LiveSource, ReconnectPolicy
 
-from helpers import bench_script, decoded_frames, signal_after_line
+from helpers import BreakingSource, bench_script, decoded_frames, signal_after_line
 
 REPO = Path(__file__).resolve().parents[1]
 CONTRACT_KEYS = {"frames", "seconds", "fps", "dropped", "backend", "miou", "stage_ms",
@@ -123,23 +123,6 @@ def test_stream_lost_mid_run_is_a_clean_end(dashcam_clip, engine_path, tmp_path,
     assert_video_holds(out, result["frames"])
     assert sum("reconnecting" in line for line in err) == 5
     assert not any(line.startswith("error:") for line in err)
-
-
-class BreakingSource(Source):
-    """A video file whose reads raise after ``frames`` frames (a camera driver failing)."""
-
-    def __init__(self, clip: Path, frames: int):
-        self.video, self.left = VideoFileSource(clip), frames
-        self.fps, self.size, self.description = self.video.fps, self.video.size, str(clip)
-
-    def read(self, stop):
-        if self.left == 0:
-            raise OSError(errno.EIO, "VIDIOC_DQBUF: Input/output error")
-        self.left -= 1
-        return self.video.read(stop)
-
-    def close(self):
-        self.video.close()
 
 
 @pytest.mark.slow

@@ -10,16 +10,8 @@ import torch
 from rtseg.cli import main
 from rtseg.models import load_checkpoint, read_checkpoint_metadata
 from rtseg.models.flops import count_flops
+from test_folder_data import cli as _cli
 from test_folder_data import three_class_data
-
-
-def _cli(argv, capfd):
-    capfd.readouterr()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        code = main([str(a) for a in argv])
-    out, err = capfd.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

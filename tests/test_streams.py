@@ -6,7 +6,6 @@ fake engine (labels from the pixels), except the Ctrl-C test, which runs the rea
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import signal
@@ -28,10 +27,10 @@ from rtseg.pipeline.batcher import Batcher
 from rtseg.pipeline.frames import Frame
 from rtseg.pipeline.multirunner import MultiPipeline
 from rtseg.pipeline.queues import END
-from rtseg.pipeline.sources import VideoFileSource, open_source
+from rtseg.pipeline.sources import open_source
 from rtseg.pipeline.streams import StreamPlan, stream_names
 
-from helpers import FakeBackend, decoded_frames
+from helpers import BreakingSource, FakeBackend, decoded_frames
 
 pytestmark = pytest.mark.usefixtures("no_thread_outlives_a_test")
 
@@ -66,23 +65,6 @@ def masks_of(directory: Path) -> dict[str, np.ndarray]:
     """The class-id PNGs a run wrote, by file name."""
     return {p.name: cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
             for p in sorted(directory.glob("*.png"))}
-
-
-class BreakingSource(Source):
-    """A video whose reads raise after ``frames`` frames (a camera driver failing)."""
-
-    def __init__(self, path: Path, frames: int):
-        self.video, self.left = VideoFileSource(path), frames
-        self.fps, self.size, self.description = self.video.fps, self.video.size, str(path)
-
-    def read(self, stop):
-        if self.left == 0:
-            raise OSError(errno.EIO, "VIDIOC_DQBUF: Input/output error")
-        self.left -= 1
-        return self.video.read(stop)
-
-    def close(self):
-        self.video.close()
 
 
 @pytest.fixture()
