@@ -80,6 +80,12 @@ def test_a_pruned_checkpoint_fine_tunes_with_init_and_stays_narrow(trained, tmp_
     net = load_checkpoint(tuned)[0].net
     assert net.encoder.conv1.weight.shape[0] == load_checkpoint(slim)[0].net.encoder.conv1.weight.shape[0]
 
+    # Resumed without --init, the full-width network cannot take the pruned state: one line.
+    code, _, err = _cli(["train", "--model", "unet_resnet18", "--resume", "--dataset", "folder",
+                         "--data-root", trained / "data", "--epochs", "2", "--batch-size", "2",
+                         "--workers", "0", "--device", "cpu", "--out", tmp_path / "ft"], capfd)
+    assert code == 2 and "--init" in err and len(err.strip().splitlines()) == 1, err
+
 
 @pytest.mark.parametrize("case", ["segnet", "ratio", "init_other_model", "init_missing",
                                   "twice"])

@@ -99,6 +99,7 @@ def test_each_stream_equals_its_source_alone_and_a_failing_one_stops_no_other(
     assert (front["frames"], side["frames"], rear["frames"]) == (14, 9, 5)
     assert front["error"] is side["error"] is None and "Input/output" in rear["error"]
     assert result["frames"] == 28 and "stream rear" in result["error"]
+    assert result["ended_by"] == "stream rear failed"
     for name, written in (("front", 14), ("side", 9), ("rear", 5)):
         got = masks_of(tmp_path / "m" / name)
         want = dict(list(alone[name].items())[:written])

@@ -188,7 +188,9 @@ class DeviceFrames:
                 net(static)
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # thread_local: the preprocess and overlay threads keep uploading and copying while
+        # this thread captures; the default ("global") would fail their CUDA calls meanwhile.
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             out = net(static)
         return static, graph.replay, out
 

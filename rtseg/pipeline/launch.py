@@ -130,7 +130,7 @@ def one_or_several(source, labels) -> tuple:
     list of label directories)`` for several; BadInput for several ``labels`` with one
     source."""
     if not isinstance(source, (list, tuple)):
-        return source, labels
+        source = [source]
     sources = list(source)
     if not sources:
         raise BadInput("--source is missing: give at least one")

@@ -289,7 +289,7 @@ class MultiPipeline(Pipeline):
             if len(failed) > 1 else ""
         error = StageError(f"stream {first.name} ({redact(first.source.description)}) failed: "
                            f"{describe(first.error)}{more}")
-        error.result = {**result, "error": str(error)}
+        error.result = {**result, "error": str(error), "ended_by": f"stream {first.name} failed"}
         raise error from first.error
 
     def result(self) -> dict:

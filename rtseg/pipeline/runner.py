@@ -18,6 +18,7 @@ sinks on its way out, so the mp4 is finalised however the run ends.
 from __future__ import annotations
 
 import threading
+import time
 from functools import partial
 from itertools import chain
 from typing import Callable, Optional, Sequence
@@ -293,9 +294,10 @@ class Pipeline:
         if any(t.ident is not None and not self._ended[t.name].is_set() for t in threads):
             self.stop_capture.set()
             self.stop.set()
+        deadline = time.monotonic() + CAPTURE_JOIN_S  # one wait for every stuck capture
         for t in threads:
             if t.ident is not None:  # started
-                t.join(CAPTURE_JOIN_S if t.daemon else None)
+                t.join(max(0.0, deadline - time.monotonic()) if t.daemon else None)
         for q in self.queues.values():
             drain(q)
 

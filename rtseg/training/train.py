@@ -194,7 +194,11 @@ def _resume(job: _Job, run: _Run, log: Callable[[str], None]) -> _Progress:
     if saved and saved != job.run_id:
         raise BadInput(f"--resume: {job.state_path} is a {saved['model']} run on "
                        f"{saved['dataset']}, not {job.name} on {job.spec.name}")
-    run.segmenter.net.load_state_dict(state["net"])
+    try:
+        run.segmenter.net.load_state_dict(state["net"])
+    except RuntimeError:
+        raise BadInput(f"--resume: {job.state_path} holds a network of other layer widths "
+                       "(a pruned one?): pass the run's --init FILE again") from None
     run.optimizer.load_state_dict(state["optimizer"])
     best = state["best_miou"]
     if (job.out / "best.safetensors").is_file():
