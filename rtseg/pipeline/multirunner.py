@@ -28,16 +28,13 @@ from rtseg.imageops import resize_frame
 from rtseg.pipeline.batcher import Batcher, Gathered
 from rtseg.pipeline.config import RunConfig
 from rtseg.pipeline.frames import Batch, Rendered
-from rtseg.pipeline.overlay import Overlay
 from rtseg.pipeline.queues import END, Stopped, drain, put, stage_queues
-from rtseg.pipeline.runner import (MessageCallback, Pipeline, StatusCallback, check_device,
-                                   on_device)
+from rtseg.pipeline.runner import MessageCallback, Pipeline, StatusCallback, check_device
 from rtseg.pipeline.serve import LiveServer
 from rtseg.pipeline.sinks import MaskSink, VideoSink, WindowSink
 from rtseg.pipeline.sources import Source
 from rtseg.pipeline.stages import (Outlet, capture, frame_numbers, infer, one, queue_items,
                                    run_stage)
-from rtseg.pipeline.stats import RunStats
 from rtseg.pipeline.streams import (Stream, StreamEnd, StreamPlan, describe, hud_line,
                                     pooled_scores)
 from rtseg.redact import redact
@@ -83,18 +80,11 @@ class MultiPipeline(Pipeline):
             if config.consistency or config.smooth:
                 raise BadInput("--consistency and --smooth follow one clip: give one --source")
             check_device(backend, config)
-        except BadInput:
+            self._init_state(backend, on_status, on_message)
+        except BaseException:
             for source in sources:
                 source.close()
             raise
-        self.backend = backend
-        self.on_status, self.on_message = on_status, on_message or (lambda _m: None)
-        self.stats = RunStats()
-        self.stop, self.stop_capture = threading.Event(), threading.Event()
-        self.interrupted, self._presses = False, 0
-        self._error = None
-        self._lock = threading.Lock()
-        self._ended: dict[str, threading.Event] = {}
         self.monitor = self.smoother = None
         self.timeout_ms = (DEFAULT_BATCH_TIMEOUT_MS if config.batch_timeout_ms is None
                            else config.batch_timeout_ms)
@@ -116,10 +106,6 @@ class MultiPipeline(Pipeline):
         self.queues = stage_queues(config.batch, config.queue_size,
                                    any(s.source.live for s in self.streams))
         del self.queues["capture"]
-        meta = backend.metadata
-        self.overlay = Overlay(meta.palette, meta.class_names, config.alpha, config.legend,
-                               config.hud)
-        self.device = on_device(backend, self.overlay, config, self.on_message)
         if server is not None:
             server.watch(self)
 

@@ -66,10 +66,25 @@ class Pipeline:
         self.config = config = config or RunConfig()
         try:
             check_device(backend, config)
-        except BadInput:
+            self._init_state(backend, on_status, on_message)
+        except BaseException:
             source.close()
             raise
-        self.source, self.backend = source, backend
+        self.source = source
+        self.scorer, self.sinks = self._outputs(server, sinks)
+        self.queues = stage_queues(config.batch, config.queue_size, source.live)
+        meta = backend.metadata
+        self.monitor = ConsistencyMonitor(meta.class_names) if config.consistency else None
+        self.smoother = FlowSmoother(config.smooth) if config.smooth else None
+        if server is not None:
+            server.watch(self)
+
+    def _init_state(self, backend: Backend, on_status: StatusCallback | None,
+                    on_message: MessageCallback | None) -> None:
+        """What every run holds, with one source or several: the stop events, the error and
+        press bookkeeping, the stats, the overlay and the frame path (host or device) —
+        made before any output is opened, so a failure here leaves nothing to finalise."""
+        self.backend = backend
         self.on_status, self.on_message = on_status, on_message or (lambda _m: None)
         self.stats = RunStats()
         self.stop, self.stop_capture = threading.Event(), threading.Event()
@@ -78,16 +93,10 @@ class Pipeline:
         self._error: Optional[tuple[str, BaseException]] = None
         self._lock = threading.Lock()
         self._ended: dict[str, threading.Event] = {}  # per stage thread, set as it returns
-        self.scorer, self.sinks = self._outputs(server, sinks)
-        self.queues = stage_queues(config.batch, config.queue_size, source.live)
-        meta = backend.metadata
-        self.monitor = ConsistencyMonitor(meta.class_names) if config.consistency else None
-        self.smoother = FlowSmoother(config.smooth) if config.smooth else None
+        meta, config = backend.metadata, self.config
         self.overlay = Overlay(meta.palette, meta.class_names, config.alpha, config.legend,
                                config.hud)
         self.device = on_device(backend, self.overlay, config, self.on_message)
-        if server is not None:
-            server.watch(self)
 
     # -- set-up ------------------------------------------------------------------------------
     def _outputs(self, server: Optional[LiveServer],
