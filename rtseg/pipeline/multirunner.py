@@ -27,14 +27,14 @@ from rtseg.errors import BadInput, StageError
 from rtseg.imageops import resize_frame
 from rtseg.pipeline.batcher import Batcher, Gathered
 from rtseg.pipeline.config import RunConfig
-from rtseg.pipeline.frames import Batch, Rendered
+from rtseg.pipeline.frames import Batch
 from rtseg.pipeline.queues import END, Stopped, drain, put, stage_queues
 from rtseg.pipeline.runner import MessageCallback, Pipeline, StatusCallback, check_device
 from rtseg.pipeline.serve import LiveServer
 from rtseg.pipeline.sinks import MaskSink, VideoSink, WindowSink
 from rtseg.pipeline.sources import Source
 from rtseg.pipeline.stages import (Outlet, capture, frame_numbers, infer, one, queue_items,
-                                   run_stage)
+                                   render_frame, run_stage)
 from rtseg.pipeline.streams import (Stream, StreamEnd, StreamPlan, describe, hud_line,
                                     pooled_scores)
 from rtseg.redact import redact
@@ -217,13 +217,9 @@ class MultiPipeline(Pipeline):
                                                 batch.labels if batch.frames else ())):
             stream = self.streams[frame.stream]
             text = hud_line(stream, self.stats) if self.overlay.show_hud else ""
-            picture = (self.overlay.decorate(self.device.draw(batch, i), text)
-                       if self.device is not None
-                       else self.overlay.render(frame.image, labels, text))
-            item = Rendered(frame, picture, labels)
-            if stream.scorer is not None:
-                stream.scorer(frame.path, item.labels)
-            out.append(item)
+            out.append(render_frame(
+                self.overlay, frame, labels, text,
+                self.device.draw(batch, i) if self.device is not None else None, stream.scorer))
         out.extend(StreamEnd(i) for i in batch.ended)
         return out
 

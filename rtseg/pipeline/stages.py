@@ -186,6 +186,20 @@ def infer(backend: Backend, keep_inputs: bool = False,
     return segment
 
 
+def render_frame(overlay: Overlay, frame, labels: np.ndarray, text: str,
+                 blended: Optional[np.ndarray] = None,
+                 score: Optional[Callable[[Optional[Path], np.ndarray], None]] = None) -> Rendered:
+    """One frame's :class:`Rendered`: the overlay of ``labels`` drawn on the host, or
+    ``blended`` (made on the device) with the legend and HUD drawn on it; its path and
+    full-size labels go to ``score`` when given."""
+    picture = (overlay.decorate(blended, text) if blended is not None
+               else overlay.render(frame.image, labels, text))
+    item = Rendered(frame, picture, labels)
+    if score is not None:
+        score(frame.path, item.labels)
+    return item
+
+
 def render(overlay: Overlay, stats: RunStats,
            score: Optional[Callable[[Optional[Path], np.ndarray], None]] = None,
            smooth: Optional[FlowSmoother] = None,
@@ -206,12 +220,9 @@ def render(overlay: Overlay, stats: RunStats,
                 labels = smooth(batch.inputs[i], labels)
             if watch is not None:
                 watch.offer(frame.index, batch.inputs[i], labels)
-            picture = (overlay.decorate(blended(batch, i), text) if blended is not None
-                       else overlay.render(frame.image, labels, text))
-            item = Rendered(frame, picture, labels)
-            if score is not None:
-                score(frame.path, item.labels)
-            rendered.append(item)
+            rendered.append(render_frame(
+                overlay, frame, labels, text,
+                blended(batch, i) if blended is not None else None, score))
         return rendered
     return draw
 
