@@ -39,6 +39,7 @@ from rtseg.errors import BadInput
 from rtseg.imageops import resize_frame
 from rtseg.pipeline import open_source, run
 from rtseg.pipeline.stats import bound_by
+from rtseg.pipeline.streams import output_paths
 from rtseg.redact import redact
 
 POOL = 32  # frames held in memory for the engine alone (more when a batch is larger)
@@ -62,8 +63,9 @@ def parse_batches(text: str) -> list[int]:
 
 def validate(batches: Sequence[int], iters: int, warmup: int = 0, rounds: int = 1,
              max_frames: Optional[int] = None, streams: Optional[int] = None,
-             source: str | Path | None = None) -> None:
-    """BadInput, naming the flag, for settings a benchmark cannot run with."""
+             source: str | Path | None = None, output: Path | str | None = None) -> None:
+    """BadInput, naming the flag, for settings a benchmark cannot run with (before any
+    engine call: a pipeline round comes after the engine alone)."""
     if streams is not None:
         if streams < 1:
             raise BadInput(f"--streams {streams} must be at least 1")
@@ -72,6 +74,8 @@ def validate(batches: Sequence[int], iters: int, warmup: int = 0, rounds: int = 
         if not Path(str(source)).exists():  # a camera or a stream cannot be opened N times
             raise BadInput(f"--streams needs --source to be a video file or a frame "
                            f"directory; {redact(str(source))} is not one here")
+        if streams > 1 and output is not None:  # one video per stream
+            output_paths(Path(output), [f"stream{i}" for i in range(streams)])
     if not batches:
         raise BadInput("--batch needs at least one batch size, e.g. 1,4")
     bad = [b for b in batches if b < 1]
@@ -225,7 +229,7 @@ def bench(backend: Backend, source: str | Path | None = None, batches: Sequence[
     ``run_options``: more of ``rtseg run``'s settings for the pipeline (``device_frames``).
     """
     batches = list(batches)
-    validate(batches, iters, warmup, rounds, max_frames, streams, source)
+    validate(batches, iters, warmup, rounds, max_frames, streams, source, output)
     say = on_progress or (lambda _m: None)
     pipeline_batch, sizes = batches[0], sorted(set(batches))
     size = backend.input_size

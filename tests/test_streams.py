@@ -21,7 +21,7 @@ import pytest
 
 import rtseg.pipeline.launch
 from rtseg.cli import main
-from rtseg.errors import StageError
+from rtseg.errors import BadInput, StageError
 from rtseg.pipeline import RunConfig, Source, run
 from rtseg.pipeline.batcher import Batcher
 from rtseg.pipeline.frames import Frame
@@ -311,6 +311,19 @@ def test_bench_runs_n_copies_of_the_clip_against_the_engine_alone_at_batch_b(inp
     assert result["engine_fps"] == result["results"][0]["fps"] > 0
     assert result["pipeline_ratio"] == pytest.approx(result["pipeline_fps"] / result["engine_fps"])
     assert result["bound_by"] in {"capture", "preprocess", "infer", "overlay", "write"}
+
+
+def test_bench_streams_refuses_one_video_for_several_before_any_engine_call(inputs, tmp_path):
+    from rtseg.bench import bench
+
+    class Untouchable(FakeBackend):
+        def infer(self, frames):
+            raise AssertionError("the engine ran before the output was checked")
+
+    with pytest.raises(BadInput, match=r"3 sources need one video each"):
+        bench(Untouchable(), str(inputs[0]), [3], iters=2, warmup=0, streams=3,
+              output=tmp_path / "one.mp4")
+    assert not (tmp_path / "one.mp4").exists()
 
 
 @pytest.mark.parametrize("args, message", [
