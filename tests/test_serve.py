@@ -32,7 +32,7 @@ from rtseg.errors import BadInput
 from rtseg.data import get_spec
 from rtseg.pipeline import LiveServer, Pipeline, RunConfig, Source, run
 from rtseg.pipeline.liveframe import FrameSlot
-from rtseg.pipeline.serve import exposure_warning, is_loopback, parse_address
+from rtseg.pipeline.serve_address import exposure_warning, is_loopback, parse_address
 from rtseg.pipeline.sources import VideoFileSource
 
 from helpers import FakeBackend, bench_script
