@@ -31,9 +31,9 @@ from rtseg.devices import amp_dtype, cudnn_autotune, resolve_device
 from rtseg.errors import BadInput
 from rtseg.files import write_json, write_via_temp
 from rtseg.metadata import EngineMetadata
-from rtseg.models import (Segmenter, build_model, canonical_name, load_checkpoint,
-                          read_checkpoint_metadata, save_checkpoint)
-from rtseg.models.pruning import PRUNED_KEY
+from rtseg.models import (Segmenter, canonical_name, read_checkpoint_metadata,
+                          save_checkpoint)
+from rtseg.training.init_weights import check_init, initial_network
 from rtseg.models.registry import check_input_size
 from rtseg.training import distributed as ddp
 from rtseg.training.config import TrainConfig
@@ -127,28 +127,8 @@ def _check_inputs(cfg: TrainConfig) -> _Job:
     if cfg.resume and not (out / STATE_FILE).is_file():
         raise BadInput(f"--resume: no {STATE_FILE} in {out}")
     if cfg.init is not None:
-        _check_init(cfg.init, name, spec)
+        check_init(cfg.init, name, spec)
     return _Job(spec, name, input_size, crop, train_pairs, val_pairs, out)
-
-
-def _check_init(path: Path, name: str, spec: DatasetSpec) -> None:
-    """BadInput unless ``path`` holds weights of model ``name`` for ``spec``'s classes."""
-    if not Path(path).is_file():
-        raise BadInput(f"--init {path}: no such file")
-    meta = read_checkpoint_metadata(path)
-    if canonical_name(meta.model) != name or meta.num_classes != spec.num_classes:
-        raise BadInput(f"--init {path} holds {meta.model} with {meta.num_classes} classes, "
-                       f"not {name} with {spec.num_classes}")
-
-
-def _initial_network(cfg: TrainConfig, job: _Job) -> tuple[nn.Module, dict]:
-    """The network training starts from (``--init``'s weights, else a new one) and the
-    metadata it passes on to the run's checkpoints (a pruned network's shapes)."""
-    if cfg.init is None:
-        return build_model(job.name, job.spec.num_classes, cfg.encoder_weights), {}
-    segmenter, meta = load_checkpoint(cfg.init)
-    pruned = meta.extra.get(PRUNED_KEY)
-    return segmenter.net, ({PRUNED_KEY: pruned} if pruned else {})
 
 
 def _shared_class_weights(cfg: TrainConfig, job: _Job, device: torch.device,
@@ -170,7 +150,7 @@ def _prepare(cfg: TrainConfig, job: _Job, device: torch.device, info: ddp.DistIn
     np.random.seed(cfg.seed + info.rank)
     amp = device.type == "cuda" if cfg.amp is None else cfg.amp
     dtype = amp_dtype(device, amp)
-    net, inherited = _initial_network(cfg, job)
+    net, inherited = initial_network(cfg, job.name, job.spec)
     metadata = run_metadata(cfg, job.input_size, job.crop, info, device, dtype)
     metadata = metadata.with_updates(**inherited) if inherited else metadata
     segmenter = Segmenter(net, IMAGENET_MEAN, IMAGENET_STD).to(device)
