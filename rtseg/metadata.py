@@ -1,4 +1,4 @@
-"""Engine metadata: the contract's keys, carried by every artifact (safetensors header,
+"""Engine metadata: the keys every model file carries (safetensors header,
 ONNX ``metadata_props``, TensorRT sidecar JSON).
 
 Every value is stored as a JSON string so the same dict round-trips through all three

@@ -72,9 +72,9 @@ def drop_dead_nodes(graph: onnx.GraphProto) -> None:
 
 
 def strip_node_metadata(model: onnx.ModelProto) -> None:
-    """Drop the exporter's per-node debugging metadata (Python stack traces with the paths
-    of the machine that exported, FX node names, name scopes): nothing that runs the graph
-    reads it, and a deploy graph should not carry the exporting machine's file system."""
+    """Drop the exporter's per-node debugging metadata (Python stack traces with local file
+    paths, FX node names, name scopes): nothing that runs the graph reads it, and a deploy
+    graph should not reveal where it was exported."""
     for graph_nodes in [model.graph.node, *(f.node for f in model.functions)]:
         for node in graph_nodes:
             del node.metadata_props[:]
