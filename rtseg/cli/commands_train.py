@@ -77,6 +77,15 @@ def train(
     loss: Loss = typer.Option(Loss.ce, help="ce: ENet-weighted cross-entropy; ohem: the "
                                             "same on the hardest pixels; ce+dice: plus a "
                                             "soft Dice term (rare thin classes)."),
+    teacher: Optional[Path] = typer.Option(
+        None, help="Distil from these trained weights of any model with the same classes: "
+                   "their logits on every training frame, computed once, are a second target "
+                   "(implies --data-on-device)."),
+    distill_weight: Optional[float] = typer.Option(
+        None, help="Weight W of the teacher term: --loss + W x T^2 x KL(teacher || student) "
+                   "(1.0)."),
+    distill_temperature: Optional[float] = typer.Option(
+        None, help="Temperature T that softens both class distributions (2.0)."),
     data_on_device: bool = typer.Option(
         False, help="Decode the training frames once, keep them on the device and augment "
                     "whole batches there (GPU training: no data-loader bottleneck)."),
@@ -94,12 +103,16 @@ def train(
       3. rtseg train ... --device cuda --data-on-device --batch-size 16 --time-budget 600
       4. rtseg train --model unet_r50 --dataset folder --data-root my_data   (own classes)
       5. rtseg train ... --holdout-sequence 0006R0   (scored on a road it never saw)
+      6. rtseg train --model unet_vgg16 --init slim.safetensors --teacher engines/unet_vgg16_camvid.safetensors ...
     """
     from rtseg.training.config import TrainConfig
     from rtseg.training.distributed import is_main
     from rtseg.training.train import train as run_training
 
     recipe = {"scale_range": parse_range(scale_range, "--scale-range")} if scale_range else {}
+    recipe.update({k: v for k, v in (("distill_weight", distill_weight),
+                                     ("distill_temperature", distill_temperature))
+                   if v is not None})
     cfg = TrainConfig(model=model, dataset=dataset.value, data_root=data_root, out=out,
                       epochs=epochs, batch_size=batch_size, crop=parse_size(crop, "--crop"),
                       input_size=parse_size(input_size, "--input-size"), lr=lr,
@@ -108,7 +121,7 @@ def train(
                       train_limit=train_limit, val_limit=val_limit,
                       holdout_sequence=holdout_sequence, train_on_val=train_on_val,
                       camera_augment=camera_augment, loss=loss.value, **recipe,
-                      data_on_device=data_on_device, val_every=val_every,
+                      teacher=teacher, data_on_device=data_on_device, val_every=val_every,
                       time_budget_s=time_budget)
     result = _train_until_stopped(cfg, run_training)
     if result["interrupted"]:  # the state is saved: Ctrl-C 130, SIGTERM 143, SIGHUP 129

@@ -44,7 +44,9 @@ def decode_split(pairs: Sequence, dataset: DatasetLike,
 
 class DeviceBatches:
     """Shuffled, augmented (frames uint8 [B, h, w, 3] BGR, labels int64 [B, h, w]) batches,
-    produced on ``device`` from frames held there. Under DDP each rank takes every
+    produced on ``device`` from frames held there; with ``teacher`` logits (``--teacher``)
+    also those logits through the same scale, crop and flip, float [B, C, h, w], and which
+    pixels lie inside the scaled frame, bool [B, h, w]. Under DDP each rank takes every
     ``world_size``-th sample of one shared permutation (as DistributedSampler does); the last
     partial batch is dropped. ``set_epoch`` makes each epoch's order reproducible."""
 
@@ -52,8 +54,10 @@ class DeviceBatches:
                  base_size: tuple[int, int], ignore_index: int, batch_size: int,
                  device: torch.device, scale_range: tuple[float, float] = SCALE_RANGE,
                  jitter: float = JITTER, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 colour_cast: float = COLOUR_CAST, camera: bool = False):
+                 colour_cast: float = COLOUR_CAST, camera: bool = False,
+                 teacher: torch.Tensor | None = None):
         self.images = torch.from_numpy(images).to(device)
+        self.teacher = teacher  # [N, C, h, w] class scores of a teacher, or None
         self.labels = torch.from_numpy(labels).to(device)
         self.crop, self.base_size = tuple(crop), tuple(base_size)
         self.ignore_index, self.batch_size = ignore_index, batch_size
@@ -159,9 +163,9 @@ class DeviceBatches:
         return torch.where(per_sample(v["jpeg"]).bool(), encoded, images)
 
     @torch.no_grad()
-    def augment(self, index: torch.Tensor, rng: torch.Generator
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One augmented batch of the frames at ``index``."""
+    def augment(self, index: torch.Tensor, rng: torch.Generator) -> tuple[torch.Tensor, ...]:
+        """One augmented batch of the frames at ``index``: (frames, labels), and with teacher
+        logits (frames, labels, teacher logits, inside)."""
         draws = self._draws(len(index), rng)
         grid, inside = self._grid(draws)
         images = self.images[index].permute(0, 3, 1, 2).float()
@@ -180,7 +184,11 @@ class DeviceBatches:
         if self.camera:
             images = self._camera(images, draws)
         frames = images.clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1)
-        return frames, labels
+        if self.teacher is None:
+            return frames, labels
+        teacher = F.grid_sample(self.teacher[index].float(), grid, mode="bilinear",
+                                padding_mode="border", align_corners=False)
+        return frames, labels, teacher, inside
 
 
 def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, max_sigma: float) -> torch.Tensor:

@@ -9,7 +9,7 @@ from pathlib import Path
 from rtseg.data import DatasetSpec, get_spec
 from rtseg.errors import BadInput
 from rtseg.data.augment import COLOUR_CAST, JITTER, SCALE_RANGE
-from rtseg.training.losses import LOSSES
+from rtseg.training.losses import DISTILL_TEMPERATURE, DISTILL_WEIGHT, LOSSES
 
 
 @dataclass
@@ -42,6 +42,9 @@ class TrainConfig:
     colour_cast: float = COLOUR_CAST           # per-channel gains in 1 ± this (0: off)
     camera_augment: bool = False               # stronger colour, gamma, blur, noise, JPEG
     loss: str = "ce"                           # one of rtseg.training.losses.LOSSES
+    teacher: Path | None = None                # distil from these weights' logits (rtseg.training.distill)
+    distill_weight: float = DISTILL_WEIGHT
+    distill_temperature: float = DISTILL_TEMPERATURE
     data_on_device: bool = False               # decode once, keep and augment batches on the device
     val_every: int = 1                         # validate every N epochs (and after the last)
     time_budget_s: float | None = None         # fit the epoch count to this many seconds of training
@@ -51,6 +54,9 @@ class TrainConfig:
     def __post_init__(self):
         if self.loss not in LOSSES:
             raise BadInput(f"--loss {self.loss}: choose one of {', '.join(LOSSES)}")
+        if self.distill_weight < 0 or self.distill_temperature <= 0:
+            raise BadInput(f"--distill-weight {self.distill_weight}, --distill-temperature "
+                           f"{self.distill_temperature}: need a weight >= 0 and a temperature > 0")
         lo, hi = self.scale_range
         if not 0 < lo <= hi:
             raise BadInput(f"--scale-range {lo},{hi}: need 0 < low <= high, e.g. 0.5,2.0")

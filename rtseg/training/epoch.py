@@ -73,14 +73,15 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module,
     model.train()
     losses = []
     bar = tqdm(loader, desc=desc, disable=not show, leave=False, dynamic_ncols=True)
-    for frames, labels in bar:
+    for frames, labels, *teacher in bar:  # teacher: (logits, inside) under --teacher
         for group in optimizer.param_groups:
             group["lr"] = poly_lr(base_lr, step, total_steps)
         frames = frames.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
+        teacher = [t.to(device, non_blocking=True) for t in teacher]
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             logits = model(frames)
-        loss = criterion(logits.float(), labels)
+        loss = criterion(logits.float(), labels, *teacher)
         bad = ~torch.isfinite(loss.detach())
         # One collective a step, as before: the stop rides on the non-finite check.
         if ddp.any_rank(bad | bool(stop is not None and stop.is_set()), info):

@@ -10,6 +10,12 @@ pixels leaves under-trained.
 - ``ce+dice``: the weighted cross-entropy plus ``DICE_WEIGHT`` × (1 − the soft Dice score
   averaged over the classes present in the batch): each present class counts equally,
   however few its pixels.
+
+With a teacher (``--teacher``, ``rtseg.training.distill``) any of them gets a second term,
+``DistillationLoss``: ``weight`` × T² × KL(teacher ‖ student) at temperature T, averaged over
+the pixels inside the crop (Hinton et al. 2015, per pixel as in Liu et al. 2019, "Structured
+knowledge distillation for semantic segmentation"): every pixel gets the teacher's whole
+distribution over the classes, not only a label, and unlabelled (void) pixels a target too.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ LOSSES = ("ce", "ohem", "ce+dice")
 OHEM_THRESHOLD = 0.7  # pixels whose true class has a lower probability are hard
 OHEM_MIN_KEPT = 0.125  # and at least this fraction of the labelled pixels is kept
 DICE_WEIGHT = 1.0
+DISTILL_WEIGHT = 1.0
+DISTILL_TEMPERATURE = 2.0
 DESCRIPTIONS = {
     "ce": "cross-entropy, ENet class weights 1/ln(1.02+p)",
     "ohem": f"ohem: cross-entropy, ENet class weights 1/ln(1.02+p), over the pixels whose true "
@@ -100,3 +108,33 @@ def make_criterion(name: str, weight: torch.Tensor, ignore_index: int) -> nn.Mod
     if name == "ce":
         return nn.CrossEntropyLoss(weight=weight, ignore_index=ignore_index)
     raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
+
+
+class DistillationLoss(nn.Module):
+    """``base`` (the labels' loss) plus ``weight`` × T² × the mean per-pixel
+    KL(softmax(teacher / T) ‖ softmax(student / T)) over the pixels ``inside`` the crop."""
+
+    def __init__(self, base: nn.Module, weight: float = DISTILL_WEIGHT,
+                 temperature: float = DISTILL_TEMPERATURE):
+        super().__init__()
+        self.base, self.weight, self.temperature = base, weight, temperature
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor,
+                teacher: torch.Tensor | None = None,
+                inside: torch.Tensor | None = None) -> torch.Tensor:
+        loss = self.base(logits, labels)
+        if teacher is None:
+            return loss
+        return loss + self.weight * self.kl(logits, teacher, inside)
+
+    def kl(self, logits: torch.Tensor, teacher: torch.Tensor,
+           inside: torch.Tensor | None) -> torch.Tensor:
+        """T² × KL(teacher ‖ student) per pixel, averaged over ``inside`` (all pixels if None)."""
+        t = self.temperature
+        target = F.log_softmax(teacher.float() / t, dim=1)
+        student = F.log_softmax(logits / t, dim=1)
+        per_pixel = (target.exp() * (target - student)).sum(dim=1)  # [B, H, W]
+        if inside is None:
+            return per_pixel.mean() * t * t
+        inside = inside.to(per_pixel.dtype)
+        return (per_pixel * inside).sum() / inside.sum().clamp(min=1.0) * t * t

@@ -31,15 +31,21 @@ def run_metadata(cfg: TrainConfig, input_size, crop, info: ddp.DistInfo, device:
     (``dtype``: the autocast dtype, None without autocast)."""
     spec = cfg.spec
     jitter, colour_cast = photometric_strengths(cfg.jitter, cfg.colour_cast, cfg.camera_augment)
-    recipe = {k: v for k, v in asdict(cfg).items() if k not in ("data_root", "out", "extra", "init")}
+    recipe = {k: v for k, v in asdict(cfg).items()
+              if k not in ("data_root", "out", "extra", "init", "teacher", "distill_weight",
+                           "distill_temperature")}
     if cfg.init is not None:
         recipe["init"] = Path(cfg.init).name
+    if cfg.teacher is not None:
+        recipe["teacher"] = Path(cfg.teacher).name
     recipe.update(crop=list(crop), input_size=list(input_size), world_size=info.world_size,
                   process_group=ddp.backend_name(info),
                   device_type=device.type,
                   amp={torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "off"),
                   optimizer="AdamW", schedule="poly(0.9) per step",
-                  loss=LOSS_DESCRIPTIONS[cfg.loss],
+                  loss=LOSS_DESCRIPTIONS[cfg.loss]
+                  + (f" + {cfg.distill_weight} x T^2 x KL(teacher || student) at T "
+                     f"{cfg.distill_temperature}" if cfg.teacher else ""),
                   augmentation=f"scale {cfg.scale_range}, crop, hflip, jitter {jitter}"
                   + (f", colour cast {colour_cast}" if colour_cast else "")
                   + (", camera (gamma, blur, noise, JPEG)" if cfg.camera_augment else ""))

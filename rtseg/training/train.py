@@ -33,13 +33,14 @@ from rtseg.files import write_json, write_via_temp
 from rtseg.metadata import EngineMetadata
 from rtseg.models import (Segmenter, canonical_name, read_checkpoint_metadata,
                           save_checkpoint)
+from rtseg.training.distill import check_teacher, teacher_logits
 from rtseg.training.init_weights import check_init, initial_network
 from rtseg.models.registry import check_input_size
 from rtseg.training import distributed as ddp
 from rtseg.training.config import TrainConfig
 from rtseg.training.epoch import (LogitsOf, StopRequested, make_train_loader, train_one_epoch,
                                   validate)
-from rtseg.training.losses import make_criterion
+from rtseg.training.losses import DistillationLoss, make_criterion
 from rtseg.training.schedule import class_weights, planned_epochs, poly_lr
 from rtseg.training.state import STATE_FILE, load_state, run_metadata, save_state
 
@@ -128,6 +129,8 @@ def _check_inputs(cfg: TrainConfig) -> _Job:
         raise BadInput(f"--resume: no {STATE_FILE} in {out}")
     if cfg.init is not None:
         check_init(cfg.init, name, spec)
+    if cfg.teacher is not None:
+        check_teacher(cfg.teacher, spec)
     return _Job(spec, name, input_size, crop, train_pairs, val_pairs, out)
 
 
@@ -158,6 +161,8 @@ def _prepare(cfg: TrainConfig, job: _Job, device: torch.device, info: ddp.DistIn
         segmenter = segmenter.to(memory_format=torch.channels_last)
     weights = _shared_class_weights(cfg, job, device, info)
     criterion = make_criterion(cfg.loss, weights, job.spec.ignore_index)
+    if cfg.teacher is not None:
+        criterion = DistillationLoss(criterion, cfg.distill_weight, cfg.distill_temperature)
     optimizer = torch.optim.AdamW(segmenter.parameters(), lr=cfg.lr,
                                   weight_decay=cfg.weight_decay, fused=device.type == "cuda")
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
@@ -201,22 +206,29 @@ def _wrap_for_ddp(segmenter: Segmenter, device: torch.device, info: ddp.DistInfo
     return model
 
 
-def _make_loader(cfg: TrainConfig, job: _Job, run: _Run, start_epoch: int) -> tuple:
-    """The training batches and their sampler: made on the device (``data_on_device``; one
-    object is both) or by ``make_train_loader``; BadInput, before any decoding, when a process
-    gets less than one batch (both drop the last partial batch)."""
+def _make_loader(cfg: TrainConfig, job: _Job, run: _Run, start_epoch: int,
+                 log: Callable[[str], None], stop: Optional[threading.Event] = None) -> tuple:
+    """The training batches and their sampler: made on the device (``data_on_device``, and
+    always with a ``teacher``, whose logits are sampled with the frames; one object is both)
+    or by ``make_train_loader``; BadInput, before any decoding, when a process gets less than
+    one batch (both drop the last partial batch). StopRequested when ``stop`` is set while
+    the teacher runs."""
     per_process = len(job.train_pairs) // run.info.world_size
     if per_process < cfg.batch_size:
         raise BadInput(f"{per_process} training images per process is fewer than one batch "
                        f"of {cfg.batch_size}; lower --batch-size")
-    if not cfg.data_on_device:
+    if not (cfg.data_on_device or cfg.teacher):
         return make_train_loader(job.train_pairs, cfg, job.crop, job.input_size,
                                  job.spec.ignore_index, run.info, start_epoch)
     images, labels = decode_split(job.train_pairs, job.spec, max(cfg.workers, 1))
+    teacher = None
+    if cfg.teacher is not None:
+        teacher = teacher_logits(cfg.teacher, images, run.device, cfg.batch_size,
+                                 log=log if run.info.is_main else lambda s: None, stop=stop)
     batches = DeviceBatches(
         images, labels, job.crop, job.input_size, job.spec.ignore_index, cfg.batch_size,
         run.device, cfg.scale_range, cfg.jitter, cfg.seed, run.info.rank, run.info.world_size,
-        cfg.colour_cast, cfg.camera_augment)
+        cfg.colour_cast, cfg.camera_augment, teacher)
     return batches, batches
 
 
@@ -229,7 +241,8 @@ def _announce(cfg: TrainConfig, job: _Job, run: _Run, log: Callable[[str], None]
         f"input {job.input_size[0]}x{job.input_size[1]}, "
         f"{run.info.world_size} process(es) on {run.device.type}, "
         f"amp={run.metadata.extra['recipe']['amp']}"
-        + (", batches made on the device" if cfg.data_on_device else "")
+        + (", batches made on the device" if cfg.data_on_device or cfg.teacher else "")
+        + (f", distilled from {Path(cfg.teacher).name}" if cfg.teacher else "")
         + (f"; val = held-out sequence {cfg.holdout_sequence}" if cfg.holdout_sequence else "")
         + ("; val frames trained on too" if cfg.train_on_val else ""))
 
@@ -376,7 +389,12 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = lambda s: None,
         run = _prepare(cfg, job, device, info)
         progress = _resume(job, run, log) if cfg.resume else _Progress()
         run.model = _wrap_for_ddp(run.segmenter, run.device, info)
-        loader, sampler = _make_loader(cfg, job, run, progress.epoch)
+        try:
+            loader, sampler = _make_loader(cfg, job, run, progress.epoch, log, stop)
+        except StopRequested:  # while the teacher ran: nothing trained, nothing written
+            log("stopped before the first training step; nothing written")
+            return {"best_miou": progress.best, "epochs": progress.epoch, "out": str(job.out),
+                    "train_seconds": 0.0, "interrupted": True}
         progress.plan(cfg.epochs, len(loader))
         if info.is_main:
             _announce(cfg, job, run, log)
