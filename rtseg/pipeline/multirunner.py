@@ -22,7 +22,6 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from rtseg.backends import Backend
-from rtseg.data import engine_dataset
 from rtseg.errors import BadInput, StageError
 from rtseg.imageops import resize_frame
 from rtseg.pipeline.batcher import Batcher, Gathered
@@ -31,14 +30,13 @@ from rtseg.pipeline.frames import Batch
 from rtseg.pipeline.queues import END, Stopped, drain, put, stage_queues
 from rtseg.pipeline.runner import MessageCallback, Pipeline, StatusCallback, check_device
 from rtseg.pipeline.serve import LiveServer
-from rtseg.pipeline.sinks import MaskSink, VideoSink, WindowSink
+from rtseg.pipeline.sinks import live_scorer, open_sinks
 from rtseg.pipeline.sources import Source
 from rtseg.pipeline.stages import (Outlet, capture, frame_numbers, infer, one, queue_items,
                                    render_frame, run_stage)
 from rtseg.pipeline.streams import (Stream, StreamEnd, StreamPlan, describe, hud_line,
                                     pooled_scores)
 from rtseg.redact import redact
-from rtseg.scoring.live import LiveScorer
 
 DEFAULT_BATCH_TIMEOUT_MS = 40.0  # one frame interval at 25 FPS (DeepStream's usual setting)
 
@@ -112,23 +110,14 @@ class MultiPipeline(Pipeline):
     # -- set-up ------------------------------------------------------------------------------
     def _open_outputs(self, stream: Stream) -> None:
         """The stream's scorer and sinks: the live page's first, then a window, masks, video."""
-        plan, config, source = stream.plan, self.config, stream.source
-        if plan.labels is not None:
-            if not source.file_names:
-                raise BadInput(f"--labels {plan.labels} needs a directory of frames (labels are "
-                               f"matched by file name); {source.description} is a video or a "
-                               "stream")
-            meta = self.backend.metadata
-            stream.scorer = LiveScorer(plan.labels, engine_dataset(meta), meta.num_classes)
-        if self.server is not None:
-            stream.sinks.append(self.server.stream_sink(stream.number, stream.name))
-        if config.show:
-            stream.sinks.append(WindowSink(f"rtseg {stream.name}"))
+        plan, source = stream.plan, stream.source
+        stream.scorer = live_scorer(plan.labels, source, self.backend.metadata)
         if plan.masks is not None:
             plan.masks.parent.mkdir(exist_ok=True)  # masks/ of masks/NAME (its parent exists)
-            stream.sinks.append(MaskSink(plan.masks))
-        if plan.output is not None:
-            stream.sinks.append(VideoSink(plan.output, source.fps, source.size))
+        page = (self.server.stream_sink(stream.number, stream.name)
+                if self.server is not None else None)
+        stream.sinks = open_sinks(page, self.config.show, plan.masks, plan.output, source.fps,
+                                  source.size, title=f"rtseg {stream.name}")
 
     def _threads(self) -> list[threading.Thread]:
         threads = [self._capture_thread(s) for s in self.streams]

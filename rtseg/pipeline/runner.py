@@ -24,7 +24,6 @@ from itertools import chain
 from typing import Callable, Optional, Sequence
 
 from rtseg.backends import Backend
-from rtseg.data import engine_dataset
 from rtseg.errors import BadInput, RtsegError, StageError
 from rtseg.pipeline.config import RunConfig
 from rtseg.pipeline.consistency import ConsistencyMonitor, check_sequence
@@ -32,7 +31,7 @@ from rtseg.pipeline.overlay import Overlay
 from rtseg.pipeline.queues import Stopped, drain, stage_queues
 from rtseg.pipeline.serve import LiveServer
 from rtseg.signals import start_all
-from rtseg.pipeline.sinks import MaskSink, Sink, VideoSink, WindowSink, close_all
+from rtseg.pipeline.sinks import Sink, close_all, live_scorer, open_sinks
 from rtseg.pipeline.smooth import FlowSmoother
 from rtseg.pipeline.sources import Source
 from rtseg.pipeline.stages import (Outlet, Written, capture, frame_numbers, gather, infer, one,
@@ -104,34 +103,17 @@ class Pipeline:
         """The scorer and the sinks: the live page's first (viewers see a frame before the
         file I/O), then those the config asks for, then ``extra``. If one cannot be opened,
         the sinks opened so far and the source are closed."""
-        config, sinks = self.config, []
+        config, source = self.config, self.source
         try:
             if config.consistency:
-                check_sequence(self.source)
-            scorer = self._scorer()
-            if server is not None:
-                sinks.append(server.sink())
-            if config.show:
-                sinks.append(WindowSink())
-            if config.masks is not None:
-                sinks.append(MaskSink(config.masks))
-            if config.output is not None:
-                sinks.append(VideoSink(config.output, self.source.fps, self.source.size))
+                check_sequence(source)
+            scorer = live_scorer(config.labels, source, self.backend.metadata)
+            sinks = open_sinks(server.sink() if server is not None else None, config.show,
+                               config.masks, config.output, source.fps, source.size)
         except BaseException:
-            close_all(sinks)
-            self.source.close()
+            source.close()
             raise
         return scorer, sinks + list(extra)
-
-    def _scorer(self) -> Optional[LiveScorer]:
-        labels = self.config.labels
-        if labels is None:
-            return None
-        if not self.source.file_names:
-            raise BadInput(f"--labels needs a directory of frames (labels are matched by file "
-                           f"name); {self.source.description} is a video or a stream")
-        meta = self.backend.metadata
-        return LiveScorer(labels, engine_dataset(meta), meta.num_classes)
 
     def _stages(self) -> dict[str, dict]:
         """Each stage's :func:`run_stage` arguments (besides its name and the stats), in

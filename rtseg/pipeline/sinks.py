@@ -1,4 +1,5 @@
-"""Where finished frames go: an mp4 file, class-id PNG masks, a window.
+"""Where finished frames go: an mp4 file, class-id PNG masks, a window (and, with labels,
+the live mIoU's scorer).
 
 A sink has ``write(rendered) -> None | False`` (False: the user asked to stop, e.g. closed
 the window) and ``close()``. The write stage's thread owns the sinks and closes them, so an
@@ -18,8 +19,12 @@ from typing import Optional, Sequence
 
 import cv2
 
+from rtseg.data import engine_dataset
 from rtseg.errors import BadInput, MissingDependency
+from rtseg.metadata import EngineMetadata
 from rtseg.pipeline.frames import Rendered
+from rtseg.pipeline.sources import Source
+from rtseg.scoring.live import LiveScorer
 
 
 class Sink(ABC):
@@ -209,3 +214,36 @@ def close_all(sinks: Sequence[Sink]) -> Optional[BaseException]:
         except Exception as exc:  # noqa: BLE001 — finish closing the others first
             first = first or exc
     return first
+
+
+def open_sinks(first: Optional[Sink], show: bool, masks: Optional[Path],
+               output: Optional[Path], fps: float, size: tuple[int, int],
+               title: str = "rtseg") -> list[Sink]:
+    """A run's (or a stream's) sinks in their order: ``first`` (the live page's, so viewers
+    see a frame before any file I/O), a window, class-id masks, the mp4 at ``fps`` and
+    ``size``. If one cannot be opened, those opened so far are closed and the error raised."""
+    sinks: list[Sink] = [first] if first is not None else []
+    try:
+        if show:
+            sinks.append(WindowSink(title))
+        if masks is not None:
+            sinks.append(MaskSink(masks))
+        if output is not None:
+            sinks.append(VideoSink(output, fps, size))
+    except BaseException:
+        close_all(sinks)
+        raise
+    return sinks
+
+
+def live_scorer(labels: Optional[Path], source: Source,
+                metadata: EngineMetadata) -> Optional[LiveScorer]:
+    """The live mIoU's scorer of ``source``'s frames against the label PNGs in ``labels``
+    (None without labels); BadInput when the source is a video or a stream (labels are
+    matched to frames by file name)."""
+    if labels is None:
+        return None
+    if not source.file_names:
+        raise BadInput(f"--labels {labels} needs a directory of frames (labels are matched by "
+                       f"file name); {source.description} is a video or a stream")
+    return LiveScorer(labels, engine_dataset(metadata), metadata.num_classes)
