@@ -32,8 +32,9 @@ from rtseg.pipeline.runner import MessageCallback, Pipeline, StatusCallback, che
 from rtseg.pipeline.serve import LiveServer
 from rtseg.pipeline.sinks import live_scorer, open_sinks
 from rtseg.pipeline.sources import Source
-from rtseg.pipeline.stages import (Outlet, capture, frame_numbers, infer, one, queue_items,
-                                   render_frame, run_stage)
+from rtseg.pipeline.stats import RunStats
+from rtseg.pipeline.stages import (Outlet, Written, capture, frame_numbers, infer, one,
+                                   queue_items, render_frame, run_stage)
 from rtseg.pipeline.streams import (Stream, StreamEnd, StreamPlan, describe, hud_line,
                                     pooled_scores)
 from rtseg.redact import redact
@@ -137,7 +138,7 @@ class MultiPipeline(Pipeline):
             "overlay": dict(items=queue_items(q["labels"], stop), work=self._render,
                             out=outlet("rendered")),
             "write": dict(items=chain.from_iterable(queue_items(q["rendered"], stop)),
-                          work=self._write, out=_Written(self.streams), count=_frames_in),
+                          work=self._write, out=Written(stats_of=self._stats_of), count=_frames_in),
         }
         for name, args in stages.items():
             body = partial(run_stage, name, stats=self.stats, **args)
@@ -211,6 +212,10 @@ class MultiPipeline(Pipeline):
                 self.device.draw(batch, i) if self.device is not None else None, stream.scorer))
         out.extend(StreamEnd(i) for i in batch.ended)
         return out
+
+    def _stats_of(self, item) -> Optional[RunStats]:
+        """The stats a written item counts in: its stream's (a stream's end: none)."""
+        return None if isinstance(item, StreamEnd) else self.streams[item.frame.stream].stats
 
     def _write(self, item):
         """A frame to its stream's sinks; a stream's end finalises its outputs (a failure
@@ -295,15 +300,3 @@ def _frames_in(item) -> int:
     return 0 if isinstance(item, StreamEnd) else 1
 
 
-class _Written:
-    """The write stage's receiver: each frame counts as written for its stream (and the run)."""
-
-    def __init__(self, streams: Sequence[Stream]):
-        self.streams = streams
-
-    def put(self, item) -> None:
-        if not isinstance(item, StreamEnd):
-            self.streams[item.frame.stream].stats.frame_written(item.frame.t_capture)
-
-    def end(self) -> None:
-        """Nothing follows the sinks."""

@@ -87,14 +87,18 @@ class Outlet:
 
 class Written:
     """The write stage's receiver: each frame it gets has left every sink, so it counts as
-    written and its capture→written latency is known."""
+    written and its capture→written latency is known — in ``stats``, or with several
+    streams in the stats ``stats_of(item)`` names (None: the item is no frame)."""
 
-    def __init__(self, stats: RunStats):
-        self.stats = stats
+    def __init__(self, stats: RunStats | None = None,
+                 stats_of: Callable[[Any], RunStats | None] | None = None):
+        self.stats_of = stats_of or (lambda item: stats)
 
     def put(self, result: Rendered) -> None:
         """Count ``result`` as written."""
-        self.stats.frame_written(result.frame.t_capture)
+        stats = self.stats_of(result)
+        if stats is not None:
+            stats.frame_written(result.frame.t_capture)
 
     def end(self) -> None:
         """Nothing follows the sinks."""
