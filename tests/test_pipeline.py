@@ -27,7 +27,7 @@ from rtseg.errors import BadInput, MissingDependency, StageError
 from rtseg.scoring.evaluate import evaluate
 import rtseg.pipeline
 from rtseg.pipeline import MaskSink, Overlay, Pipeline, RunConfig, Sink, Source, run, runner
-from rtseg.pipeline.queues import END
+from rtseg.pipeline.queues import END, Stopped
 from rtseg.pipeline.sinks import check_display
 from rtseg.pipeline.stages import Outlet, gather, run_stage
 from rtseg.pipeline.stats import RunStats
@@ -480,6 +480,33 @@ def test_gather_fills_batches_from_files_and_never_waits_on_a_live_source():
     q.put(3)
     q.put(END)
     assert list(batches) == [[3]]
+
+
+def test_with_a_batch_timeout_a_live_source_waits_that_long_for_a_fuller_batch():
+    stop, q = threading.Event(), queue.Queue()
+
+    def camera():  # a frame every 20 ms, then the end
+        for item in range(8):
+            q.put(item)
+            time.sleep(0.02)
+        q.put(END)
+
+    feeder = threading.Thread(target=camera)
+    feeder.start()
+    batches = list(gather(q, stop, 4, live=True, timeout_s=1.0))
+    feeder.join()
+    assert batches == [[0, 1, 2, 3], [4, 5, 6, 7]]  # full: each waited for the frames to come
+
+    q.put(0)
+    started = time.monotonic()
+    assert next(gather(q, stop, 4, live=True, timeout_s=0.1)) == [0]  # no more came
+    assert 0.1 <= time.monotonic() - started < 1.0
+    q.put(0)  # a stop (Ctrl-C) ends even a long wait at once
+    threading.Timer(0.1, stop.set).start()
+    started = time.monotonic()
+    with pytest.raises(Stopped):
+        next(gather(q, stop, 4, live=True, timeout_s=100.0))
+    assert time.monotonic() - started < 2.0
 
 
 def test_importing_the_pipeline_does_not_import_torch():

@@ -132,8 +132,9 @@ def run_(
                                       "across the streams, round-robin)."),
     batch_timeout: Optional[float] = typer.Option(
         None, metavar="MS",
-        help="Several sources: send a batch that is not full this many milliseconds after its "
-             "first frame, so a stalled camera never holds the others back (default 40)."),
+        help="Send a batch that is not full this many milliseconds after its first frame: with "
+             "several sources a stalled camera never holds the others back (default 40); one "
+             "live source waits this long for a fuller batch (default: no wait)."),
     fps: Optional[float] = typer.Option(None, help="Frame rate of a frame directory (25)."),
     hud: bool = typer.Option(True, help="Draw FPS and stage times on the overlay."),
     serve: Optional[str] = typer.Option(

@@ -128,7 +128,8 @@ class Pipeline:
             "capture": dict(items=frame_numbers(self.stop_capture, stats, self.config.max_frames),
                             work=capture(self.source, self.stop_capture, stats),
                             out=outlet("capture", latest=live), count=one),
-            "preprocess": dict(items=gather(q["capture"], stop, self.config.batch, live),
+            "preprocess": dict(items=gather(q["capture"], stop, self.config.batch, live,
+                                            (self.config.batch_timeout_ms or 0.0) / 1000.0),
                                work=device.batch if device else preprocess(
                                    self.backend.input_size),
                                out=outlet("batches")),

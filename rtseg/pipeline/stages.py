@@ -28,7 +28,7 @@ from rtseg.imageops import resize_frame
 from rtseg.pipeline.consistency import ConsistencyMonitor
 from rtseg.pipeline.frames import Batch, Frame, Rendered
 from rtseg.pipeline.overlay import Overlay, hud_text
-from rtseg.pipeline.queues import END, get, put, put_latest
+from rtseg.pipeline.queues import END, POLL_S, Stopped, get, put, put_latest
 from rtseg.pipeline.sinks import Sink
 from rtseg.pipeline.smooth import FlowSmoother
 from rtseg.pipeline.sources import Source
@@ -122,16 +122,19 @@ def frame_numbers(stop_capture: threading.Event, stats: RunStats,
     stats.ended_by = "stopped" if stop_capture.is_set() else "max frames"
 
 
-def gather(q: queue.Queue, stop: threading.Event, size: int, live: bool) -> Iterator[list]:
+def gather(q: queue.Queue, stop: threading.Event, size: int, live: bool,
+           timeout_s: float = 0.0) -> Iterator[list]:
     """Frames from ``q`` (up to END) in groups of at most ``size``.
 
-    Files fill every group (throughput); live sources take what is waiting and never wait
-    for more (latency).
+    Files fill every group (throughput); live sources take what is waiting, and wait for
+    more only up to ``timeout_s`` after a group's first frame (``--batch-timeout``; 0:
+    never — latency first).
     """
     while (first := get(q, stop)) is not END:
         frames = [first]
+        deadline = time.monotonic() + timeout_s
         while len(frames) < size:
-            item = _waiting(q) if live else get(q, stop)
+            item = _waiting(q, stop, deadline) if live else get(q, stop)
             if item is None:
                 break
             if item is END:
@@ -141,12 +144,22 @@ def gather(q: queue.Queue, stop: threading.Event, size: int, live: bool) -> Iter
         yield frames
 
 
-def _waiting(q: queue.Queue) -> Any:
-    """The next item if one is waiting, else None."""
-    try:
-        return q.get_nowait()
-    except queue.Empty:
-        return None
+def _waiting(q: queue.Queue, stop: threading.Event, deadline: float) -> Any:
+    """The next item if one is waiting or comes before ``deadline`` (``time.monotonic()``),
+    else None; ``Stopped`` once ``stop`` is set."""
+    while True:
+        try:
+            return q.get_nowait()
+        except queue.Empty:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+        if stop.is_set():
+            raise Stopped
+        try:
+            return q.get(timeout=min(left, POLL_S))
+        except queue.Empty:
+            continue
 
 
 # -- the work of each stage ------------------------------------------------------------------
