@@ -255,6 +255,13 @@ def test_one_source_given_as_a_list_is_the_one_source_run(inputs, tmp_path):
     assert decoded_frames(tmp_path / "o.mp4") == 14
 
 
+def test_sinks_of_the_python_api_are_refused_with_several_sources(inputs, tmp_path):
+    from rtseg.pipeline import MaskSink
+
+    with pytest.raises(BadInput, match="sinks= takes the frames of one source"):
+        run([str(inputs[0]), str(inputs[1])], FakeBackend(), sinks=[MaskSink(tmp_path / "m")])
+
+
 def test_stream_names_are_stems_made_unique():
     assert stream_names(["a/front.mp4", "b/front.mp4", "frames/", "0",
                          "rtsp://user:pw@cam.local/live", "front.mp4"]) == \

@@ -48,7 +48,7 @@ def run(source: str | Path | Source, engine: Backend | str | Path | None = None,
     ``source``: a path, camera index, URL or a Source; or a list of paths, camera indices
     and URLs: several streams in one run (:class:`~rtseg.pipeline.multirunner.MultiPipeline`;
     ``labels`` then a list, ``output``/``masks`` a ``{stream}`` pattern or a directory, see
-    :mod:`~rtseg.pipeline.streams`; ``sinks`` are for one source only). ``engine``: a
+    :mod:`~rtseg.pipeline.streams`; ``sinks`` are for one source only: BadInput with several). ``engine``: a
     loaded Backend, or an engine file (opened on ``device`` in ``precision`` and closed
     afterwards; None: the bundled model). ``options`` are RunConfig's fields (``output``, ``masks``, ``labels``,
     ``alpha``, ``max_frames``, ``batch``, ``consistency``, ``smooth``, …). Everything is
@@ -81,6 +81,9 @@ def run(source: str | Path | Source, engine: Backend | str | Path | None = None,
         config = RunConfig(**options)
         serving = serve is not None or server is not None
         if several:
+            if sinks:
+                raise BadInput("sinks= takes the frames of one source; with several, give "
+                               "output or masks a {stream} pattern")
             plans = check_streams(source, labels, config, json_path, serving)
         else:
             check_run(source, config, json_path, serving=serving)
