@@ -2,7 +2,6 @@
 through the same scale, crop and flip as its frames; the teacher term is zero where they
 agree and ignores padding; bad teachers get one line."""
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,13 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rtseg.cli import main
 from rtseg.models import load_checkpoint, read_checkpoint_metadata
 from rtseg.training.distill import teacher_logits
 from rtseg.training.losses import DistillationLoss
 from test_device_batches import batches, synthetic
 from test_folder_data import cli as _cli
-from test_folder_data import three_class_data
+from test_folder_data import trained_three_class
 
 BUNDLED = Path(__file__).resolve().parents[1] / "engines" / "unet_vgg16_camvid.safetensors"
 
@@ -74,20 +72,13 @@ def test_teacher_scores_go_through_the_frames_scale_crop_and_flip():
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
-    """A 3-class unet_resnet18 trained for one epoch on a tiny folder data set."""
-    root = tmp_path_factory.mktemp("distill")
-    three_class_data(root / "data")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        code = main(["train", "--model", "unet_resnet18", "--dataset", "folder", "--data-root",
-                     str(root / "data"), "--epochs", "1", "--batch-size", "2", "--workers", "0",
-                     "--device", "cpu", "--out", str(root / "teacher")])
-    assert code == 0
-    return root
+    """A 3-class unet_resnet18 trained for one epoch on a tiny folder data set (the teacher:
+    ``run/best.safetensors``)."""
+    return trained_three_class(tmp_path_factory.mktemp("distill"))
 
 
 def test_teacher_scores_are_kept_coarser_when_they_would_not_fit(teacher):
-    weights = teacher / "teacher" / "best.safetensors"
+    weights = teacher / "run" / "best.safetensors"
     segmenter, meta = load_checkpoint(weights)
     frames = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
     full = teacher_logits(weights, frames, torch.device("cpu"), batch_size=2)
@@ -102,7 +93,7 @@ def test_teacher_scores_are_kept_coarser_when_they_would_not_fit(teacher):
 
 
 def test_train_with_a_teacher_records_it(teacher, tmp_path, capfd):
-    weights = teacher / "teacher" / "best.safetensors"
+    weights = teacher / "run" / "best.safetensors"
     code, out, err = _cli(["train", "--model", "unet_resnet18", "--teacher", weights,
                            "--distill-weight", 0.5, "--dataset", "folder", "--data-root",
                            teacher / "data", "--epochs", "1", "--batch-size", "2",
@@ -119,7 +110,7 @@ def test_train_with_a_teacher_records_it(teacher, tmp_path, capfd):
 def test_a_bad_teacher_gets_one_line(teacher, tmp_path, capfd, case):
     args = {"missing": ["--teacher", tmp_path / "none.safetensors"],
             "other classes": ["--teacher", BUNDLED],  # CamVid's 11, not 3
-            "bad temperature": ["--teacher", teacher / "teacher" / "best.safetensors",
+            "bad temperature": ["--teacher", teacher / "run" / "best.safetensors",
                                 "--distill-temperature", 0]}[case]
     code, _, err = _cli(["train", "--model", "unet_resnet18", *args, "--dataset", "folder",
                          "--data-root", teacher / "data", "--epochs", "1", "--device", "cpu",
@@ -141,7 +132,7 @@ def test_a_stop_while_the_teacher_runs_ends_the_run_at_once(teacher, tmp_path):
     said = []
     cfg = TrainConfig(model="unet_resnet18", dataset="folder", data_root=teacher / "data",
                       out=tmp_path / "student", epochs=1, batch_size=2, workers=0,
-                      device="cpu", teacher=teacher / "teacher" / "best.safetensors")
+                      device="cpu", teacher=teacher / "run" / "best.safetensors")
     result = train(cfg, log=said.append, stop=stop)
     assert result["interrupted"] and said == ["stopped before the first training step; "
                                               "nothing written"]

@@ -143,6 +143,19 @@ def three_class_data(root: Path, size: int = 64, per_split: int = 4) -> None:
     write_table(root, {"ignore_index": 255, "classes": THREE})
 
 
+def trained_three_class(root: Path) -> Path:
+    """``root`` with ``data/`` (``three_class_data``) and ``run/``: a unet_resnet18 trained
+    on it for one epoch on the CPU (``run/best.safetensors``)."""
+    three_class_data(root / "data")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        code = main(["train", "--model", "unet_resnet18", "--dataset", "folder", "--data-root",
+                     str(root / "data"), "--epochs", "1", "--batch-size", "2", "--workers", "0",
+                     "--device", "cpu", "--out", str(root / "run")])
+    assert code == 0
+    return root
+
+
 def cli(argv: list[str], capfd) -> tuple[int, str, str]:
     capfd.readouterr()
     with warnings.catch_warnings():

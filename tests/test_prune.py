@@ -1,31 +1,21 @@
 """`rtseg prune` and `rtseg train --init`: a trained UNet made narrower keeps its strongest
 filters, loads, exports and fine-tunes like any checkpoint; bad requests get one line."""
 
-import warnings
 
 import numpy as np
 import pytest
 import torch
 
-from rtseg.cli import main
 from rtseg.models import load_checkpoint, read_checkpoint_metadata
 from rtseg.models.flops import count_flops
 from test_folder_data import cli as _cli
-from test_folder_data import three_class_data
+from test_folder_data import trained_three_class
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A 3-class unet_resnet18 trained for one epoch on a tiny folder data set."""
-    root = tmp_path_factory.mktemp("prune")
-    three_class_data(root / "data")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        code = main(["train", "--model", "unet_resnet18", "--dataset", "folder", "--data-root",
-                     str(root / "data"), "--epochs", "1", "--batch-size", "2", "--workers", "0",
-                     "--device", "cpu", "--out", str(root / "run")])
-    assert code == 0
-    return root
+    return trained_three_class(tmp_path_factory.mktemp("prune"))
 
 
 def test_pruning_keeps_original_filters_and_cuts_the_flops(trained, tmp_path, capfd):
