@@ -16,7 +16,7 @@ from rtseg.cli import main
 from rtseg.errors import BadInput
 from rtseg.imageops import resize_frame
 
-from helpers import FakeBackend
+from helpers import REPO, FakeBackend
 
 CONTRACT_KEYS = {"backend", "precision", "input_size", "device", "results", "engine_fps",
                  "pipeline_fps", "pipeline_ratio"}
@@ -123,3 +123,24 @@ def test_cli_end_to_end(engine_path, dashcam_clip, tmp_path, capsys):
     assert not list(tmp_path.glob("*.tmp"))
     stdout = capsys.readouterr().out
     assert "rtseg bench" in stdout and "pipeline FPS" in stdout
+
+
+def test_slow_cpu_runs_the_command_in_a_quota_group_and_removes_it(tmp_path):
+    """bench/slow_cpu.py: the command runs inside a cgroup with the asked share of every core,
+    its exit code comes back, and the group is gone afterwards."""
+    import os
+    import subprocess
+    import sys
+
+    slow_cpu = REPO / "bench" / "slow_cpu.py"
+    probe = ("import sys; g = [l for l in open('/proc/self/cgroup') "
+             "if 'rtseg-slow-cpu' in l]; print(g[0].strip() if g else 'none'); sys.exit(3)")
+    done = subprocess.run([sys.executable, slow_cpu, "--share", "0.5", "--", sys.executable,
+                           "-c", probe], capture_output=True, text=True, timeout=60)
+    if done.returncode == 2 and "cannot make a cgroup" in done.stderr:
+        pytest.skip("no writable cgroup CPU controller here (needs root)")
+    assert done.returncode == 3, done.stderr
+    group = done.stdout.strip().split(":")[-1].lstrip("/")
+    assert group.startswith("rtseg-slow-cpu-")
+    for root in ("/sys/fs/cgroup/cpu", "/sys/fs/cgroup"):
+        assert not os.path.exists(os.path.join(root, group))
