@@ -43,18 +43,22 @@ def _timed(work) -> float:
 
 
 def make_group(share: float, period_us: int) -> Path:
-    """A cgroup whose members get ``share`` of each of this machine's cores."""
-    quota = max(1000, int(share * os.cpu_count() * period_us))
+    """A cgroup whose members get ``share`` of each core this process may run on; OSError
+    (with no group left behind) where none can be made."""
+    quota = max(1000, int(share * len(os.sched_getaffinity(0)) * period_us))
     name = f"rtseg-slow-cpu-{os.getpid()}"
-    if (V1 / "cpu.cfs_quota_us").exists():
-        group = V1 / name
-        group.mkdir()
-        (group / "cpu.cfs_period_us").write_text(str(period_us))
-        (group / "cpu.cfs_quota_us").write_text(str(quota))
-        return group
-    group = V2 / name
+    v1 = (V1 / "cpu.cfs_quota_us").exists()
+    group = (V1 if v1 else V2) / name
     group.mkdir()
-    (group / "cpu.max").write_text(f"{quota} {period_us}")
+    try:
+        if v1:
+            (group / "cpu.cfs_period_us").write_text(str(period_us))
+            (group / "cpu.cfs_quota_us").write_text(str(quota))
+        else:
+            (group / "cpu.max").write_text(f"{quota} {period_us}")
+    except OSError:
+        group.rmdir()
+        raise
     return group
 
 
@@ -85,12 +89,16 @@ def main() -> int:
         print(f"slow_cpu: cannot make a cgroup ({exc}); needs root and a writable cgroup CPU "
               "controller", file=sys.stderr)
         return 2
+    child = None
     try:
         child = subprocess.Popen(command, preexec_fn=lambda: (group / "cgroup.procs").write_text(
             str(os.getpid())))
         return child.wait()
-    except KeyboardInterrupt:
-        return child.wait()
+    except (OSError, subprocess.SubprocessError) as exc:
+        print(f"slow_cpu: cannot run {command[0]} in the group ({exc})", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # the child got the Ctrl-C too: let it finish its outputs
+        return child.wait() if child is not None else 130
     finally:
         for _ in range(50):  # the group empties once the child is reaped
             try:

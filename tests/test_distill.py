@@ -4,6 +4,7 @@ agree and ignores padding; bad teachers get one line."""
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -80,12 +81,13 @@ def teacher(tmp_path_factory):
 def test_teacher_scores_are_kept_coarser_when_they_would_not_fit(teacher):
     weights = teacher / "run" / "best.safetensors"
     segmenter, meta = load_checkpoint(weights)
-    frames = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    frames = np.random.default_rng(0).integers(0, 256, (3, 96, 128, 3), dtype=np.uint8)
     full = teacher_logits(weights, frames, torch.device("cpu"), batch_size=2)
     h, w = meta.input_size
     assert full.shape == (3, 3, h, w) and full.dtype == torch.float16
-    with torch.no_grad():
-        expected = segmenter.logits(torch.from_numpy(frames))
+    resized = np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_LINEAR) for f in frames])
+    with torch.no_grad():  # each frame resized to the teacher's input, as the pipeline does
+        expected = segmenter.logits(torch.from_numpy(resized))
     assert torch.allclose(full.float(), expected, atol=0.05, rtol=0.01)
     coarse = teacher_logits(weights, frames, torch.device("cpu"), memory=full.numel())
     assert coarse.shape == (3, 3, h // 2, w // 2)
@@ -102,22 +104,34 @@ def test_train_with_a_teacher_records_it(teacher, tmp_path, capfd):
     assert code == 0, err
     assert "distilled from best.safetensors" in out + err
     recipe = read_checkpoint_metadata(tmp_path / "student" / "best.safetensors").extra["recipe"]
-    assert recipe["teacher"] == "best.safetensors"
+    assert recipe["teacher"] == "best.safetensors" and recipe["data_on_device"] is True
     assert "0.5 x T^2 x KL(teacher || student) at T 2.0" in recipe["loss"]
 
+    # --resume must be taught as the run was: without the teacher it is refused in one line
+    code, _, err = _cli(["train", "--model", "unet_resnet18", "--resume", "--dataset", "folder",
+                         "--data-root", teacher / "data", "--epochs", "2", "--device", "cpu",
+                         "--out", tmp_path / "student"], capfd)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "was trained with --teacher best.safetensors (weight 0.5" in err
 
-@pytest.mark.parametrize("case", ["missing", "other classes", "bad temperature"])
+
+@pytest.mark.parametrize("case", ["missing", "other classes", "bad temperature",
+                                  "no teacher"])
 def test_a_bad_teacher_gets_one_line(teacher, tmp_path, capfd, case):
     args = {"missing": ["--teacher", tmp_path / "none.safetensors"],
             "other classes": ["--teacher", BUNDLED],  # CamVid's 11, not 3
             "bad temperature": ["--teacher", teacher / "run" / "best.safetensors",
-                                "--distill-temperature", 0]}[case]
+                                "--distill-temperature", 0],
+            "no teacher": ["--distill-weight", 2]}[case]
     code, _, err = _cli(["train", "--model", "unet_resnet18", *args, "--dataset", "folder",
                          "--data-root", teacher / "data", "--epochs", "1", "--device", "cpu",
                          "--out", tmp_path / "student"], capfd)
     assert code != 0
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and "--" in lines[0] and "Traceback" not in err
+    assert len(lines) == 1 and "Traceback" not in err
+    assert {"missing": "no such file", "other classes": "predicts 11 classes",
+            "bad temperature": "--distill-temperature 0", "no teacher": "need --teacher"}[case] \
+        in lines[0]
     assert not (tmp_path / "student").exists()
 
 

@@ -110,9 +110,11 @@ def train(
     from rtseg.training.train import train as run_training
 
     recipe = {"scale_range": parse_range(scale_range, "--scale-range")} if scale_range else {}
-    recipe.update({k: v for k, v in (("distill_weight", distill_weight),
-                                     ("distill_temperature", distill_temperature))
-                   if v is not None})
+    distill = {k: v for k, v in (("distill_weight", distill_weight),
+                                 ("distill_temperature", distill_temperature)) if v is not None}
+    if distill and teacher is None:
+        raise BadInput("--distill-weight and --distill-temperature need --teacher FILE")
+    recipe.update(distill)
     cfg = TrainConfig(model=model, dataset=dataset.value, data_root=data_root, out=out,
                       epochs=epochs, batch_size=batch_size, crop=parse_size(crop, "--crop"),
                       input_size=parse_size(input_size, "--input-size"), lr=lr,

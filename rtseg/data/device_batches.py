@@ -37,7 +37,8 @@ def decode_split(pairs: Sequence, dataset: DatasetLike,
         loaded = list(pool.map(lambda pair: load_pair(*pair, dataset), pairs))
     sizes = {image.shape for image, _ in loaded}
     if len(sizes) > 1:
-        raise BadInput(f"--data-on-device needs frames of one size; found {len(sizes)} sizes "
+        raise BadInput(f"--data-on-device (and --teacher) needs frames of one size; found "
+                       f"{len(sizes)} sizes "
                        f"(e.g. {sorted(sizes)[:2]})")
     return np.stack([i for i, _ in loaded]), np.stack([lbl for _, lbl in loaded])
 

@@ -57,6 +57,8 @@ class TrainConfig:
         if self.distill_weight < 0 or self.distill_temperature <= 0:
             raise BadInput(f"--distill-weight {self.distill_weight}, --distill-temperature "
                            f"{self.distill_temperature}: need a weight >= 0 and a temperature > 0")
+        if self.teacher is not None:
+            self.data_on_device = True  # the teacher's logits are sampled with the frames
         lo, hi = self.scale_range
         if not 0 < lo <= hi:
             raise BadInput(f"--scale-range {lo},{hi}: need 0 < low <= high, e.g. 0.5,2.0")

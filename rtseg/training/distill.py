@@ -12,7 +12,6 @@ The loss that uses them is ``rtseg.training.losses.DistillationLoss``.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -45,11 +44,12 @@ def check_teacher(path: Path, spec: DatasetSpec) -> None:
 def teacher_logits(path: Path, images: np.ndarray, device: torch.device, batch_size: int = 8,
                    memory: int = TEACHER_MEMORY,
                    log: Callable[[str], None] = lambda s: None,
-                   stop: Optional[threading.Event] = None) -> torch.Tensor:
+                   stopped: Optional[Callable[[], bool]] = None) -> torch.Tensor:
     """The teacher's class scores for uint8 BGR ``images`` [N, H, W, 3], each resized to the
     teacher's input size: float16 [N, C, h, w] on ``device``, average-pooled by the smallest
     factor that keeps them under ``memory`` bytes. StopRequested (at step 0) as soon as
-    ``stop`` is set: the pass takes minutes on a CPU."""
+    ``stopped()`` says so, asked before each batch (under DDP every rank asks as often, so
+    it may be a collective): the pass takes minutes on a CPU."""
     segmenter, meta = load_checkpoint(path)
     segmenter = segmenter.to(device).eval()
     height, width = meta.input_size
@@ -63,7 +63,7 @@ def teacher_logits(path: Path, images: np.ndarray, device: torch.device, batch_s
     with torch.no_grad(), torch.autocast(device.type, dtype=dtype or torch.float32,
                                          enabled=dtype is not None):
         for start in range(0, n, batch_size):
-            if stop is not None and stop.is_set():
+            if stopped is not None and stopped():
                 raise StopRequested(0)
             chunk = np.stack([resize_frame(im, (height, width))
                               for im in images[start:start + batch_size]])

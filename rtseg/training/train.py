@@ -56,6 +56,7 @@ class _Job:
     train_pairs: list
     val_pairs: list
     out: Path
+    teacher: dict | None = None  # --teacher's file name, weight and temperature
 
     @property
     def state_path(self) -> Path:
@@ -64,9 +65,11 @@ class _Job:
 
     @property
     def run_id(self) -> dict:
-        """What a resumed state must match."""
-        return {"model": self.name, "dataset": self.spec.name,
-                "num_classes": self.spec.num_classes}
+        """What a resumed state must match (a teacher only where there is one, so that the
+        states of runs without one match as they always did)."""
+        run_id = {"model": self.name, "dataset": self.spec.name,
+                  "num_classes": self.spec.num_classes}
+        return run_id | ({"teacher": self.teacher} if self.teacher else {})
 
 
 @dataclass
@@ -129,9 +132,12 @@ def _check_inputs(cfg: TrainConfig) -> _Job:
         raise BadInput(f"--resume: no {STATE_FILE} in {out}")
     if cfg.init is not None:
         check_init(cfg.init, name, spec)
+    teacher = None
     if cfg.teacher is not None:
         check_teacher(cfg.teacher, spec)
-    return _Job(spec, name, input_size, crop, train_pairs, val_pairs, out)
+        teacher = {"file": Path(cfg.teacher).name, "weight": cfg.distill_weight,
+                   "temperature": cfg.distill_temperature}
+    return _Job(spec, name, input_size, crop, train_pairs, val_pairs, out, teacher)
 
 
 def _shared_class_weights(cfg: TrainConfig, job: _Job, device: torch.device,
@@ -176,6 +182,9 @@ def _resume(job: _Job, run: _Run, log: Callable[[str], None]) -> _Progress:
     worse epoch of the resumed run. BadInput when it is a run of another model or data set."""
     state = load_state(job.state_path, run.device)
     saved = json.loads(state.get("run", "{}"))
+    if saved and saved.get("teacher") != job.teacher:
+        raise BadInput(f"--resume: {job.state_path} was trained {_taught(saved.get('teacher'))}"
+                       f", not {_taught(job.teacher)}: give the run's own --teacher flags")
     if saved and saved != job.run_id:
         raise BadInput(f"--resume: {job.state_path} is a {saved['model']} run on "
                        f"{saved['dataset']}, not {job.name} on {job.spec.name}")
@@ -195,6 +204,15 @@ def _resume(job: _Job, run: _Run, log: Callable[[str], None]) -> _Progress:
     return progress
 
 
+def _taught(teacher: dict | None) -> str:
+    """How a run was taught, in words: "with --teacher F (weight W, T T)" or "without a
+    teacher"."""
+    if not teacher:
+        return "without a teacher"
+    return (f"with --teacher {teacher['file']} (weight {teacher['weight']}, temperature "
+            f"{teacher['temperature']})")
+
+
 def _wrap_for_ddp(segmenter: Segmenter, device: torch.device, info: ddp.DistInfo) -> nn.Module:
     """The training forward; under torchrun DDP-wrapped (batch norm synced across GPUs)."""
     model: nn.Module = LogitsOf(segmenter)
@@ -208,8 +226,8 @@ def _wrap_for_ddp(segmenter: Segmenter, device: torch.device, info: ddp.DistInfo
 
 def _make_loader(cfg: TrainConfig, job: _Job, run: _Run, start_epoch: int,
                  log: Callable[[str], None], stop: Optional[threading.Event] = None) -> tuple:
-    """The training batches and their sampler: made on the device (``data_on_device``, and
-    always with a ``teacher``, whose logits are sampled with the frames; one object is both)
+    """The training batches and their sampler: made on the device (``data_on_device``, which
+    a ``teacher`` implies: its logits are sampled with the frames; one object is both)
     or by ``make_train_loader``; BadInput, before any decoding, when a process gets less than
     one batch (both drop the last partial batch). StopRequested when ``stop`` is set while
     the teacher runs."""
@@ -217,14 +235,15 @@ def _make_loader(cfg: TrainConfig, job: _Job, run: _Run, start_epoch: int,
     if per_process < cfg.batch_size:
         raise BadInput(f"{per_process} training images per process is fewer than one batch "
                        f"of {cfg.batch_size}; lower --batch-size")
-    if not (cfg.data_on_device or cfg.teacher):
+    if not cfg.data_on_device:
         return make_train_loader(job.train_pairs, cfg, job.crop, job.input_size,
                                  job.spec.ignore_index, run.info, start_epoch)
     images, labels = decode_split(job.train_pairs, job.spec, max(cfg.workers, 1))
     teacher = None
     if cfg.teacher is not None:
         teacher = teacher_logits(cfg.teacher, images, run.device, cfg.batch_size,
-                                 log=log if run.info.is_main else lambda s: None, stop=stop)
+                                 log=log if run.info.is_main else lambda s: None,
+                                 stopped=lambda: _stopped(stop, run))
     batches = DeviceBatches(
         images, labels, job.crop, job.input_size, job.spec.ignore_index, cfg.batch_size,
         run.device, cfg.scale_range, cfg.jitter, cfg.seed, run.info.rank, run.info.world_size,
@@ -241,7 +260,7 @@ def _announce(cfg: TrainConfig, job: _Job, run: _Run, log: Callable[[str], None]
         f"input {job.input_size[0]}x{job.input_size[1]}, "
         f"{run.info.world_size} process(es) on {run.device.type}, "
         f"amp={run.metadata.extra['recipe']['amp']}"
-        + (", batches made on the device" if cfg.data_on_device or cfg.teacher else "")
+        + (", batches made on the device" if cfg.data_on_device else "")
         + (f", distilled from {Path(cfg.teacher).name}" if cfg.teacher else "")
         + (f"; val = held-out sequence {cfg.holdout_sequence}" if cfg.holdout_sequence else "")
         + ("; val frames trained on too" if cfg.train_on_val else ""))
@@ -392,7 +411,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = lambda s: None,
         try:
             loader, sampler = _make_loader(cfg, job, run, progress.epoch, log, stop)
         except StopRequested:  # while the teacher ran: nothing trained, nothing written
-            log("stopped before the first training step; nothing written")
+            if info.is_main:
+                log("stopped before the first training step; nothing written")
             return {"best_miou": progress.best, "epochs": progress.epoch, "out": str(job.out),
                     "train_seconds": 0.0, "interrupted": True}
         progress.plan(cfg.epochs, len(loader))
