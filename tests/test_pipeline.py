@@ -276,6 +276,25 @@ def test_a_fast_live_source_drops_oldest_frames_instead_of_growing():
     assert source.peak_alive <= in_frames(result["queue_bounds"], 1) < 300
 
 
+class PacedCamera(FakeSource):
+    """A live source that delivers a frame every 10 ms."""
+
+    def __init__(self, n: int):
+        super().__init__(n, live=True)
+
+    def read(self, stop):
+        time.sleep(0.01)
+        return super().read(stop)
+
+
+def test_one_live_source_with_a_batch_timeout_waits_to_fill_its_batches():
+    backend = FakeBackend()
+    result = Pipeline(PacedCamera(24), backend, RunConfig(batch=4, batch_timeout_ms=500)).run()
+    sizes = [shape[0] for shape, *_ in backend.calls]
+    assert result["frames"] == 24 and sum(sizes) == 24
+    assert sizes == [4] * 6  # each batch waited (40 ms) for its four frames, not 500 ms
+
+
 class FakeCapture:
     """Stands in for cv2.VideoCapture on a stream: ``frames`` reads succeed, then it fails."""
 
