@@ -86,7 +86,7 @@ def train_all(args) -> dict:
                           workers=args.workers, data_on_device=True, val_every=args.val_every,
                           time_budget_s=budget, train_limit=args.train_limit,
                           val_limit=args.val_limit, colour_cast=args.colour_cast,
-                          init=args.init)
+                          init=args.init, teacher=args.teacher)
         t0 = time.perf_counter()
         print(f"== {name}: budget {budget:.0f} s of training steps, batch {batch_sizes[name]}",
               flush=True)
@@ -171,6 +171,9 @@ def main() -> None:
     p.add_argument("--init", type=Path,
                    help="start every model from these weights (rtseg train --init), e.g. the "
                         "light model: rtseg prune of the bundled weights, then --models unet_vgg16")
+    p.add_argument("--teacher", type=Path,
+                   help="distil every model from these weights (rtseg train --teacher), e.g. "
+                        "the bundled unet_vgg16 for the light model")
     p.add_argument("--val-every", type=int, default=10)
     p.add_argument("--workers", type=int, default=8)
     p.add_argument("--device", default="cuda")
