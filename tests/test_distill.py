@@ -39,6 +39,19 @@ def test_the_teacher_term_vanishes_where_the_student_agrees_and_pulls_it_there()
     assert float(after) < float(before.detach())
 
 
+def test_the_teacher_term_weighs_each_pixel_by_the_teachers_class():
+    teacher = torch.zeros(1, 2, 4, 4)
+    teacher[:, 0, :, :2] = 5.0  # class 0 on the left half, class 1 on the right
+    teacher[:, 1, :, 2:] = 5.0
+    student = teacher.clone()
+    student[:, :, :, 2:] = 0.0  # wrong only where the teacher sees the rare class 1
+    plain = DistillationLoss(nn.CrossEntropyLoss())
+    weighted = DistillationLoss(nn.CrossEntropyLoss(), class_weight=torch.tensor([1.0, 9.0]))
+    wrong = plain.kl(student[..., 2:], teacher[..., 2:], None)  # mean over the wrong half
+    assert torch.allclose(plain.kl(student, teacher, None), wrong / 2)
+    assert torch.allclose(weighted.kl(student, teacher, None), wrong * 9 / 10)
+
+
 def test_pixels_outside_the_frame_do_not_count():
     torch.manual_seed(1)
     logits, teacher = torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 8)

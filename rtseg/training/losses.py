@@ -13,7 +13,7 @@ pixels leaves under-trained.
 
 With a teacher (``--teacher``, ``rtseg.training.distill``) any of them gets a second term,
 ``DistillationLoss``: ``weight`` × T² × KL(teacher ‖ student) at temperature T, averaged over
-the pixels inside the crop (Hinton et al. 2015, per pixel as in Liu et al. 2019, "Structured
+the pixels inside the crop with the class weights of the teacher's classes (Hinton et al. 2015, per pixel as in Liu et al. 2019, "Structured
 knowledge distillation for semantic segmentation"): every pixel gets the teacher's whole
 distribution over the classes, not only a label, and unlabelled (void) pixels a target too.
 """
@@ -111,13 +111,18 @@ def make_criterion(name: str, weight: torch.Tensor, ignore_index: int) -> nn.Mod
 
 
 class DistillationLoss(nn.Module):
-    """``base`` (the labels' loss) plus ``weight`` × T² × the mean per-pixel
-    KL(softmax(teacher / T) ‖ softmax(student / T)) over the pixels ``inside`` the crop."""
+    """``base`` (the labels' loss) plus ``weight`` × T² × KL(softmax(teacher / T) ‖
+    softmax(student / T)) per pixel, averaged over the pixels ``inside`` the crop, each
+    weighted by ``class_weight`` of the teacher's class there (the cross-entropy's ENet
+    weights: without them the road, sky and buildings, most of every frame, drown the thin
+    rare classes that mIoU counts equally); unweighted when ``class_weight`` is None."""
 
     def __init__(self, base: nn.Module, weight: float = DISTILL_WEIGHT,
-                 temperature: float = DISTILL_TEMPERATURE):
+                 temperature: float = DISTILL_TEMPERATURE,
+                 class_weight: torch.Tensor | None = None):
         super().__init__()
         self.base, self.weight, self.temperature = base, weight, temperature
+        self.register_buffer("class_weight", class_weight)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor,
                 teacher: torch.Tensor | None = None,
@@ -129,12 +134,13 @@ class DistillationLoss(nn.Module):
 
     def kl(self, logits: torch.Tensor, teacher: torch.Tensor,
            inside: torch.Tensor | None) -> torch.Tensor:
-        """T² × KL(teacher ‖ student) per pixel, averaged over ``inside`` (all pixels if None)."""
+        """T² × KL(teacher ‖ student) per pixel, the weighted mean over ``inside`` (all
+        pixels if None)."""
         t = self.temperature
         target = F.log_softmax(teacher.float() / t, dim=1)
         student = F.log_softmax(logits / t, dim=1)
         per_pixel = (target.exp() * (target - student)).sum(dim=1)  # [B, H, W]
-        if inside is None:
-            return per_pixel.mean() * t * t
-        inside = inside.to(per_pixel.dtype)
-        return (per_pixel * inside).sum() / inside.sum().clamp(min=1.0) * t * t
+        weights = torch.ones_like(per_pixel) if inside is None else inside.to(per_pixel.dtype)
+        if self.class_weight is not None:
+            weights = weights * self.class_weight[teacher.argmax(dim=1)]
+        return (per_pixel * weights).sum() / weights.sum().clamp(min=1e-12) * t * t

@@ -45,7 +45,8 @@ def run_metadata(cfg: TrainConfig, input_size, crop, info: ddp.DistInfo, device:
                   optimizer="AdamW", schedule="poly(0.9) per step",
                   loss=LOSS_DESCRIPTIONS[cfg.loss]
                   + (f" + {cfg.distill_weight} x T^2 x KL(teacher || student) at T "
-                     f"{cfg.distill_temperature}" if cfg.teacher else ""),
+                     f"{cfg.distill_temperature}, per pixel weighted by the class weight of the "
+                     "teacher's class" if cfg.teacher else ""),
                   augmentation=f"scale {cfg.scale_range}, crop, hflip, jitter {jitter}"
                   + (f", colour cast {colour_cast}" if colour_cast else "")
                   + (", camera (gamma, blur, noise, JPEG)" if cfg.camera_augment else ""))

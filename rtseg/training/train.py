@@ -168,7 +168,8 @@ def _prepare(cfg: TrainConfig, job: _Job, device: torch.device, info: ddp.DistIn
     weights = _shared_class_weights(cfg, job, device, info)
     criterion = make_criterion(cfg.loss, weights, job.spec.ignore_index)
     if cfg.teacher is not None:
-        criterion = DistillationLoss(criterion, cfg.distill_weight, cfg.distill_temperature)
+        criterion = DistillationLoss(criterion, cfg.distill_weight, cfg.distill_temperature,
+                                     class_weight=weights)
     optimizer = torch.optim.AdamW(segmenter.parameters(), lr=cfg.lr,
                                   weight_decay=cfg.weight_decay, fused=device.type == "cuda")
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
