@@ -1,9 +1,11 @@
 """Run a command on a slower CPU than this one: a Linux cgroup CPU quota gives the command
 ``--share`` of every core's time, so a fast CPU stands in for a slower one with the same
-core count — e.g. a 2-core Zen 4 at 184 fp32 GFLOP/s for a 2-core AVX2 EPYC at 75
-(``--share 0.41``, or ``--gflops 75`` to have the share measured).
+core count — e.g. a 2-core Zen 4 at about 175 fp32 GFLOP/s for a 2-core AVX2 EPYC at 75
+(``--share 0.45``: ``bench/cpu_forms.py`` run inside measured 75.0). ``--gflops 75`` measures
+this CPU first and derives the share, but a shared machine's rate moves by 10-20 % between
+measurements: prefer a fixed ``--share`` checked by the matrix product inside the group.
 
-    python bench/slow_cpu.py --gflops 75 -- rtseg run --source bench/data/solidWhiteRight.mp4 ...
+    python bench/slow_cpu.py --share 0.45 -- rtseg run --source bench/data/solidWhiteRight.mp4 ...
 
 The quota is enforced every ``--period-ms`` (10 ms: short, so that frames of ~100 ms see an
 even slowdown rather than bursts of full speed and stalls). What it does not emulate: the
