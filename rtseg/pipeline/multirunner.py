@@ -61,8 +61,8 @@ class _Notifying(Outlet):
 class MultiPipeline(Pipeline):
     """One run over ``sources`` (opened, owned: closed when their capture ends, or here if
     the run cannot be set up), described by ``plans`` (names, labels, outputs), with
-    ``backend``. ``config``'s ``output``, ``masks`` and ``labels`` are ignored (the plans
-    carry them); ``max_frames`` is per stream. Ctrl-C finishes the frames in flight of every
+    ``backend``. ``config``'s ``output``, ``masks`` and ``labels`` are ignored (each plan
+    holds its own); ``max_frames`` is per stream. Ctrl-C finishes the frames in flight of every
     stream, as with one source.
 
     >>> plans = plan_streams(["front.mp4", "rear.mp4"], output=Path("out/{stream}.mp4"))

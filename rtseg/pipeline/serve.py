@@ -160,7 +160,7 @@ class LiveServer:
             self._stats = (float("-inf"), b"")
 
     def describe(self, **extra) -> None:
-        """Keys the page's numbers carry besides the run's (e.g. ``engine``)."""
+        """Keys the page shows besides the run's numbers (e.g. ``engine``)."""
         with self._stats_lock:
             self._extra.update(extra)
 
