@@ -41,6 +41,15 @@ def check_teacher(path: Path, spec: DatasetSpec) -> None:
                        f"{spec.num_classes} of {spec.name}")
 
 
+def teacher_id(cfg) -> dict | None:
+    """What a resumed run must be taught with: ``--teacher``'s file name, weight and
+    temperature (None without a teacher). ``cfg``: a TrainConfig."""
+    if cfg.teacher is None:
+        return None
+    return {"file": Path(cfg.teacher).name, "weight": cfg.distill_weight,
+            "temperature": cfg.distill_temperature}
+
+
 def teacher_logits(path: Path, images: np.ndarray, device: torch.device, batch_size: int = 8,
                    memory: int = TEACHER_MEMORY,
                    log: Callable[[str], None] = lambda s: None,

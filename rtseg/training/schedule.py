@@ -11,6 +11,7 @@ import torch
 
 from rtseg.data import read_label
 from rtseg.data.datasets import DatasetLike
+from rtseg.training import distributed as ddp
 
 
 def class_weights(pairs: Sequence, dataset: DatasetLike, num_classes: int, ignore_index: int,
@@ -27,6 +28,15 @@ def class_weights(pairs: Sequence, dataset: DatasetLike, num_classes: int, ignor
     weights[counts == 0] = 0.0  # a class never seen cannot be learned; don't let it dominate
     weights *= (counts > 0).sum() / max(weights.sum(), 1e-12)
     return torch.tensor(weights, dtype=torch.float32)
+
+
+def shared_class_weights(pairs: Sequence, spec, device: torch.device, info) -> torch.Tensor:
+    """``class_weights`` of ``spec``'s classes counted by rank 0 and broadcast to every rank
+    (``info``: the process's DistInfo)."""
+    weights = torch.zeros(spec.num_classes)
+    if info.is_main:
+        weights = class_weights(pairs, spec, spec.num_classes, spec.ignore_index)
+    return ddp.broadcast_tensor(weights.to(device), info)
 
 
 def planned_epochs(epochs: int, done: int, elapsed_s: float, last_epoch_s: float,

@@ -63,6 +63,27 @@ def save_state(path: Path, segmenter: Segmenter, optimizer, epoch: int, step: in
     write_via_temp(path, lambda tmp: torch.save(state, tmp))
 
 
+def check_same_run(saved: dict, run_id: dict, path: Path) -> None:
+    """BadInput, in one line, unless the state at ``path`` (its ``saved`` run id) is a run of
+    the same model and data set, taught the same way (``teacher``: ``distill.teacher_id``)."""
+    if not saved:
+        return
+    if saved.get("teacher") != run_id.get("teacher"):
+        raise BadInput(f"--resume: {path} was trained {_taught(saved.get('teacher'))}, not "
+                       f"{_taught(run_id.get('teacher'))}: give the run's own --teacher flags")
+    if saved != run_id:
+        raise BadInput(f"--resume: {path} is a {saved['model']} run on {saved['dataset']}, "
+                       f"not {run_id['model']} on {run_id['dataset']}")
+
+
+def _taught(teacher: dict | None) -> str:
+    """How a run was taught, in words."""
+    if not teacher:
+        return "without a teacher"
+    return (f"with --teacher {teacher['file']} (weight {teacher['weight']}, temperature "
+            f"{teacher['temperature']})")
+
+
 def load_state(path: Path, device: torch.device) -> dict:
     """The resumable state ``save_state`` wrote. ``weights_only=True``: tensors, numbers and
     strings only — a pickle carrying code is refused, never run; BadInput for that or any

@@ -33,7 +33,7 @@ from rtseg.files import write_json, write_via_temp
 from rtseg.metadata import EngineMetadata
 from rtseg.models import (Segmenter, canonical_name, read_checkpoint_metadata,
                           save_checkpoint)
-from rtseg.training.distill import check_teacher, teacher_logits
+from rtseg.training.distill import check_teacher, teacher_id, teacher_logits
 from rtseg.training.init_weights import check_init, initial_network
 from rtseg.models.registry import check_input_size
 from rtseg.training import distributed as ddp
@@ -41,8 +41,9 @@ from rtseg.training.config import TrainConfig
 from rtseg.training.epoch import (LogitsOf, StopRequested, make_train_loader, train_one_epoch,
                                   validate)
 from rtseg.training.losses import DistillationLoss, make_criterion
-from rtseg.training.schedule import class_weights, planned_epochs, poly_lr
-from rtseg.training.state import STATE_FILE, load_state, run_metadata, save_state
+from rtseg.training.schedule import planned_epochs, poly_lr, shared_class_weights
+from rtseg.training.state import (STATE_FILE, check_same_run, load_state, run_metadata,
+                                  save_state)
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class _Job:
     train_pairs: list
     val_pairs: list
     out: Path
-    teacher: dict | None = None  # --teacher's file name, weight and temperature
+    teacher: dict | None = None  # distill.teacher_id
 
     @property
     def state_path(self) -> Path:
@@ -65,11 +66,11 @@ class _Job:
 
     @property
     def run_id(self) -> dict:
-        """What a resumed state must match (a teacher only where there is one, so that the
-        states of runs without one match as they always did)."""
-        run_id = {"model": self.name, "dataset": self.spec.name,
-                  "num_classes": self.spec.num_classes}
-        return run_id | ({"teacher": self.teacher} if self.teacher else {})
+        """What a resumed state must match (a teacher only where there is one: the states
+        of runs without one match as they always did)."""
+        teacher = {"teacher": self.teacher} if self.teacher else {}
+        return {"model": self.name, "dataset": self.spec.name,
+                "num_classes": self.spec.num_classes} | teacher
 
 
 @dataclass
@@ -132,22 +133,9 @@ def _check_inputs(cfg: TrainConfig) -> _Job:
         raise BadInput(f"--resume: no {STATE_FILE} in {out}")
     if cfg.init is not None:
         check_init(cfg.init, name, spec)
-    teacher = None
     if cfg.teacher is not None:
         check_teacher(cfg.teacher, spec)
-        teacher = {"file": Path(cfg.teacher).name, "weight": cfg.distill_weight,
-                   "temperature": cfg.distill_temperature}
-    return _Job(spec, name, input_size, crop, train_pairs, val_pairs, out, teacher)
-
-
-def _shared_class_weights(cfg: TrainConfig, job: _Job, device: torch.device,
-                          info: ddp.DistInfo) -> torch.Tensor:
-    """Class weights counted by rank 0 and broadcast to every rank."""
-    weights = torch.zeros(job.spec.num_classes)
-    if info.is_main:
-        weights = class_weights(job.train_pairs, job.spec, job.spec.num_classes,
-                                job.spec.ignore_index)
-    return ddp.broadcast_tensor(weights.to(device), info)
+    return _Job(spec, name, input_size, crop, train_pairs, val_pairs, out, teacher_id(cfg))
 
 
 def _prepare(cfg: TrainConfig, job: _Job, device: torch.device, info: ddp.DistInfo) -> _Run:
@@ -165,7 +153,7 @@ def _prepare(cfg: TrainConfig, job: _Job, device: torch.device, info: ddp.DistIn
     segmenter = Segmenter(net, IMAGENET_MEAN, IMAGENET_STD).to(device)
     if device.type == "cuda":
         segmenter = segmenter.to(memory_format=torch.channels_last)
-    weights = _shared_class_weights(cfg, job, device, info)
+    weights = shared_class_weights(job.train_pairs, job.spec, device, info)
     criterion = make_criterion(cfg.loss, weights, job.spec.ignore_index)
     if cfg.teacher is not None:
         criterion = DistillationLoss(criterion, cfg.distill_weight, cfg.distill_temperature,
@@ -182,13 +170,7 @@ def _resume(job: _Job, run: _Run, log: Callable[[str], None]) -> _Progress:
     checkpoints, so the best may be newer than the state, and must not be replaced by a
     worse epoch of the resumed run. BadInput when it is a run of another model or data set."""
     state = load_state(job.state_path, run.device)
-    saved = json.loads(state.get("run", "{}"))
-    if saved and saved.get("teacher") != job.teacher:
-        raise BadInput(f"--resume: {job.state_path} was trained {_taught(saved.get('teacher'))}"
-                       f", not {_taught(job.teacher)}: give the run's own --teacher flags")
-    if saved and saved != job.run_id:
-        raise BadInput(f"--resume: {job.state_path} is a {saved['model']} run on "
-                       f"{saved['dataset']}, not {job.name} on {job.spec.name}")
+    check_same_run(json.loads(state.get("run", "{}")), job.run_id, job.state_path)
     try:
         run.segmenter.net.load_state_dict(state["net"])
     except RuntimeError:
@@ -203,15 +185,6 @@ def _resume(job: _Job, run: _Run, log: Callable[[str], None]) -> _Progress:
                          history=json.loads(state["history"]))
     log(f"resumed from {job.state_path} after epoch {progress.epoch}")
     return progress
-
-
-def _taught(teacher: dict | None) -> str:
-    """How a run was taught, in words: "with --teacher F (weight W, T T)" or "without a
-    teacher"."""
-    if not teacher:
-        return "without a teacher"
-    return (f"with --teacher {teacher['file']} (weight {teacher['weight']}, temperature "
-            f"{teacher['temperature']})")
 
 
 def _wrap_for_ddp(segmenter: Segmenter, device: torch.device, info: ddp.DistInfo) -> nn.Module:
@@ -240,11 +213,9 @@ def _make_loader(cfg: TrainConfig, job: _Job, run: _Run, start_epoch: int,
         return make_train_loader(job.train_pairs, cfg, job.crop, job.input_size,
                                  job.spec.ignore_index, run.info, start_epoch)
     images, labels = decode_split(job.train_pairs, job.spec, max(cfg.workers, 1))
-    teacher = None
-    if cfg.teacher is not None:
-        teacher = teacher_logits(cfg.teacher, images, run.device, cfg.batch_size,
-                                 log=log if run.info.is_main else lambda s: None,
-                                 stopped=lambda: _stopped(stop, run))
+    teacher = None if cfg.teacher is None else teacher_logits(
+        cfg.teacher, images, run.device, cfg.batch_size,
+        log=log if run.info.is_main else lambda s: None, stopped=lambda: _stopped(stop, run))
     batches = DeviceBatches(
         images, labels, job.crop, job.input_size, job.spec.ignore_index, cfg.batch_size,
         run.device, cfg.scale_range, cfg.jitter, cfg.seed, run.info.rank, run.info.world_size,
